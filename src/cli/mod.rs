@@ -1,0 +1,54 @@
+//! The `penumbra` command line: one module per subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod check_config;
+pub mod echo;
+pub mod inspect;
+pub mod phantom;
+pub mod run;
+pub mod send;
+pub mod serve;
+
+/// Exit code for an invalid configuration (`EX_CONFIG` from sysexits.h).
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(name = "penumbra", version, about = "CT perfusion: ischemic core and penumbra segmentation daemon")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: receive studies, process them, export results.
+    Serve(serve::Args),
+    /// Validate a pipeline.yaml and print every error found.
+    CheckConfig(check_config::Args),
+    /// Process one study folder to the end without the daemon and print the report as JSON.
+    Run(run::Args),
+    /// Send a C-ECHO to a DICOM node.
+    Echo(echo::Args),
+    /// Send every DICOM file of a folder to a DICOM node by C-STORE.
+    Send(send::Args),
+    /// Print, as JSON, what the decoder makes of a file or folder.
+    Inspect(inspect::Args),
+    /// Write a synthetic acute-stroke CT perfusion study with its ground truth.
+    Phantom(phantom::Args),
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Echo(args) => echo::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Phantom(args) => phantom::run(args),
+    }
+}

@@ -1,0 +1,11 @@
+//! `penumbra phantom`.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> ExitCode {
+    eprintln!("penumbra phantom: not built yet");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,1 @@
+//! `pipeline.yaml` read into typed settings, with every validation error collected.

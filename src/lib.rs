@@ -1,0 +1,16 @@
+//! Penumbra: a daemon that turns a stroke patient's CT perfusion study into ischemic core and
+//! penumbra segmentations.
+//!
+//! - [`config`]: `pipeline.yaml` read into typed settings, with every validation error collected.
+//! - [`ingest`]: C-STORE receiver, watched folders, the durable spool and study assembly.
+//! - [`pipeline`]: the `Stage` contract, the staged runner and one module per stage.
+//! - [`outbox`]: durable C-STORE forwarding of results to the configured destinations.
+//! - [`telemetry`]: logging set-up and metrics.
+//! - [`cli`]: the `penumbra` subcommands.
+
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod outbox;
+pub mod pipeline;
+pub mod telemetry;

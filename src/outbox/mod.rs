@@ -1,0 +1,1 @@
+//! Durable C-STORE forwarding of results to the configured destinations.

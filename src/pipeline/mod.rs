@@ -1,0 +1,1 @@
+//! The `Stage` contract, the staged runner and one module per stage.
