@@ -1,1 +1,4 @@
 //! Logging set-up and metrics.
+
+pub mod health;
+pub mod metrics;
