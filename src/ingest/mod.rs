@@ -1,4 +1,9 @@
 //! Everything that brings instances in: the C-STORE receiver, watched folders, the durable spool,
 //! quarantine and study assembly.
 
+pub mod assembler;
+pub mod identify;
+pub mod quarantine;
 pub mod scp;
+pub mod spool;
+pub mod watch;

@@ -1,0 +1,461 @@
+//! The durable spool: every accepted instance as `<data_dir>/spool/<study>/<series>/<sop>.dcm`.
+//!
+//! A file is written to a temporary name in its final folder, synced, linked to its final name
+//! and the folder synced, so a crash leaves either the whole instance or none of it. Linking
+//! (not renaming) never replaces an existing file: a second instance with the same SOP Instance
+//! UID and other bytes is kept beside it as `<sop>.conflict-<n>.dcm`.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::identify::is_valid_uid;
+pub use super::identify::InstanceIds;
+use crate::config::Durability;
+
+/// Where an instance came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Source {
+    /// Received by C-STORE from this calling AE title.
+    Scp { calling_ae: String },
+    /// Taken from a watched folder.
+    Watch { path: PathBuf },
+    /// Read by `penumbra run`.
+    Cli { path: PathBuf },
+    /// Found in the spool at start-up.
+    Recovered,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Scp { calling_ae } => write!(f, "scp:{calling_ae}"),
+            Self::Watch { path } | Self::Cli { path } => write!(f, "{}", path.display()),
+            Self::Recovered => write!(f, "spool"),
+        }
+    }
+}
+
+/// Result of [`Spool::store`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// New instance, now durable at `path`.
+    Stored { path: PathBuf },
+    /// The same bytes were already spooled at `path`; nothing was written.
+    Duplicate { path: PathBuf },
+    /// The SOP Instance UID was already spooled with other bytes at `existing`; the new bytes
+    /// were kept at `path` and are not part of the study.
+    Conflict { path: PathBuf, existing: PathBuf },
+}
+
+/// Event sent to the assembler for each newly stored instance.
+#[derive(Debug, Clone)]
+pub struct SpooledInstance {
+    pub ids: InstanceIds,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Error)]
+pub enum SpoolError {
+    #[error("{name} {value:?} is not a valid UID (digits and dots, at most 64 characters), so it cannot name a spool file")]
+    InvalidUid { name: &'static str, value: String },
+    #[error("could not write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("could not read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("could not create spool folder {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+}
+
+/// The spool of one data directory. Safe to share between threads.
+#[derive(Debug)]
+pub struct Spool {
+    root: PathBuf,
+    durability: Durability,
+    listener: Mutex<Option<Sender<SpooledInstance>>>,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Spool {
+    /// Opens (creating if needed) `<data_dir>/spool` with fsync durability.
+    pub fn open(data_dir: &Path) -> Result<Self, SpoolError> {
+        Self::open_with(data_dir, Durability::Fsync)
+    }
+
+    pub fn open_with(data_dir: &Path, durability: Durability) -> Result<Self, SpoolError> {
+        let root = data_dir.join("spool");
+        fs::create_dir_all(&root).map_err(|source| SpoolError::CreateDir { path: root.clone(), source })?;
+        Ok(Self { root, durability, listener: Mutex::new(None) })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Sends every newly stored instance to `listener` (the assembler). A bounded channel makes
+    /// `store` wait while the assembler is behind, so ingest slows down instead of queueing
+    /// without limit.
+    pub fn set_listener(&self, listener: Sender<SpooledInstance>) {
+        *self.listener.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(listener);
+    }
+
+    /// Stores one instance with the spool's durability setting.
+    pub fn store(&self, ids: &InstanceIds, bytes: &[u8], source: Source) -> Result<StoreOutcome, SpoolError> {
+        self.store_with(ids, bytes, source, self.durability == Durability::Fsync)
+    }
+
+    /// Stores one instance, syncing to disk before returning when `fsync` is set. The watcher
+    /// always syncs, because it deletes the input file afterwards.
+    pub fn store_with(&self, ids: &InstanceIds, bytes: &[u8], source: Source, fsync: bool) -> Result<StoreOutcome, SpoolError> {
+        check_uid("StudyInstanceUID", &ids.study_instance_uid)?;
+        check_uid("SeriesInstanceUID", &ids.series_instance_uid)?;
+        check_uid("SOPInstanceUID", &ids.sop_instance_uid)?;
+
+        let folder = self.series_folder(ids);
+        self.create_folder(&folder, fsync)?;
+
+        let final_path = folder.join(format!("{}.dcm", ids.sop_instance_uid));
+        let outcome = place(&folder, &final_path, &ids.sop_instance_uid, bytes, fsync)?;
+        self.report(ids, &outcome, &source);
+        Ok(outcome)
+    }
+
+    fn series_folder(&self, ids: &InstanceIds) -> PathBuf {
+        self.root.join(&ids.study_instance_uid).join(&ids.series_instance_uid)
+    }
+
+    /// Creates the series folder and, when it is new, syncs its parents so the folder itself
+    /// survives a power loss.
+    fn create_folder(&self, folder: &Path, fsync: bool) -> Result<(), SpoolError> {
+        if folder.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(folder).map_err(|source| SpoolError::CreateDir { path: folder.to_path_buf(), source })?;
+        if fsync {
+            let study = folder.parent().unwrap_or(&self.root);
+            for dir in [study, self.root.as_path()] {
+                sync_dir(dir).map_err(|source| SpoolError::Write { path: dir.to_path_buf(), source })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self, ids: &InstanceIds, outcome: &StoreOutcome, source: &Source) {
+        match outcome {
+            StoreOutcome::Stored { path } => {
+                tracing::debug!(study_uid = %ids.study_instance_uid, series_uid = %ids.series_instance_uid,
+                    sop_uid = %ids.sop_instance_uid, %source, "Instance spooled");
+                let listener = self.listener.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+                if let Some(listener) = listener {
+                    if listener.send(SpooledInstance { ids: ids.clone(), path: path.clone() }).is_err() {
+                        tracing::debug!(study_uid = %ids.study_instance_uid, "Assembler stopped; instance stays in the spool for the next start");
+                    }
+                }
+            }
+            StoreOutcome::Duplicate { .. } => {
+                tracing::debug!(study_uid = %ids.study_instance_uid, sop_uid = %ids.sop_instance_uid, %source,
+                    "Duplicate instance ignored");
+            }
+            StoreOutcome::Conflict { path, .. } => {
+                tracing::warn!(study_uid = %ids.study_instance_uid, series_uid = %ids.series_instance_uid,
+                    sop_uid = %ids.sop_instance_uid, %source, conflict_path = %path.display(),
+                    "Instance with a known SOP Instance UID but different content kept apart");
+            }
+        }
+    }
+
+    /// Lists the Study Instance UIDs that have a folder in the spool.
+    pub fn studies(&self) -> Result<Vec<String>, SpoolError> {
+        let mut studies = list_dirs(&self.root)?;
+        studies.retain(|name| is_valid_uid(name));
+        studies.sort();
+        Ok(studies)
+    }
+
+    /// Lists the instance files of a study (conflict copies and temporary files excluded),
+    /// sorted by path.
+    pub fn study_instances(&self, study_uid: &str) -> Result<Vec<PathBuf>, SpoolError> {
+        let study = self.root.join(study_uid);
+        let mut files = Vec::new();
+        for series in list_dirs(&study)? {
+            let folder = study.join(&series);
+            let entries = fs::read_dir(&folder).map_err(|source| SpoolError::Read { path: folder.clone(), source })?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let is_instance = name.strip_suffix(".dcm").is_some_and(is_valid_uid);
+                if is_instance {
+                    files.push(entry.path());
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Returns the free space of the file system that holds the spool, in bytes available to
+    /// unprivileged users.
+    pub fn free_disk_bytes(&self) -> io::Result<u64> {
+        free_disk_bytes(&self.root)
+    }
+}
+
+fn check_uid(name: &'static str, value: &str) -> Result<(), SpoolError> {
+    if is_valid_uid(value) {
+        Ok(())
+    } else {
+        Err(SpoolError::InvalidUid { name, value: value.to_string() })
+    }
+}
+
+/// Puts `bytes` at `final_path` unless that name (or a conflict copy) already holds them.
+fn place(folder: &Path, final_path: &Path, sop: &str, bytes: &[u8], fsync: bool) -> Result<StoreOutcome, SpoolError> {
+    let temp = write_temp(folder, sop, bytes, fsync)?;
+    let result = link_first_free(folder, final_path, sop, &temp, bytes, fsync);
+    let _ = fs::remove_file(&temp);
+    result
+}
+
+fn link_first_free(folder: &Path, final_path: &Path, sop: &str, temp: &Path, bytes: &[u8], fsync: bool) -> Result<StoreOutcome, SpoolError> {
+    for n in 0u32.. {
+        let candidate = if n == 0 { final_path.to_path_buf() } else { folder.join(format!("{sop}.conflict-{n}.dcm")) };
+
+        match fs::hard_link(temp, &candidate) {
+            Ok(()) => {
+                if fsync {
+                    sync_dir(folder).map_err(|source| SpoolError::Write { path: folder.to_path_buf(), source })?;
+                }
+                return Ok(if n == 0 {
+                    StoreOutcome::Stored { path: candidate }
+                } else {
+                    StoreOutcome::Conflict { path: candidate, existing: final_path.to_path_buf() }
+                });
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                if same_content(&candidate, bytes)? {
+                    return Ok(StoreOutcome::Duplicate { path: candidate });
+                }
+            }
+            Err(source) => return Err(SpoolError::Write { path: candidate, source }),
+        }
+    }
+    unreachable!("u32 conflict counter exhausted")
+}
+
+fn write_temp(folder: &Path, sop: &str, bytes: &[u8], fsync: bool) -> Result<PathBuf, SpoolError> {
+    let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let temp = folder.join(format!(".{sop}.{}-{counter}.tmp", std::process::id()));
+    let write = || -> io::Result<()> {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        file.write_all(bytes)?;
+        if fsync {
+            file.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|source| {
+        let _ = fs::remove_file(&temp);
+        SpoolError::Write { path: temp.clone(), source }
+    })?;
+    Ok(temp)
+}
+
+fn same_content(path: &Path, bytes: &[u8]) -> Result<bool, SpoolError> {
+    let metadata = fs::metadata(path).map_err(|source| SpoolError::Read { path: path.to_path_buf(), source })?;
+    if metadata.len() != bytes.len() as u64 {
+        return Ok(false);
+    }
+    let existing = fs::read(path).map_err(|source| SpoolError::Read { path: path.to_path_buf(), source })?;
+    Ok(existing == bytes)
+}
+
+fn list_dirs(path: &Path) -> Result<Vec<String>, SpoolError> {
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(SpoolError::Read { path: path.to_path_buf(), source }),
+    };
+    Ok(entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
+pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
+}
+
+/// Writes a small file atomically: temporary file in the same folder, optional fsync, rename,
+/// optional fsync of the folder. Used for state records and quarantine reasons.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], fsync: bool) -> io::Result<()> {
+    let folder = path.parent().ok_or_else(|| io::Error::other("path has no parent folder"))?;
+    fs::create_dir_all(folder)?;
+    let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = folder.join(format!(".{name}.{}-{counter}.tmp", std::process::id()));
+
+    let result = (|| {
+        let mut file = fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        if fsync {
+            file.sync_all()?;
+        }
+        fs::rename(&temp, path)?;
+        if fsync {
+            sync_dir(folder)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Returns the bytes available to unprivileged users on the file system holding `path`.
+pub fn free_disk_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stats` points to writable memory of
+    // the right type; statvfs fills it on success.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised the struct.
+    let stats = unsafe { stats.assume_init() };
+    Ok((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(sop: &str) -> InstanceIds {
+        InstanceIds {
+            study_instance_uid: "1.2.3".to_string(),
+            series_instance_uid: "1.2.3.4".to_string(),
+            sop_instance_uid: sop.to_string(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".to_string(),
+            number_of_temporal_positions: None,
+            image_position_patient: None,
+        }
+    }
+
+    fn source() -> Source {
+        Source::Scp { calling_ae: "CT1".to_string() }
+    }
+
+    #[test]
+    fn store_writes_instance_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+
+        let outcome = spool.store(&ids("1.2.3.4.5"), b"first", source()).unwrap();
+
+        let expected = dir.path().join("spool/1.2.3/1.2.3.4/1.2.3.4.5.dcm");
+        assert_eq!(outcome, StoreOutcome::Stored { path: expected.clone() });
+        assert_eq!(fs::read(&expected).unwrap(), b"first");
+    }
+
+    #[test]
+    fn store_same_bytes_is_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.store(&ids("1.5"), b"same", source()).unwrap();
+
+        let outcome = spool.store(&ids("1.5"), b"same", source()).unwrap();
+
+        assert!(matches!(outcome, StoreOutcome::Duplicate { .. }), "{outcome:?}");
+        assert_eq!(spool.study_instances("1.2.3").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn store_other_bytes_is_conflict_kept_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.store(&ids("1.5"), b"original", source()).unwrap();
+
+        let first = spool.store(&ids("1.5"), b"changed", source()).unwrap();
+        let second = spool.store(&ids("1.5"), b"changed again", source()).unwrap();
+        let repeat = spool.store(&ids("1.5"), b"changed", source()).unwrap();
+
+        let folder = dir.path().join("spool/1.2.3/1.2.3.4");
+        assert_eq!(first, StoreOutcome::Conflict { path: folder.join("1.5.conflict-1.dcm"), existing: folder.join("1.5.dcm") });
+        assert_eq!(second, StoreOutcome::Conflict { path: folder.join("1.5.conflict-2.dcm"), existing: folder.join("1.5.dcm") });
+        assert_eq!(repeat, StoreOutcome::Duplicate { path: folder.join("1.5.conflict-1.dcm") });
+        assert_eq!(fs::read(folder.join("1.5.dcm")).unwrap(), b"original");
+        assert_eq!(spool.study_instances("1.2.3").unwrap(), vec![folder.join("1.5.dcm")]);
+    }
+
+    #[test]
+    fn store_rejects_path_traversal_uids() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut bad = ids("1.5");
+        bad.series_instance_uid = "../../escape".to_string();
+
+        let err = spool.store(&bad, b"x", source()).unwrap_err();
+
+        assert!(matches!(err, SpoolError::InvalidUid { name: "SeriesInstanceUID", .. }), "{err}");
+        assert!(!dir.path().join("escape").exists());
+    }
+
+    #[test]
+    fn store_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open_with(dir.path(), Durability::PageCache).unwrap();
+        spool.store(&ids("1.5"), b"a", source()).unwrap();
+        spool.store(&ids("1.5"), b"b", source()).unwrap();
+
+        let names: Vec<String> = fs::read_dir(dir.path().join("spool/1.2.3/1.2.3.4"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn store_notifies_listener_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let (sender, receiver) = crossbeam_channel::bounded(4);
+        spool.set_listener(sender);
+
+        spool.store(&ids("1.5"), b"a", source()).unwrap();
+        spool.store(&ids("1.5"), b"a", source()).unwrap();
+
+        assert_eq!(receiver.try_recv().unwrap().ids.sop_instance_uid, "1.5");
+        assert!(receiver.try_recv().is_err());
+    }
+
+    #[test]
+    fn concurrent_stores_of_one_uid_keep_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| spool.store(&ids("1.9"), b"same bytes", source()).unwrap());
+            }
+        });
+        assert_eq!(spool.study_instances("1.2.3").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn free_disk_bytes_is_positive() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(spool.free_disk_bytes().unwrap() > 0);
+    }
+}
