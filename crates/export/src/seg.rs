@@ -213,7 +213,7 @@ fn put_segmentation_image(obj: &mut InMemDicomObject, input: &SegInput) {
     obj.put_str(
         tags::CONTENT_DESCRIPTION,
         VR::LO,
-        format!("Ischemic core and penumbra, {review}"),
+        format!("Core and penumbra, {review}"),
     );
     obj.put_str(tags::CONTENT_CREATOR_NAME, VR::PN, "Penumbra^Automatic");
 
@@ -381,6 +381,8 @@ fn derivation_item(source: &SeriesInfo, z: usize) -> InMemDicomObject {
         image.put_str(tags::REFERENCED_FRAME_NUMBER, VR::IS, frame_number.to_string());
     }
     dcm::put_code_seq(&mut image, tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE, SOURCE_PURPOSE);
+    // The SEG is on the source grid, so each frame covers its source slice pixel for pixel.
+    image.put_str(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES");
 
     let mut derivation = InMemDicomObject::new_empty();
     dcm::put_code_seq(&mut derivation, tags::DERIVATION_CODE_SEQUENCE, DERIVATION);

@@ -305,6 +305,8 @@ fn put_series_and_equipment(obj: &mut InMemDicomObject, input: &SummaryInput) {
     obj.put_str(tags::SERIES_NUMBER, VR::IS, input.series_number.to_string());
     let review = if input.reviewed { "" } else { " UNREVIEWED" };
     obj.put_str(tags::SERIES_DESCRIPTION, VR::LO, format!("Penumbra summary{review}"));
+    // Laterality is type 2C; the summary covers the whole brain, so it is present and empty.
+    obj.put_str(tags::LATERALITY, VR::CS, "");
 
     obj.put_str(tags::MANUFACTURER, VR::LO, dcm::MANUFACTURER);
     obj.put_str(tags::CONVERSION_TYPE, VR::CS, "WSD");
