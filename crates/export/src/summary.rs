@@ -25,14 +25,17 @@ const CORE_COLOR: [u8; 3] = [255, 0, 0];
 const PENUMBRA_COLOR: [u8; 3] = [0, 255, 0];
 const TEXT_COLOR: [u8; 3] = [255, 255, 255];
 const WARNING_COLOR: [u8; 3] = [255, 210, 0];
+const SLICE_NUMBER_COLOR: [u8; 3] = [0, 200, 255];
 const BACKGROUND: [u8; 3] = [0, 0, 0];
 
 /// Screen pixels per font pixel in the header.
 const TEXT_SCALE: usize = 2;
 const LINE_HEIGHT: usize = (font::GLYPH_HEIGHT + 3) * TEXT_SCALE;
 const MARGIN: usize = 8;
-/// Gap between panels and between tiles, in pixels.
+/// Gap between the two panels of a slice, in pixels.
 const GAP: usize = 4;
+/// Gap between slice tiles, wider than [`GAP`] so that panel pairs read as one tile.
+const TILE_GAP: usize = 12;
 /// Tiles are laid out in rows no wider than this many pixels (at least one tile per row).
 const MAX_GRID_WIDTH: usize = 1024;
 
@@ -97,26 +100,32 @@ pub fn render_summary(input: &SummaryInput) -> Result<RgbImage, ExportError> {
     let lines = header_lines(input);
 
     let tile_width = 2 * columns + GAP;
-    let tiles_per_row = (MAX_GRID_WIDTH / (tile_width + GAP)).clamp(1, slices);
+    let tiles_per_row = (MAX_GRID_WIDTH / (tile_width + TILE_GAP)).clamp(1, slices);
     let grid_rows = slices.div_ceil(tiles_per_row);
-    let grid_width = tiles_per_row * (tile_width + GAP) - GAP;
+    let grid_width = tiles_per_row * (tile_width + TILE_GAP) - TILE_GAP;
     let text_width = lines.iter().map(|(text, _)| font::text_width(text) * TEXT_SCALE).max().unwrap_or(0);
     let width = grid_width.max(text_width) + 2 * MARGIN;
     let header_height = lines.len() * LINE_HEIGHT + MARGIN;
-    let height = header_height + grid_rows * (rows + GAP) - GAP + 2 * MARGIN;
+    let height = header_height + grid_rows * (rows + TILE_GAP) - TILE_GAP + 2 * MARGIN;
 
     let mut image = RgbImage::new(width, height);
     for (i, (text, color)) in lines.iter().enumerate() {
         draw_text(&mut image, MARGIN, MARGIN + i * LINE_HEIGHT, text, TEXT_SCALE, *color);
     }
     for z in 0..slices {
-        let left = MARGIN + (z % tiles_per_row) * (tile_width + GAP);
-        let top = MARGIN + header_height + (z / tiles_per_row) * (rows + GAP);
+        let (left, top) = tile_origin(z, tiles_per_row, tile_width, rows, header_height);
         draw_panel(&mut image, input, z, input.cbf, CBF_WINDOW, (left, top));
         draw_panel(&mut image, input, z, input.tmax, TMAX_WINDOW, (left + columns + GAP, top));
-        draw_text(&mut image, left + 2, top + 2, &(z + 1).to_string(), 1, WARNING_COLOR);
+        draw_text(&mut image, left + 2, top + 2, &(z + 1).to_string(), 1, SLICE_NUMBER_COLOR);
     }
     Ok(image)
+}
+
+/// Returns the top-left pixel of slice `z`'s tile.
+fn tile_origin(z: usize, tiles_per_row: usize, tile_width: usize, rows: usize, header_height: usize) -> (usize, usize) {
+    let left = MARGIN + (z % tiles_per_row) * (tile_width + TILE_GAP);
+    let top = MARGIN + header_height + (z / tiles_per_row) * (rows + TILE_GAP);
+    (left, top)
 }
 
 fn check_shapes(input: &SummaryInput) -> Result<(usize, usize, usize), ExportError> {
@@ -354,4 +363,168 @@ fn source_images(source: &SeriesInfo) -> Vec<InMemDicomObject> {
         items.push(item);
     }
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volumes_from_labels;
+    use penumbra_dicom::SeriesKind;
+    use penumbra_imaging::Geometry;
+
+    const SLICES: usize = 3;
+    const SIZE: usize = 16;
+
+    fn labels() -> LabelVolume {
+        // Slice 1: a 6 x 6 penumbra block at rows/columns 4..10 around a 2 x 2 core at 6..8.
+        let mut labels = Array3::<u8>::zeros((SLICES, SIZE, SIZE));
+        for y in 4..10 {
+            for x in 4..10 {
+                labels[[1, y, x]] = Label::Penumbra as u8;
+            }
+        }
+        for y in 6..8 {
+            for x in 6..8 {
+                labels[[1, y, x]] = Label::Core as u8;
+            }
+        }
+        labels
+    }
+
+    fn series() -> SeriesInfo {
+        SeriesInfo {
+            study_instance_uid: "1.2.3".to_string(),
+            series_instance_uid: "1.2.3.4".to_string(),
+            frame_of_reference_uid: Some("1.2.3.5".to_string()),
+            modality: "CT".to_string(),
+            series_description: None,
+            series_number: None,
+            kind: SeriesKind::DynamicCtp,
+            transfer_syntax_uid: uids::EXPLICIT_VR_LITTLE_ENDIAN.to_string(),
+            slice_sources: Vec::new(),
+            instance_count: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn render(reviewed: bool) -> RgbImage {
+        let labels = labels();
+        let geometry = Geometry {
+            origin_mm: [0.0; 3],
+            row_dir: [1.0, 0.0, 0.0],
+            col_dir: [0.0, 1.0, 0.0],
+            normal: [0.0, 0.0, 1.0],
+            spacing_mm: [5.0, 1.0, 1.0],
+        };
+        let figures = volumes_from_labels(&labels, &geometry);
+        let cbf = Array3::from_elem((SLICES, SIZE, SIZE), 30.0f32);
+        let tmax = Array3::from_elem((SLICES, SIZE, SIZE), f32::NAN);
+        let algorithm = AlgorithmInfo {
+            name: "test".to_string(),
+            version: "1".to_string(),
+            model_card_id: "card".to_string(),
+        };
+        let input = SummaryInput {
+            study: &StudyContext::default(),
+            source: &series(),
+            cbf: &cbf,
+            tmax: &tmax,
+            labels: &labels,
+            figures: &figures,
+            confidence: None,
+            reviewed,
+            algorithm: &algorithm,
+            series_number: 1,
+        };
+        render_summary(&input).unwrap()
+    }
+
+    fn count_color(image: &RgbImage, color: [u8; 3]) -> usize {
+        image.data.chunks(3).filter(|p| *p == color).count()
+    }
+
+    #[test]
+    fn outline_marks_region_edges() {
+        let labels = labels();
+        assert_eq!(outline_label(&labels, 1, 6, 6), Some(Label::Core));
+        assert_eq!(outline_label(&labels, 1, 4, 4), Some(Label::Penumbra));
+        // (5, 5) is penumbra with penumbra on all four sides.
+        assert_eq!(outline_label(&labels, 1, 5, 5), None);
+        // (5, 6) is penumbra touching the core below it.
+        assert_eq!(outline_label(&labels, 1, 5, 6), Some(Label::Penumbra));
+        assert_eq!(outline_label(&labels, 1, 0, 0), None);
+        assert_eq!(outline_label(&labels, 0, 6, 6), None);
+    }
+
+    #[test]
+    fn panels_show_maps_and_outlines() {
+        let image = render(false);
+        let header_height = header_lines_count(false) * LINE_HEIGHT + MARGIN;
+        let tile_width = 2 * SIZE + GAP;
+        let (left, top) = tile_origin(1, SLICES, tile_width, SIZE, header_height);
+
+        // CBF 30 in a 0..60 window is grey 128 (127.5 rounded).
+        assert_eq!(image.pixel(left + 12, top + 12), Some([128; 3]));
+        assert_eq!(image.pixel(left + 6, top + 6), Some(CORE_COLOR));
+        assert_eq!(image.pixel(left + 4, top + 9), Some(PENUMBRA_COLOR));
+        // Tmax is NaN everywhere: background except for outlines.
+        let tmax_left = left + SIZE + GAP;
+        assert_eq!(image.pixel(tmax_left + 12, top + 12), Some(BACKGROUND));
+        assert_eq!(image.pixel(tmax_left + 7, top + 7), Some(CORE_COLOR));
+        // 4 core voxels, all on the edge, in both panels.
+        assert_eq!(count_color(&image, CORE_COLOR), 8);
+    }
+
+    fn header_lines_count(reviewed: bool) -> usize {
+        if reviewed { 6 } else { 7 }
+    }
+
+    #[test]
+    fn warning_line_only_when_unreviewed() {
+        assert!(count_color(&render(false), WARNING_COLOR) > 0);
+        assert_eq!(count_color(&render(true), WARNING_COLOR), 0);
+    }
+
+    #[test]
+    fn png_round_trips() {
+        let image = render(false);
+        let bytes = summary_png(&image).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buffer).unwrap();
+        assert_eq!((info.width as usize, info.height as usize), (image.width, image.height));
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        assert_eq!(&buffer[..info.buffer_size()], image.data.as_slice());
+    }
+
+    #[test]
+    fn render_rejects_mismatched_maps() {
+        let labels = labels();
+        let small = Array3::<f32>::zeros((SLICES, SIZE, SIZE - 1));
+        let figures = volumes_from_labels(
+            &labels,
+            &Geometry {
+                origin_mm: [0.0; 3],
+                row_dir: [1.0, 0.0, 0.0],
+                col_dir: [0.0, 1.0, 0.0],
+                normal: [0.0, 0.0, 1.0],
+                spacing_mm: [1.0; 3],
+            },
+        );
+        let algorithm = AlgorithmInfo { name: String::new(), version: String::new(), model_card_id: String::new() };
+        let input = SummaryInput {
+            study: &StudyContext::default(),
+            source: &series(),
+            cbf: &small,
+            tmax: &small,
+            labels: &labels,
+            figures: &figures,
+            confidence: Some(0.5),
+            reviewed: true,
+            algorithm: &algorithm,
+            series_number: 1,
+        };
+        assert!(matches!(render_summary(&input), Err(ExportError::InvalidInput(_))));
+    }
 }
