@@ -120,8 +120,8 @@ pub(crate) fn put_patient_and_study(obj: &mut InMemDicomObject, study: &StudyCon
     }
 }
 
-/// Puts SOPClassUID, SOPInstanceUID, the instance's content and creation date and time (UTC)
-/// and the TimezoneOffsetFromUTC that says so.
+/// Puts SOPClassUID, SOPInstanceUID, the instance's content, series and creation date and time
+/// in UTC, and TimezoneOffsetFromUTC +0000.
 pub(crate) fn put_sop_common(obj: &mut InMemDicomObject, sop_class_uid: &str, sop_instance_uid: &str) {
     let (date, time) = utc_date_time(SystemTime::now());
     obj.put_str(tags::SOP_CLASS_UID, VR::UI, sop_class_uid);

@@ -101,7 +101,7 @@ pub struct Confidence {
     pub components: BTreeMap<String, f64>,
 }
 
-/// Where a study stands in radiologist review.
+/// Radiologist review state of a study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QaStatus {
@@ -214,7 +214,7 @@ mod tests {
         }
     }
 
-    /// A volume of 1 mL voxels (10 x 10 x 10 mm) with `core` core and `penumbra` penumbra voxels.
+    /// Computes the figures of 1 mL voxels (10 x 10 x 10 mm): `core` core and `penumbra` penumbra voxels.
     fn figures(core: usize, penumbra: usize) -> VolumeFigures {
         let mut labels = Array3::<u8>::zeros((1, 10, 20));
         let mut cells = labels.iter_mut();

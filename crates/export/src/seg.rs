@@ -3,7 +3,7 @@
 //!
 //! Frame layout: every segment gets one frame per source slice, empty segments included, so the
 //! object always has `2 * slices` frames: segment 1 (ischemic core) for slices 0..n, then segment 2
-//! (penumbra) for slices 0..n. A viewer that maps frames by position never sees a shift.
+//! (penumbra) for slices 0..n. Frame k therefore always belongs to the same segment and slice, even when a segment is empty.
 
 use crate::dcm::{self, Code};
 use crate::{AlgorithmInfo, ExportError};
@@ -19,9 +19,9 @@ pub const CORE_SEGMENT: u16 = 1;
 /// Segment number of the penumbra in every Penumbra SEG.
 pub const PENUMBRA_SEGMENT: u16 = 2;
 
-/// SNOMED CT 49755003 "Morphologically Altered Structure", the segmented property category that
-/// DICOM CID 7150 lists for lesions (as in pydicom 3.0's concept dictionary).
-const CATEGORY: Code = Code::new("49755003", "SCT", "Morphologically Altered Structure");
+/// SNOMED CT 49755003, a segmented property category of DICOM CID 7150. Older DICOM editions gave
+/// its meaning as "Morphologically Altered Structure"; this is the current one in pydicom 3.0.
+const CATEGORY: Code = Code::new("49755003", "SCT", "Morphologically Abnormal Structure");
 
 // NOTE: no SNOMED CT concept for "ischemic core" or "ischemic penumbra" as defined by CT
 // perfusion thresholds could be verified offline, so both types use the private scheme declared
@@ -36,8 +36,8 @@ const DERIVATION: Code = Code::new("113076", "DCM", "Segmentation");
 /// DICOM CID 7202 "Source image for image processing operation".
 const SOURCE_PURPOSE: Code = Code::new("121322", "DCM", "Source image for image processing operation");
 
-/// DICOM-encoded CIELab (PS3.3 C.10.7.1.1: L* 0..100 and a*, b* -128..127 scaled to 0..65535)
-/// of sRGB pure red, L* 53.24 a* 80.09 b* 67.20, for the core.
+/// DICOM-encoded CIELab (L* 0..100 and a*, b* -128..127, each scaled to 0..65535) of sRGB pure
+/// red under D65, L* 53.24 a* 80.09 b* 67.20, for the core.
 const CORE_CIELAB: [u16; 3] = [34_891, 53_479, 50_166];
 /// DICOM-encoded CIELab of sRGB pure green, L* 87.73 a* -86.18 b* 83.18, for the penumbra.
 const PENUMBRA_CIELAB: [u16; 3] = [57_494, 10_748, 54_273];
@@ -56,12 +56,12 @@ pub struct SegInput<'a> {
     pub series_number: i32,
     /// ContentLabel: a short upper-case code string such as `PENUMBRA_UNET`.
     pub content_label: &'a str,
-    /// Whether a radiologist has reviewed the result; unreviewed objects say so in
+    /// Whether a radiologist has reviewed the result. Unreviewed objects carry a warning in
     /// ContentDescription and SeriesDescription.
     pub reviewed: bool,
 }
 
-/// What a measurement report needs to reference a SEG written by [`build_seg`].
+/// UIDs of a SEG written by [`build_seg`], for references from a measurement report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegReference {
     pub sop_class_uid: String,
@@ -87,7 +87,8 @@ impl SegReference {
 /// (penumbra) in the source study and frame of reference, with new series and instance UIDs.
 ///
 /// Errors when the label shape disagrees with the source slices, a label value is not 0, 1 or 2,
-/// the source has no FrameOfReferenceUID, or a slice is larger than 65535 pixels on a side.
+/// the geometry is not finite with positive spacing, the source has no FrameOfReferenceUID, or a
+/// slice is larger than 65535 pixels on a side.
 pub fn build_seg(input: &SegInput) -> Result<InMemDicomObject, ExportError> {
     let (slices, rows, columns) = check_grid(input)?;
     let frame_of_reference = input.source.frame_of_reference_uid.clone().ok_or_else(|| {
@@ -329,7 +330,7 @@ fn put_references(obj: &mut InMemDicomObject, source: &SeriesInfo) {
 fn put_shared_groups(obj: &mut InMemDicomObject, geometry: &Geometry) {
     let mut measures = InMemDicomObject::new_empty();
     dcm::put_ds(&mut measures, tags::PIXEL_SPACING, &[geometry.spacing_mm[1], geometry.spacing_mm[2]]);
-    // NOTE: Geometry carries no slice thickness, so the slice spacing stands in for it.
+    // NOTE: Geometry carries no slice thickness, so SliceThickness is set to the slice spacing.
     dcm::put_ds(&mut measures, tags::SLICE_THICKNESS, &[geometry.spacing_mm[0]]);
     dcm::put_ds(&mut measures, tags::SPACING_BETWEEN_SLICES, &[geometry.spacing_mm[0]]);
 

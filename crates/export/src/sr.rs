@@ -140,7 +140,7 @@ fn put_content_tree(obj: &mut InMemDicomObject, input: &SrInput) {
     dcm::put_seq(obj, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
 
     // NOTE: the device observer UID is new for every report because the daemon has no stored
-    // device identity; a PACS sees each report as coming from a distinct device.
+    // device identity; so each report names a distinct device.
     let children = vec![
         code_item("HAS CONCEPT MOD", LANGUAGE, ENGLISH_US),
         code_item("HAS OBS CONTEXT", OBSERVER_TYPE, DEVICE),

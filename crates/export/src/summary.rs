@@ -336,7 +336,7 @@ fn put_general_image(obj: &mut InMemDicomObject, input: &SummaryInput) {
     obj.put_str(tags::INSTANCE_NUMBER, VR::IS, "1");
     obj.put_str(tags::PATIENT_ORIENTATION, VR::CS, "");
     obj.put_str(tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY");
-    // The burned-in text holds figures only, nothing that identifies the patient.
+    // The burned-in text contains figures only, nothing that identifies the patient.
     obj.put_str(tags::BURNED_IN_ANNOTATION, VR::CS, "NO");
     obj.put_str(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
     obj.put_str(

@@ -43,7 +43,7 @@ fn axial_geometry() -> Geometry {
     }
 }
 
-/// An oblique geometry: rows turned 30 degrees about the patient axis and tilted 20 degrees.
+/// Returns an oblique geometry: rows turned 30 degrees about the patient axis, tilted 20 degrees.
 fn oblique_geometry() -> Geometry {
     let (a, b) = (30f64.to_radians(), 20f64.to_radians());
     let row = [a.cos(), a.sin(), 0.0];
