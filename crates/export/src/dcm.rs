@@ -24,8 +24,16 @@ pub(crate) struct Code {
 }
 
 impl Code {
-    pub(crate) const fn new(value: &'static str, scheme: &'static str, meaning: &'static str) -> Self {
-        Code { value, scheme, meaning }
+    pub(crate) const fn new(
+        value: &'static str,
+        scheme: &'static str,
+        meaning: &'static str,
+    ) -> Self {
+        Code {
+            value,
+            scheme,
+            meaning,
+        }
     }
 
     /// Builds the sequence item (CodeValue, CodingSchemeDesignator, CodeMeaning).
@@ -91,7 +99,11 @@ fn trim_fraction(text: String) -> String {
         return text;
     }
     let trimmed = text.trim_end_matches('0').trim_end_matches('.');
-    if trimmed == "-0" { "0".to_string() } else { trimmed.to_string() }
+    if trimmed == "-0" {
+        "0".to_string()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 /// Puts the Patient and General Study modules copied from the source study, with SOP Common's
@@ -102,14 +114,26 @@ pub(crate) fn put_patient_and_study(obj: &mut InMemDicomObject, study: &StudyCon
     let optional = |value: &Option<String>| value.clone().unwrap_or_default();
     obj.put_str(tags::PATIENT_NAME, VR::PN, optional(&study.patient_name));
     obj.put_str(tags::PATIENT_ID, VR::LO, optional(&study.patient_id));
-    obj.put_str(tags::PATIENT_BIRTH_DATE, VR::DA, optional(&study.patient_birth_date));
+    obj.put_str(
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        optional(&study.patient_birth_date),
+    );
     obj.put_str(tags::PATIENT_SEX, VR::CS, optional(&study.patient_sex));
 
-    obj.put_str(tags::STUDY_INSTANCE_UID, VR::UI, study.study_instance_uid.clone());
+    obj.put_str(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        study.study_instance_uid.clone(),
+    );
     obj.put_str(tags::STUDY_DATE, VR::DA, optional(&study.study_date));
     obj.put_str(tags::STUDY_TIME, VR::TM, optional(&study.study_time));
     obj.put_str(tags::STUDY_ID, VR::SH, optional(&study.study_id));
-    obj.put_str(tags::ACCESSION_NUMBER, VR::SH, optional(&study.accession_number));
+    obj.put_str(
+        tags::ACCESSION_NUMBER,
+        VR::SH,
+        optional(&study.accession_number),
+    );
     obj.put_str(
         tags::REFERRING_PHYSICIAN_NAME,
         VR::PN,
@@ -122,7 +146,11 @@ pub(crate) fn put_patient_and_study(obj: &mut InMemDicomObject, study: &StudyCon
 
 /// Puts SOPClassUID, SOPInstanceUID, the instance's content, series and creation date and time
 /// in UTC, and TimezoneOffsetFromUTC +0000.
-pub(crate) fn put_sop_common(obj: &mut InMemDicomObject, sop_class_uid: &str, sop_instance_uid: &str) {
+pub(crate) fn put_sop_common(
+    obj: &mut InMemDicomObject,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+) {
     let (date, time) = utc_date_time(SystemTime::now());
     obj.put_str(tags::SOP_CLASS_UID, VR::UI, sop_class_uid);
     obj.put_str(tags::SOP_INSTANCE_UID, VR::UI, sop_instance_uid);
@@ -140,18 +168,30 @@ pub(crate) fn put_private_scheme(obj: &mut InMemDicomObject) {
     let mut item = InMemDicomObject::new_empty();
     item.put_str(tags::CODING_SCHEME_DESIGNATOR, VR::SH, PRIVATE_SCHEME);
     item.put_str(tags::CODING_SCHEME_NAME, VR::ST, "Penumbra local codes");
-    item.put_str(tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION, VR::ST, MANUFACTURER);
+    item.put_str(
+        tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION,
+        VR::ST,
+        MANUFACTURER,
+    );
     put_seq(obj, tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE, vec![item]);
 }
 
 /// Returns `time` as a DICOM date (`YYYYMMDD`) and time (`HHMMSS`) in UTC.
 pub(crate) fn utc_date_time(time: SystemTime) -> (String, String) {
-    let seconds = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (seconds / 86_400) as i64;
     let of_day = seconds % 86_400;
     let (year, month, day) = civil_from_days(days);
     let date = format!("{year:04}{month:02}{day:02}");
-    let time = format!("{:02}{:02}{:02}", of_day / 3600, (of_day / 60) % 60, of_day % 60);
+    let time = format!(
+        "{:02}{:02}{:02}",
+        of_day / 3600,
+        (of_day / 60) % 60,
+        of_day % 60
+    );
     (date, time)
 }
 
@@ -166,7 +206,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -201,9 +245,15 @@ mod tests {
     fn utc_date_time_known_instants() {
         // 2000-02-29T12:34:56Z is 951 827 696 s after the epoch.
         let leap = UNIX_EPOCH + Duration::from_secs(951_827_696);
-        assert_eq!(utc_date_time(leap), ("20000229".to_string(), "123456".to_string()));
+        assert_eq!(
+            utc_date_time(leap),
+            ("20000229".to_string(), "123456".to_string())
+        );
 
-        assert_eq!(utc_date_time(UNIX_EPOCH), ("19700101".to_string(), "000000".to_string()));
+        assert_eq!(
+            utc_date_time(UNIX_EPOCH),
+            ("19700101".to_string(), "000000".to_string())
+        );
 
         // 2026-12-04T00:00:00Z is day 20 791 after the epoch.
         let day = UNIX_EPOCH + Duration::from_secs(20_791 * 86_400);

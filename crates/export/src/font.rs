@@ -91,7 +91,10 @@ mod tests {
         let mut seen: HashMap<[u8; 7], char> = HashMap::new();
         for c in SUPPORTED.chars() {
             let rows = glyph(c);
-            assert!(rows.iter().all(|&r| r < 0x20), "glyph {c:?} is wider than 5 columns");
+            assert!(
+                rows.iter().all(|&r| r < 0x20),
+                "glyph {c:?} is wider than 5 columns"
+            );
             assert_ne!(rows, UNKNOWN, "glyph {c:?} falls back to '?'");
             if let Some(other) = seen.insert(rows, c) {
                 panic!("glyphs {other:?} and {c:?} are identical");

@@ -44,11 +44,19 @@ pub enum ExportError {
 
     /// A label volume contained a value that is not a [`penumbra_imaging::Label`].
     #[error("invalid label value {value} at voxel (z {z}, y {y}, x {x}): expected 0 background, 1 penumbra or 2 core")]
-    InvalidLabel { value: u8, z: usize, y: usize, x: usize },
+    InvalidLabel {
+        value: u8,
+        z: usize,
+        y: usize,
+        x: usize,
+    },
 
     /// A DICOM object lacked an attribute this crate needs to read back.
     #[error("missing or unreadable attribute {name} in {object}")]
-    MissingAttribute { name: &'static str, object: &'static str },
+    MissingAttribute {
+        name: &'static str,
+        object: &'static str,
+    },
 
     /// Attaching the file meta group or encoding a DICOM file failed.
     #[error("failed to encode {file} as DICOM: {message}")]

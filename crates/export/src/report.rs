@@ -143,7 +143,13 @@ pub struct ExportFiles<'a> {
 
 /// File names written by [`write_outputs`], in writing order; `report.json` comes last so that
 /// its presence means every other output is complete.
-pub const OUTPUT_FILES: [&str; 5] = ["seg.dcm", "summary.dcm", "summary.png", "sr.dcm", "report.json"];
+pub const OUTPUT_FILES: [&str; 5] = [
+    "seg.dcm",
+    "summary.dcm",
+    "summary.png",
+    "sr.dcm",
+    "report.json",
+];
 
 /// Writes `seg.dcm`, `summary.dcm`, `summary.png`, `sr.dcm` and `report.json` into `dir`
 /// (created if missing), each atomically: a temporary file in `dir`, fsync, rename, then fsync of
@@ -154,7 +160,11 @@ pub fn write_outputs(dir: &Path, files: &ExportFiles) -> Result<Vec<PathBuf>, Ex
     let [seg, summary, png, sr, report] = OUTPUT_FILES;
     let mut written = Vec::with_capacity(OUTPUT_FILES.len());
     written.push(write_atomic(dir, seg, &encode_dicom(files.seg, seg)?)?);
-    written.push(write_atomic(dir, summary, &encode_dicom(files.summary, summary)?)?);
+    written.push(write_atomic(
+        dir,
+        summary,
+        &encode_dicom(files.summary, summary)?,
+    )?);
     written.push(write_atomic(dir, png, files.summary_png)?);
     written.push(write_atomic(dir, sr, &encode_dicom(files.sr, sr)?)?);
 
@@ -169,13 +179,20 @@ pub fn write_outputs(dir: &Path, files: &ExportFiles) -> Result<Vec<PathBuf>, Ex
 
 /// Encodes `obj` as a DICOM file (preamble, file meta, Explicit VR Little Endian data set).
 pub fn encode_dicom(obj: &InMemDicomObject, name: &str) -> Result<Vec<u8>, ExportError> {
-    let encode_error = |message: String| ExportError::Encode { file: name.to_string(), message };
+    let encode_error = |message: String| ExportError::Encode {
+        file: name.to_string(),
+        message,
+    };
     let meta = FileMetaTableBuilder::new()
         .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
         .implementation_version_name(format!("PENUMBRA_{}", env!("CARGO_PKG_VERSION")));
-    let file = obj.clone().with_meta(meta).map_err(|e| encode_error(e.to_string()))?;
+    let file = obj
+        .clone()
+        .with_meta(meta)
+        .map_err(|e| encode_error(e.to_string()))?;
     let mut bytes = Vec::new();
-    file.write_all(&mut bytes).map_err(|e| encode_error(e.to_string()))?;
+    file.write_all(&mut bytes)
+        .map_err(|e| encode_error(e.to_string()))?;
     Ok(bytes)
 }
 
@@ -183,8 +200,10 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, ExportE
     let target = dir.join(name);
     let temp = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&temp).map_err(|source| io_error("create", &temp, source))?;
-    file.write_all(bytes).map_err(|source| io_error("write", &temp, source))?;
-    file.sync_all().map_err(|source| io_error("fsync", &temp, source))?;
+    file.write_all(bytes)
+        .map_err(|source| io_error("write", &temp, source))?;
+    file.sync_all()
+        .map_err(|source| io_error("fsync", &temp, source))?;
     drop(file);
     fs::rename(&temp, &target).map_err(|source| io_error("rename into place", &target, source))?;
     Ok(target)
@@ -192,11 +211,17 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, ExportE
 
 fn sync_dir(dir: &Path) -> Result<(), ExportError> {
     let handle = File::open(dir).map_err(|source| io_error("open directory", dir, source))?;
-    handle.sync_all().map_err(|source| io_error("fsync directory", dir, source))
+    handle
+        .sync_all()
+        .map_err(|source| io_error("fsync directory", dir, source))
 }
 
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> ExportError {
-    ExportError::Io { action, path: path.to_path_buf(), source }
+    ExportError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -218,8 +243,13 @@ mod tests {
     fn figures(core: usize, penumbra: usize) -> VolumeFigures {
         let mut labels = Array3::<u8>::zeros((1, 10, 20));
         let mut cells = labels.iter_mut();
-        cells.by_ref().take(core).for_each(|v| *v = Label::Core as u8);
-        cells.take(penumbra).for_each(|v| *v = Label::Penumbra as u8);
+        cells
+            .by_ref()
+            .take(core)
+            .for_each(|v| *v = Label::Core as u8);
+        cells
+            .take(penumbra)
+            .for_each(|v| *v = Label::Penumbra as u8);
         volumes_from_labels(&labels, &geometry([10.0, 10.0, 10.0]))
     }
 

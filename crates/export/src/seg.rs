@@ -34,7 +34,11 @@ const ALGORITHM_FAMILY: Code = Code::new("123110", "DCM", "Artificial Intelligen
 /// DICOM CID 7203 "Segmentation" image derivation.
 const DERIVATION: Code = Code::new("113076", "DCM", "Segmentation");
 /// DICOM CID 7202 "Source image for image processing operation".
-const SOURCE_PURPOSE: Code = Code::new("121322", "DCM", "Source image for image processing operation");
+const SOURCE_PURPOSE: Code = Code::new(
+    "121322",
+    "DCM",
+    "Source image for image processing operation",
+);
 
 /// DICOM-encoded CIELab (L* 0..100 and a*, b* -128..127, each scaled to 0..65535) of sRGB pure
 /// red under D65, L* 53.24 a* 80.09 b* 67.20, for the core.
@@ -73,7 +77,10 @@ impl SegReference {
     /// Reads the SOP Class, SOP Instance and Series Instance UIDs back from a built SEG.
     pub fn from_seg(seg: &InMemDicomObject) -> Result<Self, ExportError> {
         let read = |tag, name| {
-            dcm::read_str(seg, tag).ok_or(ExportError::MissingAttribute { name, object: "SEG" })
+            dcm::read_str(seg, tag).ok_or(ExportError::MissingAttribute {
+                name,
+                object: "SEG",
+            })
         };
         Ok(SegReference {
             sop_class_uid: read(tags::SOP_CLASS_UID, "SOPClassUID")?,
@@ -128,9 +135,13 @@ fn check_grid(input: &SegInput) -> Result<(usize, u16, u16), ExportError> {
             input.source.slice_sources.len()
         )));
     }
-    let too_large = |n: usize| u16::try_from(n).map_err(|_| {
-        ExportError::InvalidInput(format!("slice dimension {n} exceeds 65535 pixels, the DICOM Rows/Columns limit"))
-    });
+    let too_large = |n: usize| {
+        u16::try_from(n).map_err(|_| {
+            ExportError::InvalidInput(format!(
+                "slice dimension {n} exceeds 65535 pixels, the DICOM Rows/Columns limit"
+            ))
+        })
+    };
     let rows = too_large(rows)?;
     let columns = too_large(columns)?;
     check_geometry(input.geometry)?;
@@ -163,7 +174,11 @@ pub(crate) fn check_label_values(labels: &LabelVolume) -> Result<(), ExportError
     }
 }
 
-fn put_series_and_equipment(obj: &mut InMemDicomObject, input: &SegInput, frame_of_reference: &str) {
+fn put_series_and_equipment(
+    obj: &mut InMemDicomObject,
+    input: &SegInput,
+    frame_of_reference: &str,
+) {
     obj.put_str(tags::MODALITY, VR::CS, "SEG");
     obj.put_str(tags::SERIES_INSTANCE_UID, VR::UI, new_uid());
     obj.put_str(tags::SERIES_NUMBER, VR::IS, input.series_number.to_string());
@@ -173,10 +188,22 @@ fn put_series_and_equipment(obj: &mut InMemDicomObject, input: &SegInput, frame_
     obj.put_str(tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
 
     obj.put_str(tags::MANUFACTURER, VR::LO, dcm::MANUFACTURER);
-    obj.put_str(tags::MANUFACTURER_MODEL_NAME, VR::LO, input.algorithm.name.clone());
+    obj.put_str(
+        tags::MANUFACTURER_MODEL_NAME,
+        VR::LO,
+        input.algorithm.name.clone(),
+    );
     // The model card id identifies the deployed model, which is the "device" that produced this.
-    obj.put_str(tags::DEVICE_SERIAL_NUMBER, VR::LO, input.algorithm.model_card_id.clone());
-    obj.put_str(tags::SOFTWARE_VERSIONS, VR::LO, software_versions(input.algorithm));
+    obj.put_str(
+        tags::DEVICE_SERIAL_NUMBER,
+        VR::LO,
+        input.algorithm.model_card_id.clone(),
+    );
+    obj.put_str(
+        tags::SOFTWARE_VERSIONS,
+        VR::LO,
+        software_versions(input.algorithm),
+    );
 }
 
 fn series_description(input: &SegInput) -> String {
@@ -186,7 +213,11 @@ fn series_description(input: &SegInput) -> String {
 
 /// Returns SoftwareVersions: this crate's version, then the algorithm version.
 pub(crate) fn software_versions(algorithm: &AlgorithmInfo) -> String {
-    format!("penumbra {}\\{}", env!("CARGO_PKG_VERSION"), algorithm.version)
+    format!(
+        "penumbra {}\\{}",
+        env!("CARGO_PKG_VERSION"),
+        algorithm.version
+    )
 }
 
 fn put_image_pixel(obj: &mut InMemDicomObject, rows: u16, columns: u16, frames: usize) {
@@ -205,7 +236,11 @@ fn put_image_pixel(obj: &mut InMemDicomObject, rows: u16, columns: u16, frames: 
 fn put_segmentation_image(obj: &mut InMemDicomObject, input: &SegInput) {
     obj.put_str(tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY");
     obj.put_str(tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
-    obj.put_str(tags::CONTENT_LABEL, VR::CS, content_label(input.content_label));
+    obj.put_str(
+        tags::CONTENT_LABEL,
+        VR::CS,
+        content_label(input.content_label),
+    );
     let review = if input.reviewed {
         "reviewed"
     } else {
@@ -219,8 +254,20 @@ fn put_segmentation_image(obj: &mut InMemDicomObject, input: &SegInput) {
     obj.put_str(tags::CONTENT_CREATOR_NAME, VR::PN, "Penumbra^Automatic");
 
     let segments = vec![
-        segment_item(CORE_SEGMENT, "Ischemic core", CORE_TYPE, CORE_CIELAB, input.algorithm),
-        segment_item(PENUMBRA_SEGMENT, "Penumbra", PENUMBRA_TYPE, PENUMBRA_CIELAB, input.algorithm),
+        segment_item(
+            CORE_SEGMENT,
+            "Ischemic core",
+            CORE_TYPE,
+            CORE_CIELAB,
+            input.algorithm,
+        ),
+        segment_item(
+            PENUMBRA_SEGMENT,
+            "Penumbra",
+            PENUMBRA_TYPE,
+            PENUMBRA_CIELAB,
+            input.algorithm,
+        ),
     ];
     dcm::put_seq(obj, tags::SEGMENT_SEQUENCE, segments);
 }
@@ -230,10 +277,20 @@ fn content_label(label: &str) -> String {
     let cleaned: String = label
         .chars()
         .map(|c| c.to_ascii_uppercase())
-        .map(|c| if c.is_ascii_uppercase() || c.is_ascii_digit() || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_uppercase() || c.is_ascii_digit() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(16)
         .collect();
-    if cleaned.trim().is_empty() { "PENUMBRA".to_string() } else { cleaned }
+    if cleaned.trim().is_empty() {
+        "PENUMBRA".to_string()
+    } else {
+        cleaned
+    }
 }
 
 fn segment_item(
@@ -246,8 +303,16 @@ fn segment_item(
     let mut item = InMemDicomObject::new_empty();
     dcm::put_us(&mut item, tags::SEGMENT_NUMBER, number);
     item.put_str(tags::SEGMENT_LABEL, VR::LO, label);
-    dcm::put_code_seq(&mut item, tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE, CATEGORY);
-    dcm::put_code_seq(&mut item, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE, property_type);
+    dcm::put_code_seq(
+        &mut item,
+        tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
+        CATEGORY,
+    );
+    dcm::put_code_seq(
+        &mut item,
+        tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
+        property_type,
+    );
     item.put_str(tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "AUTOMATIC");
     item.put_str(tags::SEGMENT_ALGORITHM_NAME, VR::LO, algorithm.name.clone());
     dcm::put_seq(
@@ -266,7 +331,11 @@ fn segment_item(
 
 fn algorithm_identification(algorithm: &AlgorithmInfo) -> InMemDicomObject {
     let mut item = InMemDicomObject::new_empty();
-    dcm::put_code_seq(&mut item, tags::ALGORITHM_FAMILY_CODE_SEQUENCE, ALGORITHM_FAMILY);
+    dcm::put_code_seq(
+        &mut item,
+        tags::ALGORITHM_FAMILY_CODE_SEQUENCE,
+        ALGORITHM_FAMILY,
+    );
     item.put_str(tags::ALGORITHM_NAME, VR::LO, algorithm.name.clone());
     item.put_str(tags::ALGORITHM_VERSION, VR::LO, algorithm.version.clone());
     item.put_str(
@@ -281,13 +350,25 @@ fn algorithm_identification(algorithm: &AlgorithmInfo) -> InMemDicomObject {
 fn put_dimensions(obj: &mut InMemDicomObject) {
     let organization_uid = new_uid();
     let mut organization = InMemDicomObject::new_empty();
-    organization.put_str(tags::DIMENSION_ORGANIZATION_UID, VR::UI, organization_uid.clone());
-    dcm::put_seq(obj, tags::DIMENSION_ORGANIZATION_SEQUENCE, vec![organization]);
+    organization.put_str(
+        tags::DIMENSION_ORGANIZATION_UID,
+        VR::UI,
+        organization_uid.clone(),
+    );
+    dcm::put_seq(
+        obj,
+        tags::DIMENSION_ORGANIZATION_SEQUENCE,
+        vec![organization],
+    );
     obj.put_str(tags::DIMENSION_ORGANIZATION_TYPE, VR::CS, "3D");
 
     let index = |pointer, group, description: &str| {
         let mut item = InMemDicomObject::new_empty();
-        item.put_str(tags::DIMENSION_ORGANIZATION_UID, VR::UI, organization_uid.clone());
+        item.put_str(
+            tags::DIMENSION_ORGANIZATION_UID,
+            VR::UI,
+            organization_uid.clone(),
+        );
         dcm::put_at(&mut item, tags::DIMENSION_INDEX_POINTER, pointer);
         dcm::put_at(&mut item, tags::FUNCTIONAL_GROUP_POINTER, group);
         item.put_str(tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, description);
@@ -317,30 +398,62 @@ fn put_references(obj: &mut InMemDicomObject, source: &SeriesInfo) {
             continue;
         }
         let mut item = InMemDicomObject::new_empty();
-        item.put_str(tags::REFERENCED_SOP_CLASS_UID, VR::UI, slice.sop_class_uid.clone());
-        item.put_str(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, slice.sop_instance_uid.clone());
+        item.put_str(
+            tags::REFERENCED_SOP_CLASS_UID,
+            VR::UI,
+            slice.sop_class_uid.clone(),
+        );
+        item.put_str(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            slice.sop_instance_uid.clone(),
+        );
         instances.push(item);
     }
     let mut series = InMemDicomObject::new_empty();
-    series.put_str(tags::SERIES_INSTANCE_UID, VR::UI, source.series_instance_uid.clone());
+    series.put_str(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        source.series_instance_uid.clone(),
+    );
     dcm::put_seq(&mut series, tags::REFERENCED_INSTANCE_SEQUENCE, instances);
     dcm::put_seq(obj, tags::REFERENCED_SERIES_SEQUENCE, vec![series]);
 }
 
 fn put_shared_groups(obj: &mut InMemDicomObject, geometry: &Geometry) {
     let mut measures = InMemDicomObject::new_empty();
-    dcm::put_ds(&mut measures, tags::PIXEL_SPACING, &[geometry.spacing_mm[1], geometry.spacing_mm[2]]);
+    dcm::put_ds(
+        &mut measures,
+        tags::PIXEL_SPACING,
+        &[geometry.spacing_mm[1], geometry.spacing_mm[2]],
+    );
     // NOTE: Geometry carries no slice thickness, so SliceThickness is set to the slice spacing.
-    dcm::put_ds(&mut measures, tags::SLICE_THICKNESS, &[geometry.spacing_mm[0]]);
-    dcm::put_ds(&mut measures, tags::SPACING_BETWEEN_SLICES, &[geometry.spacing_mm[0]]);
+    dcm::put_ds(
+        &mut measures,
+        tags::SLICE_THICKNESS,
+        &[geometry.spacing_mm[0]],
+    );
+    dcm::put_ds(
+        &mut measures,
+        tags::SPACING_BETWEEN_SLICES,
+        &[geometry.spacing_mm[0]],
+    );
 
     let mut orientation = InMemDicomObject::new_empty();
     let [r, c] = [geometry.row_dir, geometry.col_dir];
-    dcm::put_ds(&mut orientation, tags::IMAGE_ORIENTATION_PATIENT, &[r[0], r[1], r[2], c[0], c[1], c[2]]);
+    dcm::put_ds(
+        &mut orientation,
+        tags::IMAGE_ORIENTATION_PATIENT,
+        &[r[0], r[1], r[2], c[0], c[1], c[2]],
+    );
 
     let mut shared = InMemDicomObject::new_empty();
     dcm::put_seq(&mut shared, tags::PIXEL_MEASURES_SEQUENCE, vec![measures]);
-    dcm::put_seq(&mut shared, tags::PLANE_ORIENTATION_SEQUENCE, vec![orientation]);
+    dcm::put_seq(
+        &mut shared,
+        tags::PLANE_ORIENTATION_SEQUENCE,
+        vec![orientation],
+    );
     dcm::put_seq(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]);
 }
 
@@ -356,19 +469,39 @@ fn put_per_frame_groups(obj: &mut InMemDicomObject, input: &SegInput, slices: us
 
 fn frame_item(input: &SegInput, segment: u16, z: usize) -> InMemDicomObject {
     let mut content = InMemDicomObject::new_empty();
-    dcm::put_ul_list(&mut content, tags::DIMENSION_INDEX_VALUES, &[u32::from(segment), z as u32 + 1]);
+    dcm::put_ul_list(
+        &mut content,
+        tags::DIMENSION_INDEX_VALUES,
+        &[u32::from(segment), z as u32 + 1],
+    );
 
     let mut position = InMemDicomObject::new_empty();
-    dcm::put_ds(&mut position, tags::IMAGE_POSITION_PATIENT, &input.geometry.position_mm(z as f64, 0.0, 0.0));
+    dcm::put_ds(
+        &mut position,
+        tags::IMAGE_POSITION_PATIENT,
+        &input.geometry.position_mm(z as f64, 0.0, 0.0),
+    );
 
     let mut identification = InMemDicomObject::new_empty();
-    dcm::put_us(&mut identification, tags::REFERENCED_SEGMENT_NUMBER, segment);
+    dcm::put_us(
+        &mut identification,
+        tags::REFERENCED_SEGMENT_NUMBER,
+        segment,
+    );
 
     let mut frame = InMemDicomObject::new_empty();
-    dcm::put_seq(&mut frame, tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation_item(input.source, z)]);
+    dcm::put_seq(
+        &mut frame,
+        tags::DERIVATION_IMAGE_SEQUENCE,
+        vec![derivation_item(input.source, z)],
+    );
     dcm::put_seq(&mut frame, tags::FRAME_CONTENT_SEQUENCE, vec![content]);
     dcm::put_seq(&mut frame, tags::PLANE_POSITION_SEQUENCE, vec![position]);
-    dcm::put_seq(&mut frame, tags::SEGMENT_IDENTIFICATION_SEQUENCE, vec![identification]);
+    dcm::put_seq(
+        &mut frame,
+        tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+        vec![identification],
+    );
     frame
 }
 
@@ -376,12 +509,28 @@ fn frame_item(input: &SegInput, segment: u16, z: usize) -> InMemDicomObject {
 fn derivation_item(source: &SeriesInfo, z: usize) -> InMemDicomObject {
     let slice = &source.slice_sources[z];
     let mut image = InMemDicomObject::new_empty();
-    image.put_str(tags::REFERENCED_SOP_CLASS_UID, VR::UI, slice.sop_class_uid.clone());
-    image.put_str(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, slice.sop_instance_uid.clone());
+    image.put_str(
+        tags::REFERENCED_SOP_CLASS_UID,
+        VR::UI,
+        slice.sop_class_uid.clone(),
+    );
+    image.put_str(
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        slice.sop_instance_uid.clone(),
+    );
     if let Some(frame_number) = slice.frame_number {
-        image.put_str(tags::REFERENCED_FRAME_NUMBER, VR::IS, frame_number.to_string());
+        image.put_str(
+            tags::REFERENCED_FRAME_NUMBER,
+            VR::IS,
+            frame_number.to_string(),
+        );
     }
-    dcm::put_code_seq(&mut image, tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE, SOURCE_PURPOSE);
+    dcm::put_code_seq(
+        &mut image,
+        tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+        SOURCE_PURPOSE,
+    );
     // The SEG is on the source grid, so each frame covers its source slice pixel for pixel.
     image.put_str(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES");
 
@@ -398,7 +547,11 @@ fn put_pixel_data(obj: &mut InMemDicomObject, labels: &LabelVolume) {
         .into_iter()
         .flat_map(|label| labels.iter().map(move |&v| v == label as u8));
     let bytes = pack_bits(bits);
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(bytes)));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(bytes),
+    ));
 }
 
 /// Packs booleans eight to a byte, first value in the least significant bit, padded to even length.
@@ -435,7 +588,10 @@ mod tests {
     #[test]
     fn content_label_is_valid_cs() {
         assert_eq!(content_label("penumbra-unet v2"), "PENUMBRA_UNET V2");
-        assert_eq!(content_label("a very long content label"), "A VERY LONG CONT");
+        assert_eq!(
+            content_label("a very long content label"),
+            "A VERY LONG CONT"
+        );
         assert_eq!(content_label(""), "PENUMBRA");
     }
 }

@@ -65,7 +65,8 @@ pub struct SrInput<'a> {
 pub fn build_sr(input: &SrInput) -> Result<InMemDicomObject, ExportError> {
     if input.seg.sop_instance_uid.is_empty() {
         return Err(ExportError::InvalidInput(
-            "SEG reference has an empty SOPInstanceUID; build it with SegReference::from_seg".to_string(),
+            "SEG reference has an empty SOPInstanceUID; build it with SegReference::from_seg"
+                .to_string(),
         ));
     }
 
@@ -83,15 +84,31 @@ fn put_series_and_document(obj: &mut InMemDicomObject, input: &SrInput) {
     obj.put_str(tags::MODALITY, VR::CS, "SR");
     obj.put_str(tags::SERIES_INSTANCE_UID, VR::UI, new_uid());
     obj.put_str(tags::SERIES_NUMBER, VR::IS, input.series_number.to_string());
-    obj.put_str(tags::SERIES_DESCRIPTION, VR::LO, "Penumbra perfusion measurements");
-    dcm::put_seq(obj, tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, Vec::new());
+    obj.put_str(
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        "Penumbra perfusion measurements",
+    );
+    dcm::put_seq(
+        obj,
+        tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
+        Vec::new(),
+    );
     obj.put_str(tags::MANUFACTURER, VR::LO, dcm::MANUFACTURER);
-    obj.put_str(tags::SOFTWARE_VERSIONS, VR::LO, crate::seg::software_versions(input.algorithm));
+    obj.put_str(
+        tags::SOFTWARE_VERSIONS,
+        VR::LO,
+        crate::seg::software_versions(input.algorithm),
+    );
 
     obj.put_str(tags::INSTANCE_NUMBER, VR::IS, "1");
     obj.put_str(tags::COMPLETION_FLAG, VR::CS, "COMPLETE");
     obj.put_str(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
-    let preliminary = if input.reviewed { "FINAL" } else { "PRELIMINARY" };
+    let preliminary = if input.reviewed {
+        "FINAL"
+    } else {
+        "PRELIMINARY"
+    };
     obj.put_str(tags::PRELIMINARY_FLAG, VR::CS, preliminary);
     dcm::put_seq(obj, tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, Vec::new());
 }
@@ -104,16 +121,27 @@ fn put_evidence(obj: &mut InMemDicomObject, input: &SrInput) {
         .iter()
         .map(|s| sop_reference(&s.sop_class_uid, &s.sop_instance_uid))
         .collect();
-    let seg_instance = vec![sop_reference(&input.seg.sop_class_uid, &input.seg.sop_instance_uid)];
+    let seg_instance = vec![sop_reference(
+        &input.seg.sop_class_uid,
+        &input.seg.sop_instance_uid,
+    )];
     let series = vec![
         series_reference(&input.source.series_instance_uid, source_instances),
         series_reference(&input.seg.series_instance_uid, seg_instance),
     ];
 
     let mut study = InMemDicomObject::new_empty();
-    study.put_str(tags::STUDY_INSTANCE_UID, VR::UI, input.study.study_instance_uid.clone());
+    study.put_str(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        input.study.study_instance_uid.clone(),
+    );
     dcm::put_seq(&mut study, tags::REFERENCED_SERIES_SEQUENCE, series);
-    dcm::put_seq(obj, tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE, vec![study]);
+    dcm::put_seq(
+        obj,
+        tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+        vec![study],
+    );
 }
 
 fn sop_reference(class_uid: &str, instance_uid: &str) -> InMemDicomObject {
@@ -145,7 +173,11 @@ fn put_content_tree(obj: &mut InMemDicomObject, input: &SrInput) {
         code_item("HAS CONCEPT MOD", LANGUAGE, ENGLISH_US),
         code_item("HAS OBS CONTEXT", OBSERVER_TYPE, DEVICE),
         uid_item("HAS OBS CONTEXT", DEVICE_OBSERVER_UID, &new_uid()),
-        text_item("HAS OBS CONTEXT", DEVICE_OBSERVER_NAME, &input.algorithm.name),
+        text_item(
+            "HAS OBS CONTEXT",
+            DEVICE_OBSERVER_NAME,
+            &input.algorithm.name,
+        ),
         code_item("HAS CONCEPT MOD", PROCEDURE_REPORTED, CT_PERFUSION_HEAD),
         image_library(input.source),
         imaging_measurements(input),
@@ -171,8 +203,20 @@ fn image_library(source: &SeriesInfo) -> InMemDicomObject {
 fn imaging_measurements(input: &SrInput) -> InMemDicomObject {
     let f = input.figures;
     let groups = vec![
-        segment_group(input, "Ischemic core", CORE_FINDING, CORE_SEGMENT, f.core_volume_ml),
-        segment_group(input, "Penumbra", PENUMBRA_FINDING, PENUMBRA_SEGMENT, f.penumbra_volume_ml),
+        segment_group(
+            input,
+            "Ischemic core",
+            CORE_FINDING,
+            CORE_SEGMENT,
+            f.core_volume_ml,
+        ),
+        segment_group(
+            input,
+            "Penumbra",
+            PENUMBRA_FINDING,
+            PENUMBRA_SEGMENT,
+            f.penumbra_volume_ml,
+        ),
         mismatch_group(f),
     ];
     container("CONTAINS", IMAGING_MEASUREMENTS, groups)
@@ -189,7 +233,11 @@ fn segment_group(
     let mut segment_item = content_item("CONTAINS", "IMAGE", Some(REFERENCED_SEGMENT));
     let mut reference = sop_reference(&input.seg.sop_class_uid, &input.seg.sop_instance_uid);
     dcm::put_us(&mut reference, tags::REFERENCED_SEGMENT_NUMBER, segment);
-    dcm::put_seq(&mut segment_item, tags::REFERENCED_SOP_SEQUENCE, vec![reference]);
+    dcm::put_seq(
+        &mut segment_item,
+        tags::REFERENCED_SOP_SEQUENCE,
+        vec![reference],
+    );
 
     let children = vec![
         text_item("HAS OBS CONTEXT", TRACKING_IDENTIFIER, tracking_id),
@@ -206,9 +254,17 @@ fn segment_group(
 /// the ratio undefined: the NUM item then has no value and the qualifier "Divide by zero".
 fn mismatch_group(figures: &VolumeFigures) -> InMemDicomObject {
     let children = vec![
-        text_item("HAS OBS CONTEXT", TRACKING_IDENTIFIER, "Core-penumbra mismatch"),
+        text_item(
+            "HAS OBS CONTEXT",
+            TRACKING_IDENTIFIER,
+            "Core-penumbra mismatch",
+        ),
         uid_item("HAS OBS CONTEXT", TRACKING_UID, &new_uid()),
-        num_item(MISMATCH_VOLUME, Some(figures.mismatch_volume_ml), MILLILITER),
+        num_item(
+            MISMATCH_VOLUME,
+            Some(figures.mismatch_volume_ml),
+            MILLILITER,
+        ),
         num_item(MISMATCH_RATIO, figures.mismatch_ratio, NO_UNITS),
     ];
     container("CONTAINS", MEASUREMENT_GROUP, children)
@@ -224,7 +280,11 @@ fn content_item(relationship: &str, value_type: &str, concept: Option<Code>) -> 
     item
 }
 
-fn container(relationship: &str, concept: Code, children: Vec<InMemDicomObject>) -> InMemDicomObject {
+fn container(
+    relationship: &str,
+    concept: Code,
+    children: Vec<InMemDicomObject>,
+) -> InMemDicomObject {
     let mut item = content_item(relationship, "CONTAINER", Some(concept));
     item.put_str(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
     dcm::put_seq(&mut item, tags::CONTENT_SEQUENCE, children);
@@ -259,7 +319,11 @@ fn num_item(concept: Code, value: Option<f64>, unit: Code) -> InMemDicomObject {
             vec![measured]
         }
         None => {
-            dcm::put_code_seq(&mut item, tags::NUMERIC_VALUE_QUALIFIER_CODE_SEQUENCE, DIVIDE_BY_ZERO);
+            dcm::put_code_seq(
+                &mut item,
+                tags::NUMERIC_VALUE_QUALIFIER_CODE_SEQUENCE,
+                DIVIDE_BY_ZERO,
+            );
             Vec::new()
         }
     };

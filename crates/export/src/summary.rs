@@ -40,7 +40,11 @@ const TILE_GAP: usize = 12;
 const MAX_GRID_WIDTH: usize = 1024;
 
 /// DICOM CID 7202 "Source image for image processing operation".
-const SOURCE_PURPOSE: Code = Code::new("121322", "DCM", "Source image for image processing operation");
+const SOURCE_PURPOSE: Code = Code::new(
+    "121322",
+    "DCM",
+    "Source image for image processing operation",
+);
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved `R, G, B`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +56,11 @@ pub struct RgbImage {
 
 impl RgbImage {
     fn new(width: usize, height: usize) -> Self {
-        RgbImage { width, height, data: vec![0; width * height * 3] }
+        RgbImage {
+            width,
+            height,
+            data: vec![0; width * height * 3],
+        }
     }
 
     /// Returns the colour at `(x, y)`, or `None` outside the image.
@@ -103,26 +111,57 @@ pub fn render_summary(input: &SummaryInput) -> Result<RgbImage, ExportError> {
     let tiles_per_row = (MAX_GRID_WIDTH / (tile_width + TILE_GAP)).clamp(1, slices);
     let grid_rows = slices.div_ceil(tiles_per_row);
     let grid_width = tiles_per_row * (tile_width + TILE_GAP) - TILE_GAP;
-    let text_width = lines.iter().map(|(text, _)| font::text_width(text) * TEXT_SCALE).max().unwrap_or(0);
+    let text_width = lines
+        .iter()
+        .map(|(text, _)| font::text_width(text) * TEXT_SCALE)
+        .max()
+        .unwrap_or(0);
     let width = grid_width.max(text_width) + 2 * MARGIN;
     let header_height = lines.len() * LINE_HEIGHT + MARGIN;
     let height = header_height + grid_rows * (rows + TILE_GAP) - TILE_GAP + 2 * MARGIN;
 
     let mut image = RgbImage::new(width, height);
     for (i, (text, color)) in lines.iter().enumerate() {
-        draw_text(&mut image, MARGIN, MARGIN + i * LINE_HEIGHT, text, TEXT_SCALE, *color);
+        draw_text(
+            &mut image,
+            MARGIN,
+            MARGIN + i * LINE_HEIGHT,
+            text,
+            TEXT_SCALE,
+            *color,
+        );
     }
     for z in 0..slices {
         let (left, top) = tile_origin(z, tiles_per_row, tile_width, rows, header_height);
         draw_panel(&mut image, input, z, input.cbf, CBF_WINDOW, (left, top));
-        draw_panel(&mut image, input, z, input.tmax, TMAX_WINDOW, (left + columns + GAP, top));
-        draw_text(&mut image, left + 2, top + 2, &(z + 1).to_string(), 1, SLICE_NUMBER_COLOR);
+        draw_panel(
+            &mut image,
+            input,
+            z,
+            input.tmax,
+            TMAX_WINDOW,
+            (left + columns + GAP, top),
+        );
+        draw_text(
+            &mut image,
+            left + 2,
+            top + 2,
+            &(z + 1).to_string(),
+            1,
+            SLICE_NUMBER_COLOR,
+        );
     }
     Ok(image)
 }
 
 /// Returns the top-left pixel of slice `z`'s tile.
-fn tile_origin(z: usize, tiles_per_row: usize, tile_width: usize, rows: usize, header_height: usize) -> (usize, usize) {
+fn tile_origin(
+    z: usize,
+    tiles_per_row: usize,
+    tile_width: usize,
+    rows: usize,
+    header_height: usize,
+) -> (usize, usize) {
     let left = MARGIN + (z % tiles_per_row) * (tile_width + TILE_GAP);
     let top = MARGIN + header_height + (z / tiles_per_row) * (rows + TILE_GAP);
     (left, top)
@@ -159,15 +198,33 @@ fn header_lines(input: &SummaryInput) -> Vec<(String, [u8; 3])> {
         None => "N/A".to_string(),
     };
     let mut lines = vec![
-        (format!("PENUMBRA CT PERFUSION SUMMARY  {}", input.algorithm.name), TEXT_COLOR),
-        (format!("CORE {:.1} ML   PENUMBRA {:.1} ML", f.core_volume_ml, f.penumbra_volume_ml), TEXT_COLOR),
-        (format!("MISMATCH {:.1} ML   RATIO {ratio}", f.mismatch_volume_ml), TEXT_COLOR),
+        (
+            format!("PENUMBRA CT PERFUSION SUMMARY  {}", input.algorithm.name),
+            TEXT_COLOR,
+        ),
+        (
+            format!(
+                "CORE {:.1} ML   PENUMBRA {:.1} ML",
+                f.core_volume_ml, f.penumbra_volume_ml
+            ),
+            TEXT_COLOR,
+        ),
+        (
+            format!("MISMATCH {:.1} ML   RATIO {ratio}", f.mismatch_volume_ml),
+            TEXT_COLOR,
+        ),
         (format!("CONFIDENCE {confidence}"), TEXT_COLOR),
-        ("LEFT CBF 0-60 ML/100G/MIN   RIGHT TMAX 0-12 S".to_string(), TEXT_COLOR),
+        (
+            "LEFT CBF 0-60 ML/100G/MIN   RIGHT TMAX 0-12 S".to_string(),
+            TEXT_COLOR,
+        ),
         ("RED CORE   GREEN PENUMBRA".to_string(), TEXT_COLOR),
     ];
     if !input.reviewed {
-        lines.push(("NOT FOR DIAGNOSTIC USE WITHOUT REVIEW".to_string(), WARNING_COLOR));
+        lines.push((
+            "NOT FOR DIAGNOSTIC USE WITHOUT REVIEW".to_string(),
+            WARNING_COLOR,
+        ));
     }
     lines
 }
@@ -225,7 +282,14 @@ fn outline_label(labels: &LabelVolume, z: usize, y: usize, x: usize) -> Option<L
     on_edge.then_some(label)
 }
 
-fn draw_text(image: &mut RgbImage, left: usize, top: usize, text: &str, scale: usize, color: [u8; 3]) {
+fn draw_text(
+    image: &mut RgbImage,
+    left: usize,
+    top: usize,
+    text: &str,
+    scale: usize,
+    color: [u8; 3],
+) {
     for (i, c) in text.chars().enumerate() {
         let glyph_left = left + i * font::ADVANCE * scale;
         for row in 0..font::GLYPH_HEIGHT {
@@ -235,7 +299,11 @@ fn draw_text(image: &mut RgbImage, left: usize, top: usize, text: &str, scale: u
                 }
                 for dy in 0..scale {
                     for dx in 0..scale {
-                        image.set(glyph_left + column * scale + dx, top + row * scale + dy, color);
+                        image.set(
+                            glyph_left + column * scale + dx,
+                            top + row * scale + dy,
+                            color,
+                        );
                     }
                 }
             }
@@ -268,7 +336,10 @@ fn image_size_u32(image: &RgbImage) -> Result<(u32, u32), ExportError> {
     let width = u32::try_from(image.width).ok();
     let height = u32::try_from(image.height).ok();
     width.zip(height).ok_or_else(|| {
-        ExportError::InvalidInput(format!("image size {}x{} exceeds u32", image.width, image.height))
+        ExportError::InvalidInput(format!(
+            "image size {}x{} exceeds u32",
+            image.width, image.height
+        ))
     })
 }
 
@@ -276,7 +347,10 @@ fn image_size_u32(image: &RgbImage) -> Result<(u32, u32), ExportError> {
 /// series of the source study.
 ///
 /// Errors when the image is larger than 65535 pixels on a side.
-pub fn build_summary_sc(input: &SummaryInput, image: &RgbImage) -> Result<InMemDicomObject, ExportError> {
+pub fn build_summary_sc(
+    input: &SummaryInput,
+    image: &RgbImage,
+) -> Result<InMemDicomObject, ExportError> {
     image_size_u32(image)?;
     let size = |n: usize| {
         u16::try_from(n).map_err(|_| {
@@ -304,7 +378,11 @@ pub fn build_summary_sc(input: &SummaryInput, image: &RgbImage) -> Result<InMemD
     if pixels.len() % 2 == 1 {
         pixels.push(0);
     }
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(pixels),
+    ));
     Ok(obj)
 }
 
@@ -313,13 +391,21 @@ fn put_series_and_equipment(obj: &mut InMemDicomObject, input: &SummaryInput) {
     obj.put_str(tags::SERIES_INSTANCE_UID, VR::UI, new_uid());
     obj.put_str(tags::SERIES_NUMBER, VR::IS, input.series_number.to_string());
     let review = if input.reviewed { "" } else { " UNREVIEWED" };
-    obj.put_str(tags::SERIES_DESCRIPTION, VR::LO, format!("Penumbra summary{review}"));
+    obj.put_str(
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        format!("Penumbra summary{review}"),
+    );
     // Laterality is type 2C; the summary covers the whole brain, so it is present and empty.
     obj.put_str(tags::LATERALITY, VR::CS, "");
 
     obj.put_str(tags::MANUFACTURER, VR::LO, dcm::MANUFACTURER);
     obj.put_str(tags::CONVERSION_TYPE, VR::CS, "WSD");
-    obj.put_str(tags::SECONDARY_CAPTURE_DEVICE_MANUFACTURER, VR::LO, dcm::MANUFACTURER);
+    obj.put_str(
+        tags::SECONDARY_CAPTURE_DEVICE_MANUFACTURER,
+        VR::LO,
+        dcm::MANUFACTURER,
+    );
     obj.put_str(
         tags::SECONDARY_CAPTURE_DEVICE_MANUFACTURER_MODEL_NAME,
         VR::LO,
@@ -345,21 +431,45 @@ fn put_general_image(obj: &mut InMemDicomObject, input: &SummaryInput) {
         "CBF and Tmax maps with ischemic core and penumbra outlines",
     );
     if !input.reviewed {
-        obj.put_str(tags::IMAGE_COMMENTS, VR::LT, "NOT FOR DIAGNOSTIC USE WITHOUT REVIEW");
+        obj.put_str(
+            tags::IMAGE_COMMENTS,
+            VR::LT,
+            "NOT FOR DIAGNOSTIC USE WITHOUT REVIEW",
+        );
     }
-    dcm::put_seq(obj, tags::SOURCE_IMAGE_SEQUENCE, source_images(input.source));
+    dcm::put_seq(
+        obj,
+        tags::SOURCE_IMAGE_SEQUENCE,
+        source_images(input.source),
+    );
 }
 
 fn source_images(source: &SeriesInfo) -> Vec<InMemDicomObject> {
     let mut items = Vec::with_capacity(source.slice_sources.len());
     for slice in &source.slice_sources {
         let mut item = InMemDicomObject::new_empty();
-        item.put_str(tags::REFERENCED_SOP_CLASS_UID, VR::UI, slice.sop_class_uid.clone());
-        item.put_str(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, slice.sop_instance_uid.clone());
+        item.put_str(
+            tags::REFERENCED_SOP_CLASS_UID,
+            VR::UI,
+            slice.sop_class_uid.clone(),
+        );
+        item.put_str(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            slice.sop_instance_uid.clone(),
+        );
         if let Some(frame_number) = slice.frame_number {
-            item.put_str(tags::REFERENCED_FRAME_NUMBER, VR::IS, frame_number.to_string());
+            item.put_str(
+                tags::REFERENCED_FRAME_NUMBER,
+                VR::IS,
+                frame_number.to_string(),
+            );
         }
-        dcm::put_code_seq(&mut item, tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE, SOURCE_PURPOSE);
+        dcm::put_code_seq(
+            &mut item,
+            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+            SOURCE_PURPOSE,
+        );
         items.push(item);
     }
     items
@@ -476,7 +586,11 @@ mod tests {
     }
 
     fn header_lines_count(reviewed: bool) -> usize {
-        if reviewed { 6 } else { 7 }
+        if reviewed {
+            6
+        } else {
+            7
+        }
     }
 
     #[test]
@@ -493,7 +607,10 @@ mod tests {
         let mut reader = decoder.read_info().unwrap();
         let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buffer).unwrap();
-        assert_eq!((info.width as usize, info.height as usize), (image.width, image.height));
+        assert_eq!(
+            (info.width as usize, info.height as usize),
+            (image.width, image.height)
+        );
         assert_eq!(info.color_type, png::ColorType::Rgb);
         assert_eq!(&buffer[..info.buffer_size()], image.data.as_slice());
     }
@@ -512,7 +629,11 @@ mod tests {
                 spacing_mm: [1.0; 3],
             },
         );
-        let algorithm = AlgorithmInfo { name: String::new(), version: String::new(), model_card_id: String::new() };
+        let algorithm = AlgorithmInfo {
+            name: String::new(),
+            version: String::new(),
+            model_card_id: String::new(),
+        };
         let input = SummaryInput {
             study: &StudyContext::default(),
             source: &series(),
@@ -525,6 +646,9 @@ mod tests {
             algorithm: &algorithm,
             series_number: 1,
         };
-        assert!(matches!(render_summary(&input), Err(ExportError::InvalidInput(_))));
+        assert!(matches!(
+            render_summary(&input),
+            Err(ExportError::InvalidInput(_))
+        ));
     }
 }

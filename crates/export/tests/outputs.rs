@@ -53,7 +53,13 @@ fn oblique_geometry() -> Geometry {
         row[2] * col[0] - row[0] * col[2],
         row[0] * col[1] - row[1] * col[0],
     ];
-    Geometry { origin_mm: [10.0, -20.0, 55.5], row_dir: row, col_dir: col, normal, spacing_mm: [4.0, 0.7, 0.9] }
+    Geometry {
+        origin_mm: [10.0, -20.0, 55.5],
+        row_dir: row,
+        col_dir: col,
+        normal,
+        spacing_mm: [4.0, 0.7, 0.9],
+    }
 }
 
 fn write_source(geometry: Geometry) -> Source {
@@ -79,7 +85,15 @@ fn write_source(geometry: Geometry) -> Source {
     for z in 0..SLICES {
         let sop_uid = new_uid();
         let position = geometry.position_mm(z as f64, 0.0, 0.0);
-        let obj = ct_slice(&study, &series_uid, &frame_of_reference, &sop_uid, &geometry, position, z);
+        let obj = ct_slice(
+            &study,
+            &series_uid,
+            &frame_of_reference,
+            &sop_uid,
+            &geometry,
+            position,
+            z,
+        );
         let path = source_dir.join(format!("ct{z:02}.dcm"));
         obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
             .unwrap()
@@ -104,11 +118,20 @@ fn write_source(geometry: Geometry) -> Source {
         instance_count: SLICES,
         warnings: Vec::new(),
     };
-    Source { dir, study, info, geometry }
+    Source {
+        dir,
+        study,
+        info,
+        geometry,
+    }
 }
 
 fn ds(values: &[f64]) -> String {
-    values.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join("\\")
+    values
+        .iter()
+        .map(|v| format!("{v:.6}"))
+        .collect::<Vec<_>>()
+        .join("\\")
 }
 
 fn ct_slice(
@@ -136,8 +159,16 @@ fn ct_slice(
     put(tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL");
     put(tags::IMAGE_POSITION_PATIENT, VR::DS, &ds(&position));
     let [r, c] = [g.row_dir, g.col_dir];
-    put(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, &ds(&[r[0], r[1], r[2], c[0], c[1], c[2]]));
-    put(tags::PIXEL_SPACING, VR::DS, &ds(&[g.spacing_mm[1], g.spacing_mm[2]]));
+    put(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        &ds(&[r[0], r[1], r[2], c[0], c[1], c[2]]),
+    );
+    put(
+        tags::PIXEL_SPACING,
+        VR::DS,
+        &ds(&[g.spacing_mm[1], g.spacing_mm[2]]),
+    );
     put(tags::SLICE_THICKNESS, VR::DS, &ds(&[g.spacing_mm[0]]));
     put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
     put(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
@@ -153,8 +184,14 @@ fn ct_slice(
     ] {
         obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
     }
-    let pixels: Vec<u8> = (0..ROWS * COLUMNS).flat_map(|i| (1024u16 + (i % 80) as u16).to_le_bytes()).collect();
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(pixels)));
+    let pixels: Vec<u8> = (0..ROWS * COLUMNS)
+        .flat_map(|i| (1024u16 + (i % 80) as u16).to_le_bytes())
+        .collect();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::from(pixels),
+    ));
     obj
 }
 
@@ -201,9 +238,15 @@ fn report(study_uid: &str, figures: &VolumeFigures) -> Report {
         study_instance_uid: study_uid.to_string(),
         unet: Some(figures.clone()),
         threshold: figures.clone(),
-        thresholds: Thresholds { core_relative_cbf_below: 0.3, tmax_above_s: 6.0 },
+        thresholds: Thresholds {
+            core_relative_cbf_below: 0.3,
+            tmax_above_s: 6.0,
+        },
         deconvolution_method: "oSVD".to_string(),
-        model: ModelInfo { name: "penumbra-unet".to_string(), version: "0.1.0".to_string() },
+        model: ModelInfo {
+            name: "penumbra-unet".to_string(),
+            version: "0.1.0".to_string(),
+        },
         confidence: None,
         qa_status: QaStatus::PendingReview,
         timings_s: BTreeMap::from([("export".to_string(), 0.1)]),
@@ -255,8 +298,18 @@ fn export_all(source: &Source, labels: &LabelVolume) -> (PathBuf, VolumeFigures)
     let png = summary_png(&image).unwrap();
     let report = report(&source.study.study_instance_uid, &figures);
 
-    let out = source.dir.path().join("exports").join(&source.study.study_instance_uid);
-    let files = ExportFiles { seg: &seg, summary: &summary, summary_png: &png, sr: &sr, report: &report };
+    let out = source
+        .dir
+        .path()
+        .join("exports")
+        .join(&source.study.study_instance_uid);
+    let files = ExportFiles {
+        seg: &seg,
+        summary: &summary,
+        summary_png: &png,
+        sr: &sr,
+        report: &report,
+    };
     let written = write_outputs(&out, &files).unwrap();
     assert_eq!(written.len(), 5);
     (out, figures)
@@ -272,9 +325,19 @@ fn python() -> PathBuf {
 
 /// Returns the lines of `dciodvfy` output that start with "Error".
 fn dciodvfy_errors(path: &Path) -> Vec<String> {
-    let output = Command::new("dciodvfy").arg(path).output().expect("dciodvfy is on PATH");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    text.lines().filter(|l| l.starts_with("Error")).map(str::to_string).collect()
+    let output = Command::new("dciodvfy")
+        .arg(path)
+        .output()
+        .expect("dciodvfy is on PATH");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text.lines()
+        .filter(|l| l.starts_with("Error"))
+        .map(str::to_string)
+        .collect()
 }
 
 fn read_seg(seg: &Path, source: &Source) -> Value {
@@ -285,14 +348,22 @@ fn read_seg(seg: &Path, source: &Source) -> Value {
         .arg(source.dir.path().join("source"))
         .output()
         .expect("python with highdicom is installed");
-    assert!(output.status.success(), "read_seg.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "read_seg.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn assert_valid_dicom(out: &Path) {
     for name in ["seg.dcm", "summary.dcm", "sr.dcm"] {
         let errors = dciodvfy_errors(&out.join(name));
-        assert!(errors.is_empty(), "{name} has dciodvfy errors:\n{}", errors.join("\n"));
+        assert!(
+            errors.is_empty(),
+            "{name} has dciodvfy errors:\n{}",
+            errors.join("\n")
+        );
     }
 }
 
@@ -310,17 +381,34 @@ fn assert_seg_matches(seg: &Value, figures: &VolumeFigures, labels: &LabelVolume
         assert_eq!(segment["algorithm_type"], "AUTOMATIC");
     }
 
-    assert_eq!(seg["counts"]["1"].as_u64().unwrap() as usize, figures.core_voxels);
-    assert_eq!(seg["counts"]["2"].as_u64().unwrap() as usize, figures.penumbra_voxels);
+    assert_eq!(
+        seg["counts"]["1"].as_u64().unwrap() as usize,
+        figures.core_voxels
+    );
+    assert_eq!(
+        seg["counts"]["2"].as_u64().unwrap() as usize,
+        figures.penumbra_voxels
+    );
     for z in 0..SLICES {
         let slice = labels.index_axis(ndarray::Axis(0), z);
         let core = slice.iter().filter(|&&v| v == 2).count() as u64;
         let penumbra = slice.iter().filter(|&&v| v == 1).count() as u64;
         assert_eq!(seg["per_slice"]["1"][z], core, "core voxels on slice {z}");
-        assert_eq!(seg["per_slice"]["2"][z], penumbra, "penumbra voxels on slice {z}");
+        assert_eq!(
+            seg["per_slice"]["2"][z], penumbra,
+            "penumbra voxels on slice {z}"
+        );
     }
-    let volume_counts: Vec<u64> = seg["volume_counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    assert_eq!(volume_counts, vec![figures.core_voxels as u64, figures.penumbra_voxels as u64]);
+    let volume_counts: Vec<u64> = seg["volume_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        volume_counts,
+        vec![figures.core_voxels as u64, figures.penumbra_voxels as u64]
+    );
     assert_eq!(seg["volume_shape"][0], SLICES);
 
     assert_eq!(seg["number_of_frames"], 2 * SLICES);
@@ -328,14 +416,20 @@ fn assert_seg_matches(seg: &Value, figures: &VolumeFigures, labels: &LabelVolume
     for (i, frame) in frames.iter().enumerate() {
         let (segment, z) = (i / SLICES + 1, i % SLICES);
         assert_eq!(frame["segment"], segment);
-        assert_eq!(frame["dimension_index"], serde_json::json!([segment, z + 1]));
+        assert_eq!(
+            frame["dimension_index"],
+            serde_json::json!([segment, z + 1])
+        );
         let source_uid = frame["source_uid"].as_str().unwrap();
         assert_eq!(source_uid, source.info.slice_sources[z].sop_instance_uid);
         let expected = seg["source_positions"][source_uid].as_array().unwrap();
         for axis in 0..3 {
             let got = frame["position"][axis].as_f64().unwrap();
             let want = expected[axis].as_f64().unwrap();
-            assert!((got - want).abs() < 1e-3, "frame {i} axis {axis}: {got} vs source {want}");
+            assert!(
+                (got - want).abs() < 1e-3,
+                "frame {i} axis {axis}: {got} vs source {want}"
+            );
         }
     }
     assert_eq!(seg["study_uid_matches"], true);
@@ -343,15 +437,31 @@ fn assert_seg_matches(seg: &Value, figures: &VolumeFigures, labels: &LabelVolume
 }
 
 fn assert_report_matches_seg(out: &Path, seg: &Value) {
-    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     let voxel_ml = seg["voxel_volume_ml"].as_f64().unwrap();
     let core = seg["counts"]["1"].as_f64().unwrap() * voxel_ml;
     let penumbra = seg["counts"]["2"].as_f64().unwrap() * voxel_ml;
     let reported_core = report["unet"]["core_volume_ml"].as_f64().unwrap();
     let reported_penumbra = report["unet"]["penumbra_volume_ml"].as_f64().unwrap();
-    assert!((reported_core - core).abs() < 1e-6, "report core {reported_core} vs SEG {core}");
-    assert!((reported_penumbra - penumbra).abs() < 1e-6, "report penumbra {reported_penumbra} vs SEG {penumbra}");
-    assert_eq!(report["outputs"], serde_json::json!(["seg.dcm", "summary.dcm", "summary.png", "sr.dcm", "report.json"]));
+    assert!(
+        (reported_core - core).abs() < 1e-6,
+        "report core {reported_core} vs SEG {core}"
+    );
+    assert!(
+        (reported_penumbra - penumbra).abs() < 1e-6,
+        "report penumbra {reported_penumbra} vs SEG {penumbra}"
+    );
+    assert_eq!(
+        report["outputs"],
+        serde_json::json!([
+            "seg.dcm",
+            "summary.dcm",
+            "summary.png",
+            "sr.dcm",
+            "report.json"
+        ])
+    );
     assert_eq!(report["qa_status"], "pending_review");
 }
 
@@ -398,7 +508,8 @@ fn empty_segmentation_is_valid() {
     assert_seg_matches(&seg, &figures, &labels, &source);
     assert_report_matches_seg(&out, &seg);
 
-    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert!(report["threshold"]["mismatch_ratio"].is_null());
 }
 
@@ -419,17 +530,35 @@ fn seg_rejects_bad_labels() {
         reviewed: false,
     };
     match build_seg(&input) {
-        Err(ExportError::InvalidLabel { value: 7, z: 3, y: 4, x: 5 }) => {}
+        Err(ExportError::InvalidLabel {
+            value: 7,
+            z: 3,
+            y: 4,
+            x: 5,
+        }) => {}
         other => panic!("expected InvalidLabel at (3, 4, 5), got {other:?}"),
     }
 
     let short = Array3::<u8>::zeros((SLICES - 1, ROWS, COLUMNS));
-    let result = build_seg(&SegInput { labels: &short, ..input });
-    assert!(matches!(result, Err(ExportError::InvalidInput(_))), "{result:?}");
+    let result = build_seg(&SegInput {
+        labels: &short,
+        ..input
+    });
+    assert!(
+        matches!(result, Err(ExportError::InvalidInput(_))),
+        "{result:?}"
+    );
 
     let mut no_frame_of_reference = source.info.clone();
     no_frame_of_reference.frame_of_reference_uid = None;
     let labels = blob_labels();
-    let result = build_seg(&SegInput { labels: &labels, source: &no_frame_of_reference, ..input });
-    assert!(matches!(result, Err(ExportError::InvalidInput(_))), "{result:?}");
+    let result = build_seg(&SegInput {
+        labels: &labels,
+        source: &no_frame_of_reference,
+        ..input
+    });
+    assert!(
+        matches!(result, Err(ExportError::InvalidInput(_))),
+        "{result:?}"
+    );
 }
