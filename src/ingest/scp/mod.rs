@@ -17,7 +17,7 @@ use dicom_ul::pdu::{AssociationRJ, AssociationRJResult, AssociationRJServiceProv
 
 mod association;
 pub use association::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
-pub(crate) mod dimse;
+pub mod dimse;
 pub mod sop;
 
 /// Settings of the C-STORE SCP.
