@@ -1,0 +1,400 @@
+//! One association of the C-STORE SCP: negotiation, the DIMSE message loop and the turn of each
+//! received data set into a Part 10 file for the sink.
+
+use std::net::{SocketAddr, TcpStream};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
+use dicom_ul::association::{Association, ServerAssociation};
+use dicom_ul::pdu::{AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason, UserIdentity};
+use dicom_ul::{Pdu, ServerAssociationOptions};
+
+use super::dimse::{self, status, Command};
+use super::{sop, InstanceIds, InstanceSink, ScpConfig, StoreOutcome};
+
+/// Implementation Class UID written into the File Meta of every file the SCP builds.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.121697579399570276385947394069064363992";
+/// Implementation Version Name written next to it (at most 16 characters).
+pub const IMPLEMENTATION_VERSION_NAME: &str = "PENUMBRA_0_1";
+
+/// State shared by every association of one SCP.
+pub(super) struct AssociationContext {
+    pub(super) config: ScpConfig,
+    sink: Arc<dyn InstanceSink>,
+    options: ServerAssociationOptions<'static, AeAccessControl, DefaultNegotiation>,
+}
+
+impl AssociationContext {
+    pub(super) fn new(config: ScpConfig, sink: Arc<dyn InstanceSink>) -> Self {
+        let access = AeAccessControl { allowed_calling_ae: config.allowed_calling_ae.iter().map(|ae| ae.trim().to_string()).collect() };
+
+        // NOTE: promiscuous mode accepts every abstract syntax at negotiation, so that a storage
+        // class the SCP does not keep gets the C-STORE status 0x0122 (SOP class not supported)
+        // instead of a silent "no presentation context" on the sender's side.
+        let mut options = ServerAssociationOptions::new()
+            .ae_access_control(access)
+            .ae_title(config.ae_title.trim().to_string())
+            .with_abstract_syntax(dicom_dictionary_std::uids::VERIFICATION)
+            .promiscuous(true)
+            .max_pdu_length(config.max_pdu_length)
+            .read_timeout(config.artim_timeout)
+            .write_timeout(config.artim_timeout);
+        for ts in sop::TRANSFER_SYNTAXES {
+            options = options.with_transfer_syntax(*ts);
+        }
+
+        AssociationContext { config, sink, options }
+    }
+}
+
+/// Rejects a called AE title other than ours (reason 7) and, when the allow-list is not empty,
+/// a calling AE title outside it (reason 3), both permanently (PS3.8 section 9.3.4).
+struct AeAccessControl {
+    allowed_calling_ae: Vec<String>,
+}
+
+impl AccessControl for AeAccessControl {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if dimse::trim_padding(called_ae_title) != dimse::trim_padding(this_ae_title) {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        let calling = dimse::trim_padding(calling_ae_title);
+        if !self.allowed_calling_ae.is_empty() && !self.allowed_calling_ae.iter().any(|ae| ae == calling) {
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+/// Counts kept for the one INFO line that closes an association.
+#[derive(Default)]
+struct Tally {
+    stored: usize,
+    failed: usize,
+    echoes: usize,
+}
+
+/// Serves one connection from negotiation to release, abort or timeout.
+pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &AssociationContext) {
+    let span = tracing::info_span!("association", peer_addr = %peer, peer_ae = tracing::field::Empty);
+    let _entered = span.enter();
+    let started = Instant::now();
+
+    let mut association = match context.options.establish(stream) {
+        Ok(association) => association,
+        Err(err) => {
+            tracing::info!(error = %err, "Association rejected or failed during negotiation");
+            return;
+        }
+    };
+    span.record("peer_ae", association.peer_ae_title());
+    log_negotiation(&association);
+
+    let idle = Some(context.config.idle_timeout);
+    if let Err(err) = association.inner_stream().set_read_timeout(idle).and_then(|()| association.inner_stream().set_write_timeout(idle)) {
+        tracing::warn!(error = %err, "Failed to set the idle timeout; closing the association");
+        let _ = association.abort();
+        return;
+    }
+
+    let mut receiver = Receiver::new(association.peer_ae_title().to_string());
+    let ending = receive_loop(&mut association, &mut receiver, context);
+    match ending {
+        Ending::Released => {
+            let _ = association.send(&Pdu::ReleaseRP);
+        }
+        Ending::AbortedByPeer => {}
+        Ending::Failed(_) => {
+            let _ = association.abort();
+        }
+    }
+
+    let tally = &receiver.tally;
+    let duration_s = started.elapsed().as_secs_f64();
+    match ending {
+        Ending::Failed(reason) => tracing::info!(stored = tally.stored, failed = tally.failed, echoes = tally.echoes, duration_s, reason = %reason, "Association aborted"),
+        Ending::AbortedByPeer => tracing::info!(stored = tally.stored, failed = tally.failed, echoes = tally.echoes, duration_s, "Association aborted by peer"),
+        Ending::Released => tracing::info!(stored = tally.stored, failed = tally.failed, echoes = tally.echoes, duration_s, "Association released"),
+    }
+}
+
+fn log_negotiation(association: &ServerAssociation<TcpStream>) {
+    for context in association.presentation_contexts() {
+        tracing::debug!(
+            id = context.id,
+            abstract_syntax = %context.abstract_syntax,
+            transfer_syntax = %context.transfer_syntax,
+            result = ?context.reason,
+            "Presentation context negotiated"
+        );
+    }
+}
+
+enum Ending {
+    Released,
+    AbortedByPeer,
+    /// The SCP aborts: timeout, dropped connection or a protocol violation.
+    Failed(String),
+}
+
+fn receive_loop(association: &mut ServerAssociation<TcpStream>, receiver: &mut Receiver, context: &AssociationContext) -> Ending {
+    loop {
+        let pdu = match association.receive() {
+            Ok(pdu) => pdu,
+            Err(err) => return Ending::Failed(format!("receive failed: {err}")),
+        };
+        match pdu {
+            Pdu::PData { data } => {
+                for value in data {
+                    if let Err(reason) = receiver.on_value(value, association, context) {
+                        return Ending::Failed(reason);
+                    }
+                }
+            }
+            Pdu::ReleaseRQ => return Ending::Released,
+            Pdu::AbortRQ { .. } => return Ending::AbortedByPeer,
+            other => return Ending::Failed(format!("unexpected pdu: {}", other.short_description())),
+        }
+    }
+}
+
+/// A C-STORE (or other request with a data set) whose data set is still arriving.
+struct Transfer {
+    presentation_context_id: u8,
+    command: Command,
+    data: Vec<u8>,
+    /// Status decided before the data set arrived; its fragments are then discarded.
+    refusal: Option<(u16, String)>,
+}
+
+/// Reassembles command and data fragments (PS3.8 annex E) into DIMSE messages.
+struct Receiver {
+    calling_ae_title: String,
+    command_bytes: Vec<u8>,
+    transfer: Option<Transfer>,
+    tally: Tally,
+}
+
+impl Receiver {
+    fn new(calling_ae_title: String) -> Self {
+        Receiver { calling_ae_title, command_bytes: Vec::new(), transfer: None, tally: Tally::default() }
+    }
+
+    /// Takes one PDV. Returns a reason only for protocol violations, which end the association.
+    fn on_value(&mut self, value: PDataValue, association: &mut ServerAssociation<TcpStream>, context: &AssociationContext) -> Result<(), String> {
+        match value.value_type {
+            PDataValueType::Command => self.on_command_fragment(value, association, context),
+            PDataValueType::Data => self.on_data_fragment(value, association, context),
+        }
+    }
+
+    fn on_command_fragment(&mut self, value: PDataValue, association: &mut ServerAssociation<TcpStream>, context: &AssociationContext) -> Result<(), String> {
+        if self.transfer.is_some() {
+            return Err("command fragment received while a data set was still arriving".to_string());
+        }
+        self.command_bytes.extend_from_slice(&value.data);
+        if !value.is_last {
+            return Ok(());
+        }
+
+        let bytes = std::mem::take(&mut self.command_bytes);
+        let command = dimse::decode_command(&bytes).map_err(|err| err.to_string())?;
+        let pc_id = value.presentation_context_id;
+
+        if command.has_data_set {
+            let refusal = refuse_early(&command, context);
+            self.transfer = Some(Transfer { presentation_context_id: pc_id, command, data: Vec::new(), refusal });
+            return Ok(());
+        }
+
+        if command.command_field == dimse::C_ECHO_RQ {
+            self.tally.echoes += 1;
+            tracing::debug!(message_id = command.message_id, "C-ECHO received");
+            return respond(association, pc_id, &command, status::SUCCESS, None);
+        }
+        tracing::debug!(command_field = command.command_field, "Unsupported DIMSE command");
+        respond(association, pc_id, &command, status::UNRECOGNIZED_OPERATION, Some("only C-ECHO and C-STORE are supported"))
+    }
+
+    fn on_data_fragment(&mut self, value: PDataValue, association: &mut ServerAssociation<TcpStream>, context: &AssociationContext) -> Result<(), String> {
+        let Some(transfer) = self.transfer.as_mut() else {
+            return Err("data fragment received without a preceding command".to_string());
+        };
+        if transfer.presentation_context_id != value.presentation_context_id {
+            return Err(format!(
+                "data fragment on presentation context {} while the command used {}",
+                value.presentation_context_id, transfer.presentation_context_id
+            ));
+        }
+        if transfer.refusal.is_none() {
+            transfer.data.extend_from_slice(&value.data);
+        }
+        if !value.is_last {
+            return Ok(());
+        }
+
+        let Some(transfer) = self.transfer.take() else {
+            return Err("data set state lost".to_string());
+        };
+        let (code, comment) = match transfer.refusal {
+            Some(refusal) => refusal,
+            None => {
+                let ts = accepted_transfer_syntax(association, transfer.presentation_context_id);
+                store_instance(&transfer.command, &transfer.data, ts.as_deref(), &self.calling_ae_title, context)
+            }
+        };
+
+        if status::is_stored(code) {
+            self.tally.stored += 1;
+            tracing::debug!(sop_instance_uid = %transfer.command.affected_sop_instance_uid, "Instance stored");
+        } else {
+            self.tally.failed += 1;
+            tracing::warn!(
+                sop_instance_uid = %transfer.command.affected_sop_instance_uid,
+                status = format_args!("0x{code:04X}"),
+                reason = %comment,
+                "C-STORE failed"
+            );
+        }
+        let comment = (!status::is_stored(code)).then_some(comment);
+        respond(association, transfer.presentation_context_id, &transfer.command, code, comment.as_deref())
+    }
+}
+
+/// Decides, from the command alone, a status that makes buffering the data set pointless.
+fn refuse_early(command: &Command, context: &AssociationContext) -> Option<(u16, String)> {
+    if command.command_field != dimse::C_STORE_RQ {
+        return Some((status::UNRECOGNIZED_OPERATION, "only C-ECHO and C-STORE are supported".to_string()));
+    }
+    if !sop::is_storage_class_supported(&command.affected_sop_class_uid) {
+        return Some((status::SOP_CLASS_NOT_SUPPORTED, format!("sop class {} is not accepted", command.affected_sop_class_uid)));
+    }
+    let free = context.sink.free_disk_bytes()?;
+    if free < context.config.min_free_disk_bytes {
+        return Some((
+            status::OUT_OF_RESOURCES,
+            format!("free disk {free} bytes below the minimum {}", context.config.min_free_disk_bytes),
+        ));
+    }
+    None
+}
+
+fn accepted_transfer_syntax(association: &ServerAssociation<TcpStream>, id: u8) -> Option<String> {
+    association
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.id == id && pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| dimse::trim_padding(&pc.transfer_syntax).to_string())
+}
+
+fn respond(association: &mut ServerAssociation<TcpStream>, pc_id: u8, command: &Command, code: u16, comment: Option<&str>) -> Result<(), String> {
+    let bytes = dimse::encode_response(command, code, comment).map_err(|err| err.to_string())?;
+    let pdu = Pdu::PData { data: vec![PDataValue { presentation_context_id: pc_id, value_type: PDataValueType::Command, is_last: true, data: bytes }] };
+    association.send(&pdu).map_err(|err| format!("failed to send the response: {err}"))
+}
+
+/// Checks a complete data set, builds its Part 10 file and hands it to the sink. Returns the
+/// C-STORE status and a reason for the log and Error Comment.
+fn store_instance(command: &Command, data: &[u8], ts_uid: Option<&str>, calling_ae: &str, context: &AssociationContext) -> (u16, String) {
+    let Some(ts_uid) = ts_uid else {
+        return (status::CANNOT_UNDERSTAND, "data set sent on a presentation context that was not accepted".to_string());
+    };
+    let ids = match identify(command, data, ts_uid, calling_ae) {
+        Ok(ids) => ids,
+        Err(refusal) => return refusal,
+    };
+
+    let file = match build_part10(&ids, data) {
+        Ok(file) => file,
+        Err(err) => return (status::CANNOT_UNDERSTAND, format!("failed to build the file meta group: {err}")),
+    };
+
+    match context.sink.store(&ids, &file) {
+        Ok(StoreOutcome::Stored | StoreOutcome::Duplicate) => (status::SUCCESS, String::new()),
+        Ok(StoreOutcome::Conflict) => {
+            tracing::warn!(sop_instance_uid = %ids.sop_instance_uid, "Instance conflicts with a stored one of the same SOP Instance UID; kept apart");
+            (status::SUCCESS, String::new())
+        }
+        Err(err) => (status::OUT_OF_RESOURCES, err.to_string()),
+    }
+}
+
+/// Parses the data set and checks its SOP Class and Instance UIDs against the command.
+fn identify(command: &Command, data: &[u8], ts_uid: &str, calling_ae: &str) -> Result<InstanceIds, (u16, String)> {
+    let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
+        return Err((status::CANNOT_UNDERSTAND, format!("transfer syntax {ts_uid} is unknown")));
+    };
+
+    // A decoder bug must not take the association down with it, so a panic counts as a parse
+    // failure of this one data set.
+    let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| InMemDicomObject::read_dataset_with_ts(data, ts)));
+    let object = match parsed {
+        Ok(Ok(object)) => object,
+        Ok(Err(err)) => return Err((status::CANNOT_UNDERSTAND, format!("data set cannot be parsed: {err}"))),
+        Err(_) => return Err((status::CANNOT_UNDERSTAND, "data set cannot be parsed: decoder panicked".to_string())),
+    };
+
+    let sop_class_uid = read_uid(&object, tags::SOP_CLASS_UID);
+    let sop_instance_uid = read_uid(&object, tags::SOP_INSTANCE_UID);
+    if sop_class_uid.as_deref() != Some(command.affected_sop_class_uid.as_str()) {
+        return Err((
+            status::DATA_SET_DOES_NOT_MATCH,
+            format!("sop class {:?} in data set differs from command {}", sop_class_uid.unwrap_or_default(), command.affected_sop_class_uid),
+        ));
+    }
+    if sop_instance_uid.as_deref() != Some(command.affected_sop_instance_uid.as_str()) {
+        return Err((
+            status::DATA_SET_DOES_NOT_MATCH,
+            format!("sop instance {:?} in data set differs from command", sop_instance_uid.unwrap_or_default()),
+        ));
+    }
+
+    Ok(InstanceIds {
+        sop_class_uid: command.affected_sop_class_uid.clone(),
+        sop_instance_uid: command.affected_sop_instance_uid.clone(),
+        study_instance_uid: read_uid(&object, tags::STUDY_INSTANCE_UID),
+        series_instance_uid: read_uid(&object, tags::SERIES_INSTANCE_UID),
+        transfer_syntax_uid: ts_uid.to_string(),
+        calling_ae_title: calling_ae.to_string(),
+    })
+}
+
+fn read_uid(object: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let value = object.element_opt(tag).ok().flatten()?.to_str().ok()?;
+    let trimmed = dimse::trim_padding(&value);
+    (!trimmed.is_empty()).then(|| trimmed.to_string())
+}
+
+/// Builds a Part 10 file: 128-byte preamble, "DICM", File Meta group, then the data set bytes
+/// exactly as received (still deflated for Deflated Explicit VR Little Endian).
+pub(crate) fn build_part10(ids: &InstanceIds, data: &[u8]) -> Result<Vec<u8>, dicom_object::meta::Error> {
+    let mut builder = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(ids.sop_class_uid.as_str())
+        .media_storage_sop_instance_uid(ids.sop_instance_uid.as_str())
+        .transfer_syntax(ids.transfer_syntax_uid.as_str())
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
+    if !ids.calling_ae_title.is_empty() {
+        builder = builder.source_application_entity_title(ids.calling_ae_title.as_str());
+    }
+    let meta = builder.build()?;
+
+    let mut file = Vec::with_capacity(data.len() + 512);
+    file.extend_from_slice(&[0u8; 128]);
+    file.extend_from_slice(b"DICM");
+    meta.write(&mut file)?;
+    file.extend_from_slice(data);
+    Ok(file)
+}
