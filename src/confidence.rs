@@ -225,7 +225,11 @@ fn input_quality(quality: &InputQuality, params: &ConfidenceParams, reasons: &mu
 
     let aif_factor = match quality.aif_peak_hu {
         Some(peak) if peak.is_finite() && peak >= params.min_aif_peak_hu => {
-            ramp_up(peak, params.min_aif_peak_hu, params.good_aif_peak_hu)
+            let factor = ramp_up(peak, params.min_aif_peak_hu, params.good_aif_peak_hu);
+            if factor < 1.0 {
+                reasons.push(format!("the arterial input peak is low ({peak:.0} HU above baseline)"));
+            }
+            factor
         }
         Some(peak) => {
             reasons.push(format!(
