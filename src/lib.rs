@@ -6,11 +6,15 @@
 //! - [`pipeline`]: the `Stage` contract, the staged runner and one module per stage.
 //! - [`outbox`]: durable C-STORE forwarding of results to the configured destinations.
 //! - [`telemetry`]: logging set-up and metrics.
+//! - [`confidence`]: how far a study's segmentation can be trusted.
+//! - [`qa`]: the radiologist review queue, its web page and the export of reviewed labels.
 //! - [`cli`]: the `penumbra` subcommands.
 
 pub mod cli;
+pub mod confidence;
 pub mod config;
 pub mod ingest;
 pub mod outbox;
 pub mod pipeline;
+pub mod qa;
 pub mod telemetry;

@@ -8,6 +8,7 @@ pub mod check_config;
 pub mod echo;
 pub mod inspect;
 pub mod phantom;
+pub mod qa;
 pub mod run;
 pub mod send;
 pub mod serve;
@@ -38,6 +39,8 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Write a synthetic acute-stroke CT perfusion study with its ground truth.
     Phantom(phantom::Args),
+    /// Serve the radiologist QA page on its own, or export reviewed labels as training data.
+    Qa(qa::Args),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -50,5 +53,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Phantom(args) => phantom::run(args),
+        Command::Qa(args) => qa::run(args),
     }
 }
