@@ -67,6 +67,8 @@ def main() -> None:
         "voxel_volume_ml": voxel_ml,
         "volume_shape": list(volume.array.shape),
         "volume_counts": [int(np.asarray(volume.array)[..., i].sum()) for i in range(2)],
+        "sop_instance_uid": seg.SOPInstanceUID,
+        "patient_name": str(seg.PatientName),
         "study_uid_matches": seg.StudyInstanceUID == sources[0].StudyInstanceUID,
         "frame_of_reference_matches": seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID,
     }))
