@@ -634,3 +634,74 @@ fn seg_rejects_bad_labels() {
         "{result:?}"
     );
 }
+
+#[test]
+fn seg_references_multiframe_source_frames() {
+    let mut source = write_source(axial_geometry());
+    let enhanced_uid = new_uid();
+    for (z, slice) in source.info.slice_sources.iter_mut().enumerate() {
+        slice.sop_class_uid = uids::ENHANCED_CT_IMAGE_STORAGE.to_string();
+        slice.sop_instance_uid = enhanced_uid.clone();
+        slice.frame_number = Some(z as u32 + 1);
+    }
+    let algorithm = algorithm();
+    let labels = blob_labels();
+    let seg = build_seg(&SegInput {
+        study: &source.study,
+        source: &source.info,
+        geometry: &source.geometry,
+        labels: &labels,
+        algorithm: &algorithm,
+        series_number: 901,
+        content_label: "PENUMBRA",
+        reviewed: true,
+    })
+    .unwrap();
+
+    // One referenced instance, however many slices point into it.
+    let series = &seg
+        .get(tags::REFERENCED_SERIES_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
+    let instances = series
+        .get(tags::REFERENCED_INSTANCE_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap();
+    assert_eq!(instances.len(), 1);
+
+    let frames = seg
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap();
+    assert_eq!(frames.len(), 2 * SLICES);
+    for (i, frame) in frames.iter().enumerate() {
+        let derivation = &frame
+            .get(tags::DERIVATION_IMAGE_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let image = &derivation
+            .get(tags::SOURCE_IMAGE_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let frame_number: i32 = image
+            .get(tags::REFERENCED_FRAME_NUMBER)
+            .unwrap()
+            .to_int()
+            .unwrap();
+        assert_eq!(frame_number, (i % SLICES) as i32 + 1, "frame {i}");
+    }
+
+    let path = source.dir.path().join("seg-multiframe.dcm");
+    std::fs::write(
+        &path,
+        penumbra_export::report::encode_dicom(&seg, "seg.dcm").unwrap(),
+    )
+    .unwrap();
+    let errors = dciodvfy_errors(&path);
+    assert!(errors.is_empty(), "dciodvfy errors:\n{}", errors.join("\n"));
+}
