@@ -13,14 +13,14 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// DEFUSE 3 eligibility: core below 70 mL, mismatch ratio at least 1.8 and mismatch volume at
-/// least 15 mL (Albers et al., NEJM 2018, methods).
+/// DEFUSE 3 trial imaging eligibility: core below 70 mL, mismatch ratio at least 1.8 and
+/// mismatch volume at least 15 mL.
 const DEFUSE3_MAX_CORE_ML: f64 = 70.0;
 const DEFUSE3_MIN_RATIO: f64 = 1.8;
 const DEFUSE3_MIN_MISMATCH_ML: f64 = 15.0;
 
-/// EXTEND eligibility: core below 70 mL, mismatch ratio above 1.2 and mismatch volume above
-/// 10 mL (EXTEND-IA design paper, Int J Stroke).
+/// EXTEND and EXTEND-IA trial imaging eligibility: core below 70 mL, mismatch ratio above 1.2
+/// and mismatch volume above 10 mL.
 const EXTEND_MAX_CORE_ML: f64 = 70.0;
 const EXTEND_MIN_RATIO: f64 = 1.2;
 const EXTEND_MIN_MISMATCH_ML: f64 = 10.0;

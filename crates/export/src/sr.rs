@@ -14,7 +14,8 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use penumbra_dicom::{uid::new_uid, SeriesInfo, StudyContext};
 
-// Concept codes as listed in pydicom 3.0's DICOM concept dictionary.
+// Concept codes as listed in pydicom 3.0's DICOM concept dictionary, and en-US as highdicom 0.28
+// writes it.
 const MEASUREMENT_REPORT: Code = Code::new("126000", "DCM", "Imaging Measurement Report");
 const LANGUAGE: Code = Code::new("121049", "DCM", "Language of Content Item and Descendants");
 const ENGLISH_US: Code = Code::new("en-US", "RFC5646", "English (United States)");
@@ -167,7 +168,7 @@ fn put_content_tree(obj: &mut InMemDicomObject, input: &SrInput) {
     dcm::put_seq(obj, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
 
     // NOTE: the device observer UID is new for every report because the daemon has no stored
-    // device identity; so each report names a distinct device.
+    // device identity, so each report names a distinct device.
     let children = vec![
         code_item("HAS CONCEPT MOD", LANGUAGE, ENGLISH_US),
         code_item("HAS OBS CONTEXT", OBSERVER_TYPE, DEVICE),
