@@ -402,6 +402,18 @@ fn assert_seg_matches(seg: &Value, figures: &VolumeFigures, labels: &LabelVolume
             "penumbra voxels on slice {z}"
         );
     }
+    for (segment, label) in [("1", 2u8), ("2", 1u8)] {
+        let expected: u64 = labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v == label)
+            .map(|(i, _)| i as u64)
+            .sum();
+        assert_eq!(
+            seg["index_sums"][segment], expected,
+            "pixel positions of segment {segment}"
+        );
+    }
     let volume_counts: Vec<u64> = seg["volume_counts"]
         .as_array()
         .unwrap()
