@@ -160,6 +160,7 @@ fn ct_slice(
     put(tags::PATIENT_ID, VR::LO, "PHANTOM-001");
     put(tags::INSTANCE_NUMBER, VR::IS, &(z + 1).to_string());
     put(tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL");
+
     put(tags::IMAGE_POSITION_PATIENT, VR::DS, &ds(&position));
     let [r, c] = [g.row_dir, g.col_dir];
     put(
@@ -176,6 +177,7 @@ fn ct_slice(
     put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
     put(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
     put(tags::RESCALE_SLOPE, VR::DS, "1");
+
     for (tag, value) in [
         (tags::SAMPLES_PER_PIXEL, 1u16),
         (tags::ROWS, ROWS as u16),
@@ -187,6 +189,7 @@ fn ct_slice(
     ] {
         obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
     }
+
     let pixels: Vec<u8> = (0..ROWS * COLUMNS)
         .flat_map(|i| (1024u16 + (i % 80) as u16).to_le_bytes())
         .collect();
