@@ -13,14 +13,14 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// DEFUSE 3 eligibility: core below 70 mL, mismatch ratio at least 1.8 and mismatch volume at
-/// least 15 mL (Albers et al., NEJM 2018, methods).
+/// DEFUSE 3 trial imaging eligibility: core below 70 mL, mismatch ratio at least 1.8 and
+/// mismatch volume at least 15 mL.
 const DEFUSE3_MAX_CORE_ML: f64 = 70.0;
 const DEFUSE3_MIN_RATIO: f64 = 1.8;
 const DEFUSE3_MIN_MISMATCH_ML: f64 = 15.0;
 
-/// EXTEND eligibility: core below 70 mL, mismatch ratio above 1.2 and mismatch volume above
-/// 10 mL (EXTEND-IA design paper, Int J Stroke).
+/// EXTEND and EXTEND-IA trial imaging eligibility: core below 70 mL, mismatch ratio above 1.2
+/// and mismatch volume above 10 mL.
 const EXTEND_MAX_CORE_ML: f64 = 70.0;
 const EXTEND_MIN_RATIO: f64 = 1.2;
 const EXTEND_MIN_MISMATCH_ML: f64 = 10.0;
@@ -308,5 +308,121 @@ mod tests {
         let nothing = figures(0, 0);
         assert!(!nothing.defuse3_met);
         assert!(!nothing.extend_met);
+    }
+
+    #[test]
+    fn write_outputs_replaces_files_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("exports").join("1.2.3");
+        let object = InMemDicomObject::from_element_iter([
+            dicom_core::DataElement::new(
+                dicom_dictionary_std::tags::SOP_CLASS_UID,
+                dicom_core::VR::UI,
+                uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+            ),
+            dicom_core::DataElement::new(
+                dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+                dicom_core::VR::UI,
+                "1.2.3.4",
+            ),
+        ]);
+        let report = Report {
+            study_instance_uid: "1.2.3".to_string(),
+            unet: None,
+            threshold: figures(1, 2),
+            thresholds: Thresholds {
+                core_relative_cbf_below: 0.3,
+                tmax_above_s: 6.0,
+            },
+            deconvolution_method: "oSVD".to_string(),
+            model: ModelInfo {
+                name: "unet".to_string(),
+                version: "1".to_string(),
+            },
+            confidence: None,
+            qa_status: QaStatus::PendingReview,
+            timings_s: BTreeMap::new(),
+            outputs: Vec::new(),
+        };
+        let files = ExportFiles {
+            seg: &object,
+            summary: &object,
+            summary_png: b"not checked here",
+            sr: &object,
+            report: &report,
+        };
+
+        write_outputs(&out, &files).unwrap();
+        let written = write_outputs(&out, &files).unwrap();
+
+        let names: Vec<String> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, OUTPUT_FILES);
+        let mut entries: Vec<String> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        entries.sort();
+        assert_eq!(
+            entries,
+            [
+                "report.json",
+                "seg.dcm",
+                "sr.dcm",
+                "summary.dcm",
+                "summary.png"
+            ]
+        );
+
+        let seg = fs::read(out.join("seg.dcm")).unwrap();
+        assert_eq!(&seg[128..132], b"DICM");
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(out.join("report.json")).unwrap()).unwrap();
+        assert!(json["unet"].is_null());
+        assert_eq!(json["outputs"][4], "report.json");
+        assert_eq!(json["qa_status"], "pending_review");
+    }
+
+    #[test]
+    fn write_outputs_reports_io_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("exports");
+        fs::write(&blocker, b"a file where the directory should be").unwrap();
+        let object = InMemDicomObject::new_empty();
+        let report = Report {
+            study_instance_uid: "1.2.3".to_string(),
+            unet: None,
+            threshold: figures(0, 0),
+            thresholds: Thresholds {
+                core_relative_cbf_below: 0.3,
+                tmax_above_s: 6.0,
+            },
+            deconvolution_method: "oSVD".to_string(),
+            model: ModelInfo {
+                name: "unet".to_string(),
+                version: "1".to_string(),
+            },
+            confidence: None,
+            qa_status: QaStatus::Approved,
+            timings_s: BTreeMap::new(),
+            outputs: Vec::new(),
+        };
+        let files = ExportFiles {
+            seg: &object,
+            summary: &object,
+            summary_png: &[],
+            sr: &object,
+            report: &report,
+        };
+        let result = write_outputs(&blocker.join("1.2.3"), &files);
+        match result {
+            Err(ExportError::Io {
+                action: "create directory",
+                ..
+            }) => {}
+            other => panic!("expected an I/O error creating the directory, got {other:?}"),
+        }
     }
 }

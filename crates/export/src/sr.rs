@@ -14,7 +14,8 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use penumbra_dicom::{uid::new_uid, SeriesInfo, StudyContext};
 
-// Concept codes as listed in pydicom 3.0's DICOM concept dictionary.
+// Concept codes as listed in pydicom 3.0's DICOM concept dictionary, and en-US as highdicom 0.28
+// writes it.
 const MEASUREMENT_REPORT: Code = Code::new("126000", "DCM", "Imaging Measurement Report");
 const LANGUAGE: Code = Code::new("121049", "DCM", "Language of Content Item and Descendants");
 const ENGLISH_US: Code = Code::new("en-US", "RFC5646", "English (United States)");
@@ -36,7 +37,6 @@ const SOURCE_SERIES: Code = Code::new("121232", "DCM", "Source series for segmen
 const VOLUME: Code = Code::new("118565006", "SCT", "Volume");
 const MILLILITER: Code = Code::new("ml", "UCUM", "milliliter");
 const NO_UNITS: Code = Code::new("1", "UCUM", "no units");
-const DIVIDE_BY_ZERO: Code = Code::new("114003", "DCM", "Divide by zero");
 
 // Concepts with no standard code, in the private scheme declared by the object.
 const CORE_FINDING: Code = Code::new("ISCHEMICCORE", dcm::PRIVATE_SCHEME, "Ischemic core");
@@ -168,7 +168,7 @@ fn put_content_tree(obj: &mut InMemDicomObject, input: &SrInput) {
     dcm::put_seq(obj, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
 
     // NOTE: the device observer UID is new for every report because the daemon has no stored
-    // device identity; so each report names a distinct device.
+    // device identity, so each report names a distinct device.
     let children = vec![
         code_item("HAS CONCEPT MOD", LANGUAGE, ENGLISH_US),
         code_item("HAS OBS CONTEXT", OBSERVER_TYPE, DEVICE),
@@ -245,28 +245,27 @@ fn segment_group(
         code_item("CONTAINS", FINDING, finding),
         segment_item,
         uid_item("CONTAINS", SOURCE_SERIES, &input.source.series_instance_uid),
-        num_item(VOLUME, Some(volume_ml), MILLILITER),
+        num_item(VOLUME, volume_ml, MILLILITER),
     ];
     container("CONTAINS", MEASUREMENT_GROUP, children)
 }
 
 /// Builds a TID 1501 measurement group with the mismatch volume and ratio. An empty core makes
-/// the ratio undefined: the NUM item then has no value and the qualifier "Divide by zero".
+/// the ratio undefined, and the ratio item is then left out. DICOM would allow a NUM item with
+/// an empty MeasuredValueSequence and a qualifier, but highdicom 0.28 fails to read such items.
 fn mismatch_group(figures: &VolumeFigures) -> InMemDicomObject {
-    let children = vec![
+    let mut children = vec![
         text_item(
             "HAS OBS CONTEXT",
             TRACKING_IDENTIFIER,
             "Core-penumbra mismatch",
         ),
         uid_item("HAS OBS CONTEXT", TRACKING_UID, &new_uid()),
-        num_item(
-            MISMATCH_VOLUME,
-            Some(figures.mismatch_volume_ml),
-            MILLILITER,
-        ),
-        num_item(MISMATCH_RATIO, figures.mismatch_ratio, NO_UNITS),
+        num_item(MISMATCH_VOLUME, figures.mismatch_volume_ml, MILLILITER),
     ];
+    if let Some(ratio) = figures.mismatch_ratio {
+        children.push(num_item(MISMATCH_RATIO, ratio, NO_UNITS));
+    }
     container("CONTAINS", MEASUREMENT_GROUP, children)
 }
 
@@ -309,24 +308,12 @@ fn uid_item(relationship: &str, concept: Code, uid: &str) -> InMemDicomObject {
     item
 }
 
-fn num_item(concept: Code, value: Option<f64>, unit: Code) -> InMemDicomObject {
+fn num_item(concept: Code, value: f64, unit: Code) -> InMemDicomObject {
+    let mut measured = InMemDicomObject::new_empty();
+    dcm::put_code_seq(&mut measured, tags::MEASUREMENT_UNITS_CODE_SEQUENCE, unit);
+    dcm::put_ds(&mut measured, tags::NUMERIC_VALUE, &[value]);
+
     let mut item = content_item("CONTAINS", "NUM", Some(concept));
-    let measured = match value {
-        Some(value) => {
-            let mut measured = InMemDicomObject::new_empty();
-            dcm::put_code_seq(&mut measured, tags::MEASUREMENT_UNITS_CODE_SEQUENCE, unit);
-            dcm::put_ds(&mut measured, tags::NUMERIC_VALUE, &[value]);
-            vec![measured]
-        }
-        None => {
-            dcm::put_code_seq(
-                &mut item,
-                tags::NUMERIC_VALUE_QUALIFIER_CODE_SEQUENCE,
-                DIVIDE_BY_ZERO,
-            );
-            Vec::new()
-        }
-    };
-    dcm::put_seq(&mut item, tags::MEASURED_VALUE_SEQUENCE, measured);
+    dcm::put_seq(&mut item, tags::MEASURED_VALUE_SEQUENCE, vec![measured]);
     item
 }

@@ -24,6 +24,8 @@ use std::process::Command;
 const SLICES: usize = 6;
 const ROWS: usize = 64;
 const COLUMNS: usize = 64;
+/// A made-up name with a non-ASCII letter, to check that names keep their characters.
+const PATIENT_NAME: &str = "M\u{fc}ller^Anna";
 
 /// A source CT series written to `dir/source`, with what the decoder would have made of it.
 struct Source {
@@ -68,7 +70,7 @@ fn write_source(geometry: Geometry) -> Source {
     std::fs::create_dir_all(&source_dir).unwrap();
     let study = StudyContext {
         study_instance_uid: new_uid(),
-        patient_name: Some("Phantom^Anna".to_string()),
+        patient_name: Some(PATIENT_NAME.to_string()),
         patient_id: Some("PHANTOM-001".to_string()),
         patient_birth_date: Some("19600101".to_string()),
         patient_sex: Some("F".to_string()),
@@ -153,10 +155,12 @@ fn ct_slice(
     put(tags::SERIES_INSTANCE_UID, VR::UI, series_uid);
     put(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_of_reference);
     put(tags::MODALITY, VR::CS, "CT");
-    put(tags::PATIENT_NAME, VR::PN, "Phantom^Anna");
+    put(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+    put(tags::PATIENT_NAME, VR::PN, PATIENT_NAME);
     put(tags::PATIENT_ID, VR::LO, "PHANTOM-001");
     put(tags::INSTANCE_NUMBER, VR::IS, &(z + 1).to_string());
     put(tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL");
+
     put(tags::IMAGE_POSITION_PATIENT, VR::DS, &ds(&position));
     let [r, c] = [g.row_dir, g.col_dir];
     put(
@@ -173,6 +177,7 @@ fn ct_slice(
     put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
     put(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
     put(tags::RESCALE_SLOPE, VR::DS, "1");
+
     for (tag, value) in [
         (tags::SAMPLES_PER_PIXEL, 1u16),
         (tags::ROWS, ROWS as u16),
@@ -184,6 +189,7 @@ fn ct_slice(
     ] {
         obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
     }
+
     let pixels: Vec<u8> = (0..ROWS * COLUMNS)
         .flat_map(|i| (1024u16 + (i % 80) as u16).to_le_bytes())
         .collect();
@@ -399,6 +405,18 @@ fn assert_seg_matches(seg: &Value, figures: &VolumeFigures, labels: &LabelVolume
             "penumbra voxels on slice {z}"
         );
     }
+    for (segment, label) in [("1", 2u8), ("2", 1u8)] {
+        let expected: u64 = labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v == label)
+            .map(|(i, _)| i as u64)
+            .sum();
+        assert_eq!(
+            seg["index_sums"][segment], expected,
+            "pixel positions of segment {segment}"
+        );
+    }
     let volume_counts: Vec<u64> = seg["volume_counts"]
         .as_array()
         .unwrap()
@@ -432,6 +450,7 @@ fn assert_seg_matches(seg: &Value, figures: &VolumeFigures, labels: &LabelVolume
             );
         }
     }
+    assert_eq!(seg["patient_name"], PATIENT_NAME);
     assert_eq!(seg["study_uid_matches"], true);
     assert_eq!(seg["frame_of_reference_matches"], true);
 }
@@ -465,6 +484,71 @@ fn assert_report_matches_seg(out: &Path, seg: &Value) {
     assert_eq!(report["qa_status"], "pending_review");
 }
 
+fn read_sr(sr: &Path) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_sr.py");
+    let output = Command::new(python())
+        .arg(script)
+        .arg(sr)
+        .output()
+        .expect("python with highdicom is installed");
+    assert!(
+        output.status.success(),
+        "read_sr.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Checks the measurement report read back by highdicom against the figures and the SEG.
+fn assert_sr_matches(out: &Path, seg: &Value, figures: &VolumeFigures, source: &Source) {
+    let sr = read_sr(&out.join("sr.dcm"));
+    assert_eq!(sr["template"], "1500");
+    assert_eq!(sr["preliminary_flag"], "PRELIMINARY");
+
+    let volumetric = sr["volumetric"].as_array().unwrap();
+    assert_eq!(volumetric.len(), 2);
+    let expected = [
+        ("Ischemic core", 1, "ISCHEMICCORE", figures.core_volume_ml),
+        ("Penumbra", 2, "PENUMBRA", figures.penumbra_volume_ml),
+    ];
+    for (group, (tracking, segment, finding, volume)) in volumetric.iter().zip(expected) {
+        assert_eq!(group["tracking_identifier"], tracking);
+        assert_eq!(group["segment_numbers"], serde_json::json!([segment]));
+        assert_eq!(group["seg_sop_instance_uid"], seg["sop_instance_uid"]);
+        assert_eq!(
+            group["source_series_uid"],
+            source.info.series_instance_uid.as_str()
+        );
+        assert_eq!(group["finding"], finding);
+        let measurement = &group["measurements"][0];
+        assert_eq!(measurement["name"], "Volume");
+        assert_eq!(measurement["unit"], "ml");
+        let value = measurement["value"].as_f64().unwrap();
+        assert!(
+            (value - volume).abs() < 1e-6,
+            "{tracking}: SR {value} vs {volume}"
+        );
+    }
+
+    let mismatch = &sr["other"][0]["measurements"];
+    assert_eq!(mismatch[0]["name"], "Mismatch volume");
+    let mismatch_ml = mismatch[0]["value"].as_f64().unwrap();
+    assert!((mismatch_ml - figures.mismatch_volume_ml).abs() < 1e-6);
+    match figures.mismatch_ratio {
+        Some(ratio) => {
+            assert_eq!(mismatch[1]["name"], "Mismatch ratio");
+            assert_eq!(mismatch[1]["unit"], "1");
+            let value = mismatch[1]["value"].as_f64().unwrap();
+            assert!((value - ratio).abs() < 1e-6, "SR ratio {value} vs {ratio}");
+        }
+        None => assert_eq!(
+            mismatch.as_array().unwrap().len(),
+            1,
+            "no ratio item without a core"
+        ),
+    }
+}
+
 #[test]
 fn axial_outputs_validate_and_read_back() {
     let source = write_source(axial_geometry());
@@ -481,6 +565,7 @@ fn axial_outputs_validate_and_read_back() {
     let seg = read_seg(&out.join("seg.dcm"), &source);
     assert_seg_matches(&seg, &figures, &labels, &source);
     assert_report_matches_seg(&out, &seg);
+    assert_sr_matches(&out, &seg, &figures, &source);
 }
 
 #[test]
@@ -493,6 +578,7 @@ fn oblique_outputs_validate_and_read_back() {
     let seg = read_seg(&out.join("seg.dcm"), &source);
     assert_seg_matches(&seg, &figures, &labels, &source);
     assert_report_matches_seg(&out, &seg);
+    assert_sr_matches(&out, &seg, &figures, &source);
 }
 
 #[test]
@@ -507,6 +593,7 @@ fn empty_segmentation_is_valid() {
     let seg = read_seg(&out.join("seg.dcm"), &source);
     assert_seg_matches(&seg, &figures, &labels, &source);
     assert_report_matches_seg(&out, &seg);
+    assert_sr_matches(&out, &seg, &figures, &source);
 
     let report: Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
@@ -561,4 +648,75 @@ fn seg_rejects_bad_labels() {
         matches!(result, Err(ExportError::InvalidInput(_))),
         "{result:?}"
     );
+}
+
+#[test]
+fn seg_references_multiframe_source_frames() {
+    let mut source = write_source(axial_geometry());
+    let enhanced_uid = new_uid();
+    for (z, slice) in source.info.slice_sources.iter_mut().enumerate() {
+        slice.sop_class_uid = uids::ENHANCED_CT_IMAGE_STORAGE.to_string();
+        slice.sop_instance_uid = enhanced_uid.clone();
+        slice.frame_number = Some(z as u32 + 1);
+    }
+    let algorithm = algorithm();
+    let labels = blob_labels();
+    let seg = build_seg(&SegInput {
+        study: &source.study,
+        source: &source.info,
+        geometry: &source.geometry,
+        labels: &labels,
+        algorithm: &algorithm,
+        series_number: 901,
+        content_label: "PENUMBRA",
+        reviewed: true,
+    })
+    .unwrap();
+
+    // One referenced instance, however many slices point into it.
+    let series = &seg
+        .get(tags::REFERENCED_SERIES_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
+    let instances = series
+        .get(tags::REFERENCED_INSTANCE_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap();
+    assert_eq!(instances.len(), 1);
+
+    let frames = seg
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap();
+    assert_eq!(frames.len(), 2 * SLICES);
+    for (i, frame) in frames.iter().enumerate() {
+        let derivation = &frame
+            .get(tags::DERIVATION_IMAGE_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let image = &derivation
+            .get(tags::SOURCE_IMAGE_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let frame_number: i32 = image
+            .get(tags::REFERENCED_FRAME_NUMBER)
+            .unwrap()
+            .to_int()
+            .unwrap();
+        assert_eq!(frame_number, (i % SLICES) as i32 + 1, "frame {i}");
+    }
+
+    let path = source.dir.path().join("seg-multiframe.dcm");
+    std::fs::write(
+        &path,
+        penumbra_export::report::encode_dicom(&seg, "seg.dcm").unwrap(),
+    )
+    .unwrap();
+    let errors = dciodvfy_errors(&path);
+    assert!(errors.is_empty(), "dciodvfy errors:\n{}", errors.join("\n"));
 }

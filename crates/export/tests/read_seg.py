@@ -37,6 +37,8 @@ def main() -> None:
         combine_segments=False,
     )
     counts = {str(n): int(pixels[..., i].sum()) for i, n in enumerate([1, 2])}
+    # Sum of the flat (z, y, x) indices of set pixels: changes if any pixel moves.
+    index_sums = {str(n): int(np.flatnonzero(pixels[..., i]).sum()) for i, n in enumerate([1, 2])}
     per_slice = {str(n): [int(pixels[k, ..., i].sum()) for k in range(len(source_uids))]
                  for i, n in enumerate([1, 2])}
 
@@ -60,6 +62,7 @@ def main() -> None:
         "segments": segments,
         "counts": counts,
         "per_slice": per_slice,
+        "index_sums": index_sums,
         "frames": frames,
         "number_of_frames": int(seg.NumberOfFrames),
         "source_positions": {s.SOPInstanceUID: [float(v) for v in s.ImagePositionPatient]
@@ -67,6 +70,8 @@ def main() -> None:
         "voxel_volume_ml": voxel_ml,
         "volume_shape": list(volume.array.shape),
         "volume_counts": [int(np.asarray(volume.array)[..., i].sum()) for i in range(2)],
+        "sop_instance_uid": seg.SOPInstanceUID,
+        "patient_name": str(seg.PatientName),
         "study_uid_matches": seg.StudyInstanceUID == sources[0].StudyInstanceUID,
         "frame_of_reference_matches": seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID,
     }))
