@@ -1,11 +1,127 @@
-//! `penumbra serve`.
+//! `penumbra serve`: the daemon. Starts the spool, assembler, runner and watched folders, then
+//! runs until SIGINT or SIGTERM.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::Settings;
+use crate::ingest::assembler::{self, AssemblerThread};
+use crate::ingest::quarantine::Quarantine;
+use crate::ingest::spool::Spool;
+use crate::ingest::watch::FolderWatcher;
+use crate::pipeline::{registered_stages, JobOutcome, Runner, StateStore};
+use crate::telemetry::{init_logging, LogFormat};
+
+/// Capacity of the spool-to-assembler channel, in instances. When it is full, `Spool::store`
+/// waits, which slows the watchers and the C-STORE receiver down.
+const ASSEMBLER_QUEUE: usize = 1024;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Config file.
+    #[arg(long, default_value = "pipeline.yaml")]
+    pub config: PathBuf,
+    /// Write log lines as JSON objects.
+    #[arg(long)]
+    pub json_logs: bool,
+    /// Seconds in-flight studies get on SIGINT/SIGTERM; overrides shutdown.drain_deadline_s.
+    #[arg(long)]
+    pub drain_deadline_s: Option<u64>,
+}
 
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("penumbra serve: not built yet");
-    ExitCode::FAILURE
+pub fn run(args: Args) -> ExitCode {
+    let settings = match super::check_config::load_or_report(&args.config) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    init_logging(if args.json_logs { LogFormat::Json } else { LogFormat::Text });
+
+    let deadline = args.drain_deadline_s.map(Duration::from_secs).unwrap_or(settings.shutdown.drain_deadline);
+    match serve(&settings, deadline) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!(error = %message, "Daemon stopped on an error");
+            eprintln!("penumbra serve: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|err| format!("could not install signal handlers: {err}"))?;
+
+    let data_dir = &settings.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|err| format!("could not create data_dir {}: {err}; check data_dir in the config", data_dir.display()))?;
+    let spool = Arc::new(Spool::open_with(data_dir, settings.ingest.scp.durability).map_err(|e| e.to_string())?);
+    let state = Arc::new(StateStore::open(data_dir).map_err(|e| e.to_string())?);
+    let quarantine = Quarantine::new(data_dir);
+
+    let runner = Arc::new(Runner::start(
+        registered_stages(settings),
+        &settings.pipeline,
+        Arc::clone(&state),
+        quarantine.clone(),
+    ));
+    let outcome_logger = spawn_outcome_logger(&runner);
+
+    let (events, assembler_events) = crossbeam_channel::bounded(ASSEMBLER_QUEUE);
+    spool.set_listener(events.clone());
+    let assembler = AssemblerThread::spawn(
+        assembler_events,
+        settings.ingest.study_quiet,
+        Arc::clone(&spool),
+        Arc::clone(&state),
+        Arc::clone(&runner),
+    )
+    .map_err(|err| format!("could not start the assembler thread: {err}"))?;
+
+    let (requeued, replayed) = assembler::recover(&spool, &state, &runner, &events);
+    drop(events);
+    tracing::info!(requeued, replayed, "Recovered studies from the spool");
+
+    let watcher = FolderWatcher::spawn(&settings.ingest.watch, Arc::clone(&spool), quarantine.clone())
+        .map_err(|err| err.to_string())?;
+
+    // The C-STORE receiver (`crate::ingest::scp`) starts here, on `settings.ingest.scp`, storing
+    // into `spool` and quarantining into `quarantine`, and stops first at shutdown.
+
+    tracing::info!(data_dir = %data_dir.display(), "Daemon ready");
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "Shutting down: intake stopped, draining in-flight studies");
+    }
+
+    let counts = watcher.stop();
+    tracing::info!(spooled = counts.spooled, duplicates = counts.duplicates, conflicts = counts.conflicts,
+        quarantined = counts.quarantined, "Watched folders stopped");
+    assembler.stop();
+
+    let runner = Arc::try_unwrap(runner).map_err(|_| "pipeline still in use at shutdown".to_string())?;
+    let report = runner.shutdown(deadline);
+    if report.unfinished.is_empty() {
+        tracing::info!("All in-flight studies finished");
+    } else {
+        tracing::warn!(unfinished = report.unfinished.len(), "Shutdown deadline passed; unfinished studies resume at the next start");
+    }
+    // The logger thread ends when the last worker drops the outcome channel; a worker still
+    // running past the deadline would keep it open, so it is not joined.
+    drop(outcome_logger);
+    Ok(())
+}
+
+/// Drains the runner's outcomes; the runner has already logged and recorded each one.
+fn spawn_outcome_logger(runner: &Runner) -> std::thread::JoinHandle<()> {
+    let outcomes = runner.outcomes();
+    std::thread::spawn(move || {
+        for outcome in outcomes {
+            if let JobOutcome::Done(job) = outcome {
+                tracing::debug!(study_uid = %job.study_instance_uid, version = job.version, "Outcome collected");
+            }
+        }
+    })
 }
