@@ -11,14 +11,22 @@
 //! - [`series`]: what a decoded series carries besides its voxels ([`SeriesInfo`],
 //!   [`StudyContext`], [`SeriesKind`]).
 
+pub mod classify;
 pub mod dataset;
+pub mod decode;
+pub mod inspect;
 pub mod pixels;
 pub mod read;
 pub mod series;
 pub mod tags;
 pub mod uid;
 pub mod values;
+pub mod volume;
+pub mod write;
 
+pub use decode::{decode_study, RejectedFile, RejectedSeries, StudyDecode};
 pub use dataset::{DataSet, Element, Encoding, Value};
 pub use read::{identify, read_bytes, read_file, Instance, InstanceIds, ReadError};
+pub use volume::SeriesError;
+pub use write::{write_part10, WriteError};
 pub use series::{DecodedSeries, SeriesInfo, SeriesKind, SourceInstance, StudyContext};
