@@ -756,3 +756,43 @@ fn outbox_delivers_to_pynetdicom_scp() {
     let got = fs::read(received.join(format!("{uid}.dcm"))).unwrap();
     assert!(got == Part10File::read(&path).unwrap().data_set(), "data set bytes changed");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Operator subcommands
+
+#[test]
+fn echo_subcommand_exit_codes() {
+    let scp = start_scp(|_| {});
+    let binary = env!("CARGO_BIN_EXE_penumbra");
+
+    let output = run(Command::new(binary).args(["echo", "--ae-title", "OPERATOR", "--called-ae", SCP_AE, &scp.addr()]));
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("status 0x0000"), "{}", text(&output));
+
+    let output = run(Command::new(binary).args(["echo", "--ae-title", "OPERATOR", "--called-ae", "WRONG", &scp.addr()]));
+    assert!(!output.status.success());
+    assert!(text(&output).contains("called AE title not recognized"), "{}", text(&output));
+}
+
+#[test]
+fn send_subcommand_prints_json_summary() {
+    let scp = start_scp(|_| {});
+    let work = tempfile::tempdir().unwrap();
+    let good = write_ct(&work.path().join("in/a/good.dcm"), uids::CT_IMAGE_STORAGE, "2.25.16", 16, 16);
+    write_ct(&work.path().join("in/b/us.dcm"), US_IMAGE_STORAGE, "2.25.16", 16, 16);
+    fs::write(work.path().join("in/notes.txt"), "not dicom").unwrap();
+
+    let output = run(Command::new(env!("CARGO_BIN_EXE_penumbra")).args(["send", "--called-ae", SCP_AE, &scp.addr()]).arg(work.path().join("in")));
+    assert!(!output.status.success(), "one file fails, so the exit code is non-zero");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {}", text(&output)));
+    assert_eq!(summary["sent"], 1);
+    assert_eq!(summary["failed"], 2);
+
+    let files = summary["files"].as_array().unwrap();
+    let by_name = |name: &str| files.iter().find(|f| f["path"].as_str().unwrap().ends_with(name)).unwrap().clone();
+    assert_eq!(by_name("good.dcm")["status"], "0x0000");
+    assert_eq!(by_name("good.dcm")["sop_instance_uid"], good.as_str());
+    assert_eq!(by_name("us.dcm")["status"], "0x0122");
+    assert_eq!(by_name("notes.txt")["ok"], false);
+    assert!(scp.sink.path_of(&good).exists());
+}
