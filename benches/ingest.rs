@@ -138,7 +138,9 @@ fn main() {
 
     clear(&dcmtk_dir);
     let dcmtk_port = free_port();
+    // DCMTK reads TCP_NODELAY from the environment; the Penumbra SCP sets it on every socket.
     let mut storescp = Command::new("storescp")
+        .env("TCP_NODELAY", "1")
         // Same maximum PDU as the Penumbra SCP default, so both receive in equal-sized PDUs.
         .args(["-aet", "STORESCP", "--max-pdu", "131072", "-od"])
         .arg(&dcmtk_dir)
