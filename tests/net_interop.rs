@@ -109,7 +109,7 @@ fn new_uid() -> String {
     penumbra_dicom::uid::new_uid()
 }
 
-/// Builds a small synthetic CT slice (signed 16-bit, value = row * columns + column - 1024).
+/// Builds a small synthetic CT slice: signed 16-bit, stored value = pixel index mod 4096.
 fn ct_object(sop_class: &str, sop_instance: &str, series: &str, rows: u16, columns: u16) -> InMemDicomObject {
     let mut obj = InMemDicomObject::new_empty();
     let mut put_str = |tag, vr, value: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value.to_string())));
@@ -148,7 +148,7 @@ fn write_ct(path: &Path, sop_class: &str, series: &str, rows: u16, columns: u16)
     uid
 }
 
-/// Writes a Part 10 file whose File Meta names `meta_uid` while the data set says `data_uid`.
+/// Writes a Part 10 file whose File Meta names `meta_uid` while the data set contains `data_uid`.
 fn write_mismatched(path: &Path, meta_uid: &str, data_uid: &str) {
     let obj = ct_object(uids::CT_IMAGE_STORAGE, data_uid, "2.25.2", 8, 8);
     let meta = FileMetaTableBuilder::new()
@@ -261,8 +261,8 @@ fn storescu_transfer_syntaxes_are_stored() {
 #[test]
 fn storescu_cases_keep_their_transfer_syntax() {
     let scp = start_scp(|_| {});
-    // storescu proposes only uncompressed syntaxes unless told otherwise: -xd proposes Deflated,
-    // -xs JPEG Lossless SV1 and -xr RLE Lossless first.
+    // By default storescu proposes only uncompressed syntaxes. The flags -xd, -xs and -xr
+    // propose Deflated, JPEG Lossless SV1 and RLE Lossless first.
     let cases = [
         ("g00_base_ct_explicit.dcm", None),
         ("g12_implicit_odd_total_length.dcm", None),
@@ -378,7 +378,7 @@ fn unsupported_sop_class_gets_0122() {
     assert!(text(&output).contains("0x0122") || text(&output).contains("SOPClassNotSupported"), "{}", text(&output));
 
     let file = Part10File::read(&path).unwrap();
-    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &[file]).unwrap();
+    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &[file]);
     assert_eq!(store_status(&outcomes[0]), Some(0x0122));
     assert_eq!(scp.sink.count(), 0);
 }
@@ -397,7 +397,7 @@ fn bad_objects_keep_the_association() {
     let good_uid = write_ct(&good, uids::CT_IMAGE_STORAGE, "2.25.7", 16, 16);
 
     let files: Vec<Part10File> = [&mismatched, &unparseable, &good].iter().map(|p| Part10File::read(p).unwrap()).collect();
-    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &files).unwrap();
+    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &files);
     assert_eq!(store_status(&outcomes[0]), Some(0xA900));
     assert_eq!(store_status(&outcomes[1]).map(|c| c & 0xF000), Some(0xC000));
     assert_eq!(store_status(&outcomes[2]), Some(0x0000));
@@ -413,12 +413,12 @@ fn low_disk_answers_a700() {
     let path = work.path().join("ct.dcm");
     write_ct(&path, uids::CT_IMAGE_STORAGE, "2.25.8", 16, 16);
 
-    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &[Part10File::read(&path).unwrap()]).unwrap();
+    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &[Part10File::read(&path).unwrap()]);
     assert_eq!(store_status(&outcomes[0]), Some(0xA700));
     assert_eq!(scp.sink.count(), 0);
 
     scp.sink.free_bytes.store(u64::MAX, Ordering::SeqCst);
-    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &[Part10File::read(&path).unwrap()]).unwrap();
+    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &[Part10File::read(&path).unwrap()]);
     assert_eq!(store_status(&outcomes[0]), Some(0x0000));
 }
 
@@ -453,7 +453,7 @@ fn association_limit_rejects_transiently() {
     use dicom_ul::ClientAssociationOptions;
 
     let scp = start_scp(|config| config.max_associations = 1);
-    let held = ClientAssociationOptions::new()
+    let open_association = ClientAssociationOptions::new()
         .calling_ae_title("TESTSCU")
         .called_ae_title(SCP_AE)
         .with_abstract_syntax(uids::VERIFICATION)
@@ -464,7 +464,7 @@ fn association_limit_rejects_transiently() {
     assert!(!err.is_permanent(), "{err}");
     assert!(err.to_string().contains("local limit exceeded"), "{err}");
 
-    held.release().unwrap();
+    open_association.release().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while scp.handle.as_ref().unwrap().active_associations() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -477,7 +477,7 @@ fn idle_association_is_closed() {
     use dicom_ul::ClientAssociationOptions;
 
     let scp = start_scp(|config| config.idle_timeout = Duration::from_millis(300));
-    let _held = ClientAssociationOptions::new()
+    let _open_association = ClientAssociationOptions::new()
         .calling_ae_title("TESTSCU")
         .called_ae_title(SCP_AE)
         .with_abstract_syntax(uids::VERIFICATION)

@@ -9,7 +9,7 @@
 //! <outbox>/<destination>/dead_letter/<SOPInstanceUID>/ the file and reason.json, given up on
 //! ```
 //!
-//! An item leaves the queue only after the destination answered a success or warning status,
+//! An item leaves the queue only after the destination returned a success or warning status,
 //! so each object is delivered at least once; the SOP Instance UID names the item, so enqueueing
 //! the same instance twice while it waits sends it once.
 
@@ -114,7 +114,7 @@ pub struct OutboxCounters {
     pub errors: u64,
 }
 
-/// What one call to [`Outbox::deliver_due`] did.
+/// Item counts of one call to [`Outbox::deliver_due`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
     pub delivered: usize,
@@ -260,24 +260,13 @@ impl Outbox {
         }
 
         let parts: Vec<Part10File> = files.iter().map(|(file, _)| file.clone()).collect();
-        match scu::store(&queue.destination.target(), &parts) {
-            Ok(outcomes) => {
-                for ((file, state), outcome) in files.iter().zip(outcomes) {
-                    self.settle(queue, &file.sop_instance_uid, state, outcome, now_ms, &mut report)?;
-                }
-            }
-            Err(err) => {
-                queue.errors.fetch_add(1, Ordering::SeqCst);
-                tracing::error!(destination = %name, error = %err, items = files.len(), "Forwarding association failed");
-                for (file, state) in &files {
-                    if err.is_permanent() {
-                        queue.dead_letter(&file.sop_instance_uid, state, &err.to_string(), None)?;
-                        report.dead_lettered += 1;
-                    } else {
-                        self.retry_or_give_up(queue, &file.sop_instance_uid, state, &err.to_string(), None, now_ms, &mut report)?;
-                    }
-                }
-            }
+        let outcomes = scu::store(&queue.destination.target(), &parts);
+        if let Some(StoreOutcome::AssociationFailed { message, .. }) = outcomes.iter().find(|o| matches!(o, StoreOutcome::AssociationFailed { .. })) {
+            queue.errors.fetch_add(1, Ordering::SeqCst);
+            tracing::error!(destination = %name, error = %message, items = files.len(), "Forwarding association failed");
+        }
+        for ((file, state), outcome) in files.iter().zip(outcomes) {
+            self.settle(queue, &file.sop_instance_uid, state, outcome, now_ms, &mut report)?;
         }
 
         queue.refresh_next_due()?;
@@ -307,7 +296,14 @@ impl Outbox {
                 report.dead_lettered += 1;
                 Ok(())
             }
-            StoreOutcome::NotSent { message } => self.retry_or_give_up(queue, uid, state, &message, None, now_ms, report),
+            StoreOutcome::NotSent { message } | StoreOutcome::AssociationFailed { message, permanent: false } => {
+                self.retry_or_give_up(queue, uid, state, &message, None, now_ms, report)
+            }
+            StoreOutcome::AssociationFailed { message, permanent: true } => {
+                queue.dead_letter(uid, state, &message, None)?;
+                report.dead_lettered += 1;
+                Ok(())
+            }
         }
     }
 

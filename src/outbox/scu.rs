@@ -86,7 +86,7 @@ impl Part10File {
     }
 }
 
-/// Failure of a whole association (per-file failures are [`StoreOutcome`]s).
+/// Failure to read a file, or to establish or use an association.
 #[derive(Debug, thiserror::Error)]
 pub enum ScuError {
     #[error("failed to read {path}: {source}")]
@@ -111,12 +111,14 @@ impl ScuError {
 /// Result of one C-STORE within an association.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOutcome {
-    /// The peer answered with this status (success, warning or failure).
+    /// Status of the C-STORE-RSP (success, warning or failure).
     Status { code: u16, error_comment: Option<String> },
     /// The peer accepted no presentation context for this file's SOP class and transfer syntax.
     NoPresentationContext,
     /// The association broke before the response arrived.
     NotSent { message: String },
+    /// No association was established; `permanent` for an A-ASSOCIATE-RJ marked permanent.
+    AssociationFailed { message: String, permanent: bool },
 }
 
 impl StoreOutcome {
@@ -126,7 +128,7 @@ impl StoreOutcome {
     }
 }
 
-/// Sends a C-ECHO and returns the status the peer answered.
+/// Sends a C-ECHO and returns the status of the C-ECHO-RSP.
 ///
 /// # Errors
 ///
@@ -158,21 +160,23 @@ pub fn echo(target: &ScuTarget) -> Result<u16, ScuError> {
 
 /// Sends `files` by C-STORE, one association per group of at most
 /// [`MAX_PRESENTATION_CONTEXTS`] distinct (SOP class, transfer syntax) pairs, and returns one
-/// outcome per file in order.
-///
-/// # Errors
-///
-/// Fails only when an association cannot be established; files already sent keep their outcome
-/// only in the `Ok` case, so callers that need partial results should send smaller groups.
-pub fn store(target: &ScuTarget, files: &[Part10File]) -> Result<Vec<StoreOutcome>, ScuError> {
+/// outcome per file in order. A group whose association fails gets
+/// [`StoreOutcome::AssociationFailed`] for each of its files, and later groups are still tried.
+pub fn store(target: &ScuTarget, files: &[Part10File]) -> Vec<StoreOutcome> {
     let mut outcomes = Vec::with_capacity(files.len());
     let mut start = 0;
     while start < files.len() {
         let end = group_end(files, start);
-        outcomes.extend(store_group(target, &files[start..end])?);
+        match store_group(target, &files[start..end]) {
+            Ok(group) => outcomes.extend(group),
+            Err(err) => {
+                let failed = StoreOutcome::AssociationFailed { message: err.to_string(), permanent: err.is_permanent() };
+                outcomes.extend(std::iter::repeat_n(failed, end - start));
+            }
+        }
         start = end;
     }
-    Ok(outcomes)
+    outcomes
 }
 
 /// Returns the end of the longest run from `start` that needs at most
