@@ -211,9 +211,9 @@ fn target(addr: &str, called: &str) -> ScuTarget {
     }
 }
 
-fn store_status(outcome: &scu::StoreOutcome) -> Option<u16> {
+fn store_status(outcome: &scu::SendOutcome) -> Option<u16> {
     match outcome {
-        scu::StoreOutcome::Status { code, .. } => Some(*code),
+        scu::SendOutcome::Status { code, .. } => Some(*code),
         _ => None,
     }
 }
@@ -486,6 +486,31 @@ fn idle_association_is_closed() {
     assert_eq!(scp.handle.as_ref().unwrap().active_associations(), 1);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(scp.handle.as_ref().unwrap().active_associations(), 0);
+}
+
+#[test]
+fn silent_connection_closed_by_artim() {
+    use std::io::Read;
+
+    let scp = start_scp(|config| config.artim_timeout = Duration::from_millis(300));
+    let mut stream = TcpStream::connect(scp.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 64];
+    // The SCP closes the socket without a reply once the ARTIM timer expires.
+    let read = stream.read(&mut buffer);
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
+}
+
+#[test]
+fn shutdown_stops_listening() {
+    let mut scp = start_scp(|_| {});
+    let addr = scp.addr();
+    assert_eq!(scu::echo(&target(&addr, SCP_AE)).unwrap(), 0x0000);
+    let still_open = scp.handle.take().unwrap().shutdown(Duration::from_secs(2));
+    assert_eq!(still_open, 0);
+    assert!(scu::echo(&target(&addr, SCP_AE)).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------

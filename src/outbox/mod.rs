@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod scu;
 
-use scu::{Part10File, ScuTarget, StoreOutcome};
+use scu::{Part10File, ScuTarget, SendOutcome};
 
 /// A configured C-STORE destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,7 +261,7 @@ impl Outbox {
 
         let parts: Vec<Part10File> = files.iter().map(|(file, _)| file.clone()).collect();
         let outcomes = scu::store(&queue.destination.target(), &parts);
-        if let Some(StoreOutcome::AssociationFailed { message, .. }) = outcomes.iter().find(|o| matches!(o, StoreOutcome::AssociationFailed { .. })) {
+        if let Some(SendOutcome::AssociationFailed { message, .. }) = outcomes.iter().find(|o| matches!(o, SendOutcome::AssociationFailed { .. })) {
             queue.errors.fetch_add(1, Ordering::SeqCst);
             tracing::error!(destination = %name, error = %message, items = files.len(), "Forwarding association failed");
         }
@@ -273,15 +273,15 @@ impl Outbox {
         Ok(report)
     }
 
-    fn settle(&self, queue: &Queue, uid: &str, state: &ItemState, outcome: StoreOutcome, now_ms: u64, report: &mut DeliveryReport) -> Result<(), OutboxError> {
+    fn settle(&self, queue: &Queue, uid: &str, state: &ItemState, outcome: SendOutcome, now_ms: u64, report: &mut DeliveryReport) -> Result<(), OutboxError> {
         match outcome {
-            StoreOutcome::Status { code, .. } if crate::ingest::scp::dimse::status::is_stored(code) => {
+            SendOutcome::Status { code, .. } if crate::ingest::scp::dimse::status::is_stored(code) => {
                 queue.remove(uid)?;
                 report.delivered += 1;
                 tracing::debug!(destination = %queue.destination.name, sop_instance_uid = %uid, status = format_args!("0x{code:04X}"), "Instance delivered");
                 Ok(())
             }
-            StoreOutcome::Status { code, error_comment } => {
+            SendOutcome::Status { code, error_comment } => {
                 let reason = format!("destination answered status 0x{code:04X}{}", error_comment.map(|c| format!(": {c}")).unwrap_or_default());
                 if crate::ingest::scp::dimse::status::is_transient_failure(code) {
                     self.retry_or_give_up(queue, uid, state, &reason, Some(code), now_ms, report)
@@ -291,15 +291,15 @@ impl Outbox {
                     Ok(())
                 }
             }
-            StoreOutcome::NoPresentationContext => {
+            SendOutcome::NoPresentationContext => {
                 queue.dead_letter(uid, state, "destination accepted no presentation context for this sop class and transfer syntax", None)?;
                 report.dead_lettered += 1;
                 Ok(())
             }
-            StoreOutcome::NotSent { message } | StoreOutcome::AssociationFailed { message, permanent: false } => {
+            SendOutcome::NotSent { message } | SendOutcome::AssociationFailed { message, permanent: false } => {
                 self.retry_or_give_up(queue, uid, state, &message, None, now_ms, report)
             }
-            StoreOutcome::AssociationFailed { message, permanent: true } => {
+            SendOutcome::AssociationFailed { message, permanent: true } => {
                 queue.dead_letter(uid, state, &message, None)?;
                 report.dead_lettered += 1;
                 Ok(())
