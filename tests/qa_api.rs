@@ -243,7 +243,8 @@ fn corrected_mask_reaches_export() {
     assert!(mask.slice(ndarray::s![2, 0, ..]).iter().all(|&v| v == 2));
     assert!(mask.slice(ndarray::s![2, 1.., ..]).iter().all(|&v| v == 0));
     assert_eq!(mask.slice(ndarray::s![0..2, .., ..]), unet.slice(ndarray::s![0..2, .., ..]));
-    assert!(folder.join("cbf.npy").exists() && folder.join("tmax.npy").exists());
+    assert!(folder.join("cbf.npy").exists());
+    assert!(folder.join("tmax.npy").exists());
 
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(folder.join("meta.json")).expect("meta.json"))
         .expect("meta json");

@@ -1,6 +1,8 @@
-//! The QA page in headless Chromium, driven over WebDriver through chromedriver: sign in, open a
-//! queued case, paint a correction, save it and see the case leave the queue; then accept a second
-//! case on the Czech screen with the keyboard. Screenshots go to `target/test-output/qa/`.
+//! The QA page in headless Chromium, driven over WebDriver through chromedriver.
+//!
+//! The test signs in, opens a queued case, paints a correction, saves it and sees the case leave
+//! the queue. Then it accepts a second case on the Czech screen with the keyboard. Screenshots go
+//! to `target/test-output/qa/`.
 
 mod qa_support;
 

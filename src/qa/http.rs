@@ -49,7 +49,7 @@ pub struct QaState {
 }
 
 impl QaState {
-    /// Builds the state. `languages` are codes from `en` and `cs`; unknown codes are skipped and an
+    /// Builds the state. `languages` are codes from `en` and `cs`. Unknown codes are skipped, and an
     /// empty list means English only.
     pub fn new(store: Arc<dyn QaStore>, token: String, languages: &[String]) -> Self {
         let mut offered: Vec<Language> = languages.iter().filter_map(|l| Language::parse(l)).collect();
@@ -392,7 +392,7 @@ fn case_json(case: &CaseRecord) -> serde_json::Value {
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
-    /// Comma-separated state names; all states when absent.
+    /// Comma-separated state names. Without it, every state is listed.
     state: Option<String>,
 }
 

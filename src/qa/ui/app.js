@@ -376,7 +376,10 @@
   }
 
   window.addEventListener('beforeunload', (event) => {
-    if (view.dirty.size > 0) event.preventDefault();
+    if (view.dirty.size > 0) {
+      event.preventDefault();
+      event.returnValue = '';
+    }
   });
 
   api('GET', '/api/cases/' + caseId).then((info) => {
