@@ -265,7 +265,10 @@ fn input_quality(quality: &InputQuality, params: &ConfidenceParams, reasons: &mu
     }
 
     let motion_factor = ramp_down(quality.motion_mm, params.good_motion_mm, params.max_motion_mm);
-    if !(quality.motion_mm <= params.max_motion_mm) {
+    if quality.motion_mm.is_nan() {
+        reasons.push("patient motion was not measured (NaN)".to_owned());
+        assessable = false;
+    } else if quality.motion_mm > params.max_motion_mm {
         reasons.push(format!(
             "patient motion of {:.1} mm exceeds {:.1} mm",
             quality.motion_mm, params.max_motion_mm

@@ -400,16 +400,20 @@ impl QaStore for SqliteQaStore {
 
     fn list(&self, states: &[CaseState]) -> Result<Vec<CaseRecord>, QaError> {
         let connection = self.lock();
-        let sql = format!("SELECT {CASE_COLUMNS} FROM cases ORDER BY urgency DESC, arrival_ms, id");
+        let filter = if states.is_empty() {
+            String::new()
+        } else {
+            let placeholders = vec!["?"; states.len()].join(", ");
+            format!("WHERE state IN ({placeholders})")
+        };
+        let sql = format!("SELECT {CASE_COLUMNS} FROM cases {filter} ORDER BY urgency DESC, arrival_ms, id");
         let mut statement = connection.prepare(&sql)?;
-        let rows = statement.query_map([], read_case)?;
+        let names = states.iter().map(|s| s.as_str());
+        let rows = statement.query_map(rusqlite::params_from_iter(names), read_case)?;
 
         let mut cases = Vec::new();
         for row in rows {
-            let case = row??;
-            if states.is_empty() || states.contains(&case.state) {
-                cases.push(case);
-            }
+            cases.push(row??);
         }
         Ok(cases)
     }
