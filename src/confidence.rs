@@ -17,8 +17,8 @@
 //! outside a too-small lesion counts. When no voxel is lesion the whole volume is the region.
 //!
 //! The model score is the weighted mean of `entropy` (0.35), `tta_agreement` (0.15),
-//! `unet_vs_threshold_dice` (0.30) and `plausibility` (0.20); the weights of missing components are
-//! dropped and the rest renormalised. The final score is `model_score * input_quality`. An input that
+//! `unet_vs_threshold_dice` (0.30) and `plausibility` (0.20). When a component is missing, its
+//! weight is dropped and the others are renormalised. The final score is `model_score * input_quality`. An input that
 //! is not assessable (no usable AIF, severe bolus truncation, motion above `max_motion_mm`) gets
 //! score 0, `assessable = false` and a reason for each failed check.
 
@@ -265,7 +265,10 @@ fn input_quality(quality: &InputQuality, params: &ConfidenceParams, reasons: &mu
     }
 
     let motion_factor = ramp_down(quality.motion_mm, params.good_motion_mm, params.max_motion_mm);
-    if !(quality.motion_mm <= params.max_motion_mm) {
+    if quality.motion_mm.is_nan() {
+        reasons.push("patient motion was not measured (NaN)".to_owned());
+        assessable = false;
+    } else if quality.motion_mm > params.max_motion_mm {
         reasons.push(format!(
             "patient motion of {:.1} mm exceeds {:.1} mm",
             quality.motion_mm, params.max_motion_mm

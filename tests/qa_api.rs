@@ -243,7 +243,8 @@ fn corrected_mask_reaches_export() {
     assert!(mask.slice(ndarray::s![2, 0, ..]).iter().all(|&v| v == 2));
     assert!(mask.slice(ndarray::s![2, 1.., ..]).iter().all(|&v| v == 0));
     assert_eq!(mask.slice(ndarray::s![0..2, .., ..]), unet.slice(ndarray::s![0..2, .., ..]));
-    assert!(folder.join("cbf.npy").exists() && folder.join("tmax.npy").exists());
+    assert!(folder.join("cbf.npy").exists());
+    assert!(folder.join("tmax.npy").exists());
 
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(folder.join("meta.json")).expect("meta.json"))
         .expect("meta json");
@@ -368,4 +369,72 @@ fn decision_hook_sees_final_decisions() {
 
     let calls = hook.0.lock().expect("lock").clone();
     assert_eq!(calls, vec![(id, "accept:accepted".to_owned())], "claim, release and the refused reject do not call it");
+}
+
+/// A child process killed on drop, so a failed assert does not leave a server running.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_standalone_uses_token_file() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let store = penumbra::qa::store::SqliteQaStore::open(dir.path()).expect("store opens");
+        store.enqueue(new_case("1.2.40.12", 0, 0)).expect("enqueue");
+    }
+    let token_file = dir.path().join("qa.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token written");
+
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_penumbra"))
+        .args(["qa", "serve-standalone", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--token-file")
+        .arg(&token_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("penumbra starts");
+    let mut child = ChildGuard(child);
+    let stdout = child.0.stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("first line");
+    let base = line.trim().strip_prefix("penumbra qa: listening on ").expect("listening line").trim_end_matches('/').to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+
+    let cases: Value = client()
+        .get(format!("{base}/api/cases"))
+        .header(AUTHORIZATION, bearer())
+        .send()
+        .expect("sent")
+        .json()
+        .expect("json");
+    assert_eq!(cases["cases"][0]["study_uid"], "1.2.40.12");
+    let anonymous = client().get(format!("{base}/api/cases")).send().expect("sent");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn short_token_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("qa.token");
+    std::fs::write(&token_file, "short\n").expect("token written");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_penumbra"))
+        .args(["qa", "serve-standalone", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .expect("penumbra runs");
+
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at least 16"), "{stderr}");
 }

@@ -250,3 +250,62 @@ fn mismatched_shapes_do_not_panic() {
     // Only plausibility (weight 0.2, value 1) is above zero: 0.2 / 0.85.
     assert!((confidence.score - 0.2 / 0.85).abs() < TOLERANCE, "score {}", confidence.score);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_probability() -> impl Strategy<Value = f32> {
+        prop_oneof![4 => 0.0f32..=1.0, 1 => Just(f32::NAN), 1 => Just(-0.5f32), 1 => Just(2.0f32)]
+    }
+
+    proptest! {
+        #[test]
+        fn score_stays_in_unit_interval(
+            values in proptest::collection::vec(any_probability(), 3 * 2 * 3 * 3),
+            flipped in proptest::collection::vec(any_probability(), 3 * 2 * 3 * 3),
+            unet in proptest::collection::vec(0u8..=2, 2 * 3 * 3),
+            threshold in proptest::collection::vec(0u8..=2, 2 * 3 * 3),
+            core_ml in -10.0f64..2000.0,
+            hypoperfused_ml in -10.0f64..2000.0,
+            aif_peak_hu in proptest::option::of(-100.0f64..600.0),
+            noise_sd_hu in prop_oneof![0.0f64..80.0, Just(f64::NAN), Just(f64::INFINITY)],
+            motion_mm in prop_oneof![0.0f64..10.0, Just(f64::NAN)],
+            baseline_frames in 0usize..10,
+            bolus_truncated in any::<bool>(),
+            margin_voxels in 0usize..4,
+        ) {
+            let p = Array4::from_shape_vec((3, 2, 3, 3), values).expect("shape");
+            let q = Array4::from_shape_vec((3, 2, 3, 3), flipped).expect("shape");
+            let unet = Array3::from_shape_vec((2, 3, 3), unet).expect("shape");
+            let threshold = Array3::from_shape_vec((2, 3, 3), threshold).expect("shape");
+            let inputs = ConfidenceInputs {
+                probabilities: &p,
+                tta_probabilities: Some(&q),
+                unet_labels: &unet,
+                threshold_labels: &threshold,
+                volumes: LesionVolumes { core_ml, hypoperfused_ml },
+                quality: InputQuality {
+                    bolus_truncated,
+                    aif_peak_hu,
+                    aif_time_to_peak_s: Some(20.0),
+                    noise_sd_hu,
+                    motion_mm,
+                    baseline_frames,
+                },
+                params: params(margin_voxels),
+            };
+
+            let confidence = score(&inputs);
+
+            prop_assert!((0.0..=1.0).contains(&confidence.score), "score {}", confidence.score);
+            for (name, value) in &confidence.components {
+                prop_assert!((0.0..=1.0).contains(value), "{name} = {value}");
+            }
+            if !confidence.assessable {
+                prop_assert_eq!(confidence.score, 0.0);
+                prop_assert!(!confidence.reasons.is_empty());
+            }
+        }
+    }
+}

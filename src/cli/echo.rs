@@ -20,7 +20,7 @@ pub struct Args {
     pub address: String,
 }
 
-/// Runs `penumbra echo`; exits 0 only when the peer answered status 0x0000.
+/// Runs `penumbra echo`, which exits 0 only when the C-ECHO-RSP status is 0x0000.
 pub fn run(args: Args) -> ExitCode {
     let target = ScuTarget {
         address: args.address.clone(),

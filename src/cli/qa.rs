@@ -28,7 +28,7 @@ pub enum QaCommand {
         /// File whose first line is the access token.
         #[arg(long)]
         token_file: PathBuf,
-        /// UI languages offered, comma-separated; the first is the default.
+        /// UI languages offered, comma-separated. The first is the default.
         #[arg(long, value_delimiter = ',', default_value = "en,cs")]
         languages: Vec<String>,
     },
@@ -37,7 +37,7 @@ pub enum QaCommand {
         /// Data directory holding qa.sqlite and qa/.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Output folder; one subfolder per case is written into it.
+        /// Output folder, which gets one subfolder per case.
         out: PathBuf,
     },
 }

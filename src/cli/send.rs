@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::outbox::scu::{self, Part10File, ScuTarget, StoreOutcome};
+use crate::outbox::scu::{self, Part10File, ScuTarget, SendOutcome};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,17 +64,8 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
 
-    match scu::store(&target, &files) {
-        Ok(outcomes) => {
-            for (file, outcome) in files.iter().zip(outcomes) {
-                results.push(file_result(file, outcome));
-            }
-        }
-        Err(err) => {
-            for file in &files {
-                results.push(failure(&file.path, Some(file.sop_instance_uid.clone()), err.to_string()));
-            }
-        }
+    for (file, outcome) in files.iter().zip(scu::store(&target, &files)) {
+        results.push(file_result(file, outcome));
     }
 
     let sent = results.iter().filter(|r| r.ok).count();
@@ -90,7 +81,7 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// Expands folders recursively into their files, sorted by path; unreadable paths become
+/// Expands folders recursively into their files, sorted by path. Unreadable paths become
 /// failures in `results`.
 fn collect_files(paths: &[PathBuf], results: &mut Vec<FileResult>) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -116,12 +107,12 @@ fn walk(path: &Path, files: &mut Vec<PathBuf>, results: &mut Vec<FileResult>) {
     }
 }
 
-fn file_result(file: &Part10File, outcome: StoreOutcome) -> FileResult {
+fn file_result(file: &Part10File, outcome: SendOutcome) -> FileResult {
     let ok = outcome.is_stored();
     let (status, error) = match outcome {
-        StoreOutcome::Status { code, error_comment } => (Some(format!("0x{code:04X}")), if ok { None } else { error_comment.or(Some("failure status".to_string())) }),
-        StoreOutcome::NoPresentationContext => (None, Some("no presentation context accepted for this sop class and transfer syntax".to_string())),
-        StoreOutcome::NotSent { message } => (None, Some(message)),
+        SendOutcome::Status { code, error_comment } => (Some(format!("0x{code:04X}")), if ok { None } else { error_comment.or(Some("failure status".to_string())) }),
+        SendOutcome::NoPresentationContext => (None, Some("no presentation context accepted for this sop class and transfer syntax".to_string())),
+        SendOutcome::NotSent { message } | SendOutcome::AssociationFailed { message, .. } => (None, Some(message)),
     };
     FileResult { path: file.path.display().to_string(), sop_instance_uid: Some(file.sop_instance_uid.clone()), status, ok, error }
 }

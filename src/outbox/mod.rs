@@ -9,7 +9,7 @@
 //! <outbox>/<destination>/dead_letter/<SOPInstanceUID>/ the file and reason.json, given up on
 //! ```
 //!
-//! An item leaves the queue only after the destination answered a success or warning status,
+//! An item leaves the queue only after the destination returned a success or warning status,
 //! so each object is delivered at least once; the SOP Instance UID names the item, so enqueueing
 //! the same instance twice while it waits sends it once.
 
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod scu;
 
-use scu::{Part10File, ScuTarget, StoreOutcome};
+use scu::{Part10File, ScuTarget, SendOutcome};
 
 /// A configured C-STORE destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub struct OutboxCounters {
     pub errors: u64,
 }
 
-/// What one call to [`Outbox::deliver_due`] did.
+/// Item counts of one call to [`Outbox::deliver_due`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
     pub delivered: usize,
@@ -260,39 +260,28 @@ impl Outbox {
         }
 
         let parts: Vec<Part10File> = files.iter().map(|(file, _)| file.clone()).collect();
-        match scu::store(&queue.destination.target(), &parts) {
-            Ok(outcomes) => {
-                for ((file, state), outcome) in files.iter().zip(outcomes) {
-                    self.settle(queue, &file.sop_instance_uid, state, outcome, now_ms, &mut report)?;
-                }
-            }
-            Err(err) => {
-                queue.errors.fetch_add(1, Ordering::SeqCst);
-                tracing::error!(destination = %name, error = %err, items = files.len(), "Forwarding association failed");
-                for (file, state) in &files {
-                    if err.is_permanent() {
-                        queue.dead_letter(&file.sop_instance_uid, state, &err.to_string(), None)?;
-                        report.dead_lettered += 1;
-                    } else {
-                        self.retry_or_give_up(queue, &file.sop_instance_uid, state, &err.to_string(), None, now_ms, &mut report)?;
-                    }
-                }
-            }
+        let outcomes = scu::store(&queue.destination.target(), &parts);
+        if let Some(SendOutcome::AssociationFailed { message, .. }) = outcomes.iter().find(|o| matches!(o, SendOutcome::AssociationFailed { .. })) {
+            queue.errors.fetch_add(1, Ordering::SeqCst);
+            tracing::error!(destination = %name, error = %message, items = files.len(), "Forwarding association failed");
+        }
+        for ((file, state), outcome) in files.iter().zip(outcomes) {
+            self.settle(queue, &file.sop_instance_uid, state, outcome, now_ms, &mut report)?;
         }
 
         queue.refresh_next_due()?;
         Ok(report)
     }
 
-    fn settle(&self, queue: &Queue, uid: &str, state: &ItemState, outcome: StoreOutcome, now_ms: u64, report: &mut DeliveryReport) -> Result<(), OutboxError> {
+    fn settle(&self, queue: &Queue, uid: &str, state: &ItemState, outcome: SendOutcome, now_ms: u64, report: &mut DeliveryReport) -> Result<(), OutboxError> {
         match outcome {
-            StoreOutcome::Status { code, .. } if crate::ingest::scp::dimse::status::is_stored(code) => {
+            SendOutcome::Status { code, .. } if crate::ingest::scp::dimse::status::is_stored(code) => {
                 queue.remove(uid)?;
                 report.delivered += 1;
                 tracing::debug!(destination = %queue.destination.name, sop_instance_uid = %uid, status = format_args!("0x{code:04X}"), "Instance delivered");
                 Ok(())
             }
-            StoreOutcome::Status { code, error_comment } => {
+            SendOutcome::Status { code, error_comment } => {
                 let reason = format!("destination answered status 0x{code:04X}{}", error_comment.map(|c| format!(": {c}")).unwrap_or_default());
                 if crate::ingest::scp::dimse::status::is_transient_failure(code) {
                     self.retry_or_give_up(queue, uid, state, &reason, Some(code), now_ms, report)
@@ -302,12 +291,19 @@ impl Outbox {
                     Ok(())
                 }
             }
-            StoreOutcome::NoPresentationContext => {
+            SendOutcome::NoPresentationContext => {
                 queue.dead_letter(uid, state, "destination accepted no presentation context for this sop class and transfer syntax", None)?;
                 report.dead_lettered += 1;
                 Ok(())
             }
-            StoreOutcome::NotSent { message } => self.retry_or_give_up(queue, uid, state, &message, None, now_ms, report),
+            SendOutcome::NotSent { message } | SendOutcome::AssociationFailed { message, permanent: false } => {
+                self.retry_or_give_up(queue, uid, state, &message, None, now_ms, report)
+            }
+            SendOutcome::AssociationFailed { message, permanent: true } => {
+                queue.dead_letter(uid, state, &message, None)?;
+                report.dead_lettered += 1;
+                Ok(())
+            }
         }
     }
 

@@ -86,7 +86,7 @@ impl Part10File {
     }
 }
 
-/// Failure of a whole association (per-file failures are [`StoreOutcome`]s).
+/// Failure to read a file, or to establish or use an association.
 #[derive(Debug, thiserror::Error)]
 pub enum ScuError {
     #[error("failed to read {path}: {source}")]
@@ -110,23 +110,25 @@ impl ScuError {
 
 /// Result of one C-STORE within an association.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreOutcome {
-    /// The peer answered with this status (success, warning or failure).
+pub enum SendOutcome {
+    /// Status of the C-STORE-RSP (success, warning or failure).
     Status { code: u16, error_comment: Option<String> },
     /// The peer accepted no presentation context for this file's SOP class and transfer syntax.
     NoPresentationContext,
     /// The association broke before the response arrived.
     NotSent { message: String },
+    /// No association was established; `permanent` for an A-ASSOCIATE-RJ marked permanent.
+    AssociationFailed { message: String, permanent: bool },
 }
 
-impl StoreOutcome {
+impl SendOutcome {
     /// Returns whether the peer kept the instance (success or a storage warning status).
     pub fn is_stored(&self) -> bool {
-        matches!(self, StoreOutcome::Status { code, .. } if dimse::status::is_stored(*code))
+        matches!(self, SendOutcome::Status { code, .. } if dimse::status::is_stored(*code))
     }
 }
 
-/// Sends a C-ECHO and returns the status the peer answered.
+/// Sends a C-ECHO and returns the status of the C-ECHO-RSP.
 ///
 /// # Errors
 ///
@@ -158,21 +160,23 @@ pub fn echo(target: &ScuTarget) -> Result<u16, ScuError> {
 
 /// Sends `files` by C-STORE, one association per group of at most
 /// [`MAX_PRESENTATION_CONTEXTS`] distinct (SOP class, transfer syntax) pairs, and returns one
-/// outcome per file in order.
-///
-/// # Errors
-///
-/// Fails only when an association cannot be established; files already sent keep their outcome
-/// only in the `Ok` case, so callers that need partial results should send smaller groups.
-pub fn store(target: &ScuTarget, files: &[Part10File]) -> Result<Vec<StoreOutcome>, ScuError> {
+/// outcome per file in order. A group whose association fails gets
+/// [`SendOutcome::AssociationFailed`] for each of its files, and later groups are still tried.
+pub fn store(target: &ScuTarget, files: &[Part10File]) -> Vec<SendOutcome> {
     let mut outcomes = Vec::with_capacity(files.len());
     let mut start = 0;
     while start < files.len() {
         let end = group_end(files, start);
-        outcomes.extend(store_group(target, &files[start..end])?);
+        match store_group(target, &files[start..end]) {
+            Ok(group) => outcomes.extend(group),
+            Err(err) => {
+                let failed = SendOutcome::AssociationFailed { message: err.to_string(), permanent: err.is_permanent() };
+                outcomes.extend(std::iter::repeat_n(failed, end - start));
+            }
+        }
         start = end;
     }
-    Ok(outcomes)
+    outcomes
 }
 
 /// Returns the end of the longest run from `start` that needs at most
@@ -188,7 +192,7 @@ fn group_end(files: &[Part10File], start: usize) -> usize {
     files.len()
 }
 
-fn store_group(target: &ScuTarget, files: &[Part10File]) -> Result<Vec<StoreOutcome>, ScuError> {
+fn store_group(target: &ScuTarget, files: &[Part10File]) -> Result<Vec<SendOutcome>, ScuError> {
     let pairs: BTreeSet<(&str, &str)> = files.iter().map(|f| (f.sop_class_uid.as_str(), f.transfer_syntax_uid.as_str())).collect();
     let mut options = base_options(target);
     for (sop_class, ts) in &pairs {
@@ -200,18 +204,18 @@ fn store_group(target: &ScuTarget, files: &[Part10File]) -> Result<Vec<StoreOutc
     let mut broken: Option<String> = None;
     for (index, file) in files.iter().enumerate() {
         if let Some(message) = &broken {
-            outcomes.push(StoreOutcome::NotSent { message: message.clone() });
+            outcomes.push(SendOutcome::NotSent { message: message.clone() });
             continue;
         }
         let Some(pc_id) = find_context(&association, file) else {
-            outcomes.push(StoreOutcome::NoPresentationContext);
+            outcomes.push(SendOutcome::NoPresentationContext);
             continue;
         };
         let message_id = (index % usize::from(u16::MAX)) as u16 + 1;
         match store_one(&mut association, pc_id, message_id, file) {
             Ok(outcome) => outcomes.push(outcome),
             Err(message) => {
-                outcomes.push(StoreOutcome::NotSent { message: message.clone() });
+                outcomes.push(SendOutcome::NotSent { message: message.clone() });
                 broken = Some(message);
             }
         }
@@ -257,7 +261,7 @@ fn find_context(association: &ClientAssociation<std::net::TcpStream>, file: &Par
 
 /// Sends one C-STORE-RQ and its data set, then waits for the C-STORE-RSP. An error means the
 /// association can no longer be used.
-fn store_one(association: &mut ClientAssociation<std::net::TcpStream>, pc_id: u8, message_id: u16, file: &Part10File) -> Result<StoreOutcome, String> {
+fn store_one(association: &mut ClientAssociation<std::net::TcpStream>, pc_id: u8, message_id: u16, file: &Part10File) -> Result<SendOutcome, String> {
     let command = dimse::encode_store_request(message_id, &file.sop_class_uid, &file.sop_instance_uid).map_err(|err| err.to_string())?;
     send_command(association, pc_id, command)?;
 
@@ -270,7 +274,7 @@ fn store_one(association: &mut ClientAssociation<std::net::TcpStream>, pc_id: u8
         return Err(format!("response to message {:?}, expected {message_id}", response.message_id_being_responded_to));
     }
     let code = response.status.ok_or_else(|| "response has no status".to_string())?;
-    Ok(StoreOutcome::Status { code, error_comment: response.error_comment.filter(|c| !c.is_empty()) })
+    Ok(SendOutcome::Status { code, error_comment: response.error_comment.filter(|c| !c.is_empty()) })
 }
 
 fn send_command(association: &mut ClientAssociation<std::net::TcpStream>, pc_id: u8, command: Vec<u8>) -> Result<(), String> {

@@ -62,7 +62,7 @@ fn dims((z, y, x): (usize, usize, usize)) -> [usize; 3] {
     [z, y, x]
 }
 
-/// Which slice image a request names.
+/// A map with per-slice images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MapKind {
@@ -154,7 +154,7 @@ pub fn slice_png_path(dir: &Path, kind: MapKind, slice: usize) -> PathBuf {
     dir.join(kind.name()).join(format!("{slice:03}.png"))
 }
 
-/// Reads one label volume of a case; `Ok(None)` when the file does not exist (no correction yet).
+/// Reads one label volume of a case, or `Ok(None)` when the file does not exist (no correction yet).
 pub fn read_mask(dir: &Path, kind: MaskKind) -> Result<Option<LabelVolume>, QaError> {
     let path = dir.join(kind.file_name());
     if !path.exists() {

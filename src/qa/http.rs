@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Form, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -22,11 +22,13 @@ use serde_json::json;
 use super::files::{self, MapKind, MaskKind, RleMask};
 use super::i18n::{self, Language, Strings};
 use super::store::{Action, CaseId, CaseRecord, CaseState, Decision, QaStore};
-use super::QaError;
+use super::{read_token, QaConfig, QaError};
 
 const SESSION_COOKIE: &str = "penumbra_qa_session";
 const LANGUAGE_COOKIE: &str = "penumbra_qa_lang";
 const MAX_SESSIONS: usize = 1000;
+/// Request body limit: a worst-case RLE mask of a 512 x 512 slice (alternating labels) is about 4 MiB.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const STYLE: &str = include_str!("ui/style.css");
 const APP_JS: &str = include_str!("ui/app.js");
 
@@ -47,7 +49,7 @@ pub struct QaState {
 }
 
 impl QaState {
-    /// Builds the state. `languages` are codes from `en` and `cs`; unknown codes are skipped and an
+    /// Builds the state. `languages` are codes from `en` and `cs`. Unknown codes are skipped, and an
     /// empty list means English only.
     pub fn new(store: Arc<dyn QaStore>, token: String, languages: &[String]) -> Self {
         let mut offered: Vec<Language> = languages.iter().filter_map(|l| Language::parse(l)).collect();
@@ -61,6 +63,12 @@ impl QaState {
             sessions: Arc::default(),
             hook: None,
         }
+    }
+
+    /// Builds the state from the `qa` settings, reading the token file.
+    pub fn from_config(config: &QaConfig, store: Arc<dyn QaStore>) -> Result<Self, QaError> {
+        let token = read_token(&config.token_file)?;
+        Ok(Self::new(store, token, &config.languages))
     }
 
     /// Adds the hook called after each decision.
@@ -89,6 +97,7 @@ pub fn router(state: QaState) -> Router {
     Router::new()
         .route("/login", get(login_page).post(login))
         .merge(protected)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -99,6 +108,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let address: Option<SocketAddr> = listener.local_addr().ok();
+    if address.is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(address = ?address, "QA server listens beyond loopback: put it behind a TLS proxy");
+    }
     tracing::info!(address = ?address, "QA server started");
     let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
     tracing::info!(address = ?address, "QA server stopped");
@@ -380,7 +392,7 @@ fn case_json(case: &CaseRecord) -> serde_json::Value {
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
-    /// Comma-separated state names; all states when absent.
+    /// Comma-separated state names. Without it, every state is listed.
     state: Option<String>,
 }
 
@@ -557,9 +569,11 @@ fn render_queue(language: Language, state: &QaState, cases: &[CaseRecord], show_
     let (toggle_href, toggle_text) = if show_all { ("/", s.show_pending) } else { ("/?all=1", s.show_all) };
     let base = if show_all { "/?all=1" } else { "/" };
     format!(
-        "<header><h1>{}</h1>{}</header><main><p><a href=\"{toggle_href}\">{toggle_text}</a></p>{table}</main>",
+        "<header><h1>{}</h1>{}<form method=\"post\" action=\"/logout\"><button type=\"submit\" id=\"logout\">{}</button></form>\
+         </header><main><p><a href=\"{toggle_href}\">{toggle_text}</a></p>{table}</main>",
         s.queue_title,
-        language_switch(language, state, base)
+        language_switch(language, state, base),
+        s.logout
     )
 }
 

@@ -23,11 +23,11 @@ pub mod store;
 /// QA settings, as the `qa` and `confidence` sections of `pipeline.yaml` will carry them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QaConfig {
-    /// Address of the QA web server; a loopback address unless the site puts a proxy in front.
+    /// Address of the QA web server. Keep it on loopback unless a TLS proxy sits in front.
     pub listen: SocketAddr,
     /// File whose first line is the bearer token for the page and API.
     pub token_file: PathBuf,
-    /// UI languages offered, from `en` and `cs`; the first is the default.
+    /// UI languages offered, from `en` and `cs`. The first is the default.
     pub languages: Vec<String>,
     /// Cases whose confidence score is below this go to the queue.
     pub review_below: f64,

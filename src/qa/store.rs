@@ -84,7 +84,7 @@ impl fmt::Display for CaseState {
     }
 }
 
-/// What a reviewer does to a case.
+/// A reviewer's action on a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -148,14 +148,14 @@ pub struct CaseVolumes {
     pub threshold: LesionVolumes,
 }
 
-/// What the pipeline hands to [`QaStore::enqueue`].
+/// One study's review material, as the pipeline passes it to [`QaStore::enqueue`].
 #[derive(Debug, Clone)]
 pub struct NewCase {
-    /// Study Instance UID; must be a valid DICOM UID because it names a directory.
+    /// Study Instance UID. It must be a valid DICOM UID because it names a directory.
     pub study_uid: String,
     /// When the study arrived.
     pub arrival: OffsetDateTime,
-    /// Higher values are reviewed first; ties go by arrival.
+    /// Higher values are reviewed first, and ties go by arrival.
     pub urgency: i32,
     pub confidence: Confidence,
     pub volumes: CaseVolumes,
@@ -213,7 +213,7 @@ pub trait QaStore: Send + Sync {
     fn save_mask_slice(&self, id: CaseId, slice: usize, mask: ArrayView2<u8>, who: &str) -> Result<(), QaError>;
     /// Returns the audit log of one case, oldest first.
     fn audit(&self, id: CaseId) -> Result<Vec<AuditEntry>, QaError>;
-    /// Reads one label volume of a case; `None` for a correction never saved.
+    /// Reads one label volume of a case, or `None` for a correction never saved.
     fn mask(&self, id: CaseId, kind: MaskKind) -> Result<Option<LabelVolume>, QaError>;
 }
 
@@ -400,16 +400,20 @@ impl QaStore for SqliteQaStore {
 
     fn list(&self, states: &[CaseState]) -> Result<Vec<CaseRecord>, QaError> {
         let connection = self.lock();
-        let sql = format!("SELECT {CASE_COLUMNS} FROM cases ORDER BY urgency DESC, arrival_ms, id");
+        let filter = if states.is_empty() {
+            String::new()
+        } else {
+            let placeholders = vec!["?"; states.len()].join(", ");
+            format!("WHERE state IN ({placeholders})")
+        };
+        let sql = format!("SELECT {CASE_COLUMNS} FROM cases {filter} ORDER BY urgency DESC, arrival_ms, id");
         let mut statement = connection.prepare(&sql)?;
-        let rows = statement.query_map([], read_case)?;
+        let names = states.iter().map(|s| s.as_str());
+        let rows = statement.query_map(rusqlite::params_from_iter(names), read_case)?;
 
         let mut cases = Vec::new();
         for row in rows {
-            let case = row??;
-            if states.is_empty() || states.contains(&case.state) {
-                cases.push(case);
-            }
+            cases.push(row??);
         }
         Ok(cases)
     }

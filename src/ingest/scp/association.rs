@@ -239,6 +239,8 @@ impl Receiver {
             ));
         }
         if transfer.refusal.is_none() {
+            // NOTE: the whole data set is kept in memory until its last fragment arrives, so the
+            // largest instance accepted is bounded only by available memory.
             transfer.data.extend_from_slice(&value.data);
         }
         if !value.is_last {

@@ -63,11 +63,11 @@ pub struct Command {
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error("invalid DIMSE command set: {0}")]
-    Parse(#[from] dicom_object::ReadError),
+    Parse(#[source] Box<dicom_object::ReadError>),
     #[error("DIMSE command set is missing {0}")]
     Missing(&'static str),
     #[error("failed to encode DIMSE command set: {0}")]
-    Encode(#[from] dicom_object::WriteError),
+    Encode(#[source] Box<dicom_object::WriteError>),
 }
 
 /// Trims the NUL and space padding that DICOM allows after UI and AE values.
@@ -83,7 +83,7 @@ pub fn trim_padding(value: &str) -> &str {
 /// [`CommandError::Missing`] when Command Field is absent.
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandError> {
     let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-    let object = InMemDicomObject::read_dataset_with_ts(bytes, &ts)?;
+    let object = InMemDicomObject::read_dataset_with_ts(bytes, &ts).map_err(|err| CommandError::Parse(Box::new(err)))?;
 
     let command_field = read_u16(&object, tags::COMMAND_FIELD).ok_or(CommandError::Missing("command field (0000,0100)"))?;
     let data_set_type = read_u16(&object, tags::COMMAND_DATA_SET_TYPE).unwrap_or(NO_DATA_SET);
@@ -176,7 +176,7 @@ fn put_uid(object: &mut InMemDicomObject, tag: Tag, uid: &str) {
 fn encode_with_group_length(object: &InMemDicomObject) -> Result<Vec<u8>, CommandError> {
     let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let mut body = Vec::with_capacity(256);
-    object.write_dataset_with_ts(&mut body, &ts)?;
+    object.write_dataset_with_ts(&mut body, &ts).map_err(|err| CommandError::Encode(Box::new(err)))?;
 
     let mut out = Vec::with_capacity(body.len() + 12);
     out.extend_from_slice(&[0x00, 0x00, 0x00, 0x00]);

@@ -23,7 +23,7 @@ pub mod sop;
 /// Settings of the C-STORE SCP.
 #[derive(Debug, Clone)]
 pub struct ScpConfig {
-    /// AE title this node answers to; an association calling another title is rejected.
+    /// AE title of this node. An association calling another title is rejected.
     pub ae_title: String,
     /// Address to listen on; port 0 picks a free port (see [`ScpHandle::local_addr`]).
     pub listen: SocketAddr,
@@ -37,8 +37,8 @@ pub struct ScpConfig {
     pub artim_timeout: Duration,
     /// Time an established association may stay silent before it is aborted.
     pub idle_timeout: Duration,
-    /// Free space the sink must report before an instance is stored; below it C-STORE answers
-    /// 0xA700 (out of resources).
+    /// Free space the sink must report before an instance is stored. Below it, C-STORE returns
+    /// status 0xA700 (out of resources).
     pub min_free_disk_bytes: u64,
 }
 
@@ -69,7 +69,7 @@ pub struct InstanceIds {
     pub calling_ae_title: String,
 }
 
-/// What the sink did with an instance. Every variant means the bytes are durable.
+/// Result of storing an instance in the sink. Every variant means the bytes are durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
     /// Written and flushed to disk.
@@ -81,7 +81,8 @@ pub enum StoreOutcome {
     Conflict,
 }
 
-/// Failure of the sink to store an instance durably; the SCP answers 0xA700 (out of resources).
+/// Failure of the sink to store an instance durably, which the SCP reports as status 0xA700
+/// (out of resources).
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("failed to write {path}: {source}")]

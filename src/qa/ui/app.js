@@ -162,7 +162,7 @@
   function componentPanel(info) {
     const confidence = info.confidence;
     const headline = S.confidence + ': ' + confidence.score.toFixed(2) + (confidence.assessable ? '' : ' (' + S.not_assessable + ')');
-    const rows = Object.entries(confidence.components).map(([name, value]) => row([name, value.toFixed(2)]));
+    const rows = Object.entries(confidence.components).map(([name, value]) => row([S['component_' + name] || name, value.toFixed(2)]));
     const reasons = element('ul', { id: 'reasons' }, confidence.reasons.map((text) => element('li', { text })));
     return element('section', {}, [
       element('h2', { text: headline }), element('h3', { text: S.components }),
@@ -376,7 +376,10 @@
   }
 
   window.addEventListener('beforeunload', (event) => {
-    if (view.dirty.size > 0) event.preventDefault();
+    if (view.dirty.size > 0) {
+      event.preventDefault();
+      event.returnValue = '';
+    }
   });
 
   api('GET', '/api/cases/' + caseId).then((info) => {

@@ -1,0 +1,100 @@
+//! Every file under /work/shared/cases/dicom behaves as its README says.
+
+use std::path::{Path, PathBuf};
+
+use penumbra_dicom::pixels::decode_pixels;
+use penumbra_dicom::{read_bytes, read_file, ReadError};
+
+fn case(name: &str) -> PathBuf {
+    Path::new("/work/shared/cases/dicom").join(name)
+}
+
+/// Reads a case and returns (HU minimum, HU maximum, warnings).
+fn range(name: &str) -> (f32, f32, Vec<String>) {
+    let instance = read_file(&case(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut warnings = instance.warnings.clone();
+    let pixels = decode_pixels(&instance, &mut warnings).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(pixels.shape(), &[1, 128, 128], "{name}");
+    let min = pixels.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = pixels.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (min, max, warnings)
+}
+
+fn assert_hu(name: &str) -> Vec<String> {
+    let (min, max, warnings) = range(name);
+    assert_eq!((min, max), (-896.0, 1167.0), "{name}");
+    warnings
+}
+
+#[test]
+fn clean_reference_reads() {
+    let warnings = assert_hu("g00_base_ct_explicit.dcm");
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn bare_and_meta_less_data_sets_read() {
+    for name in ["g04_no_preamble_no_meta_implicit.dcm", "g05_no_preamble_no_meta_explicit.dcm", "g06_dicm_but_no_meta.dcm"] {
+        let warnings = assert_hu(name);
+        assert!(warnings.iter().any(|w| w.contains("detected")), "{name}: {warnings:?}");
+    }
+}
+
+#[test]
+fn transfer_syntaxes_decode() {
+    for name in [
+        "g12_implicit_odd_total_length.dcm",
+        "g20_empty_slicethickness.dcm",
+        "g37_big_endian.dcm",
+        "g38_deflated.dcm",
+        "g42_jpeg_lossless_sv1.dcm",
+        "g44_rle.dcm",
+        "g23_signed_12in16_garbage_highbits.dcm",
+    ] {
+        assert_hu(name);
+    }
+}
+
+#[test]
+fn trailing_garbage_is_ignored_with_warning() {
+    let warnings = assert_hu("g26_garbage_after_dataset.dcm");
+    assert!(warnings.iter().any(|w| w.contains("37 trailing bytes")), "{warnings:?}");
+}
+
+#[test]
+fn missing_rescale_is_identity_with_warning() {
+    let (min, max, warnings) = range("g21_no_rescale.dcm");
+    assert_eq!((min, max), (128.0, 2191.0));
+    assert!(warnings.iter().any(|w| w.contains("assumed slope 1")), "{warnings:?}");
+}
+
+#[test]
+fn fractional_rescale_is_exact() {
+    let (min, max, _) = range("g22_fractional_rescale.dcm");
+    assert_eq!((min, max), (-960.25, 71.25));
+}
+
+#[test]
+fn empty_file_is_empty() {
+    assert_eq!(read_file(&case("g01_zero_length.dcm")).unwrap_err(), ReadError::Empty);
+}
+
+#[test]
+fn truncated_file_is_truncated() {
+    let err = read_file(&case("g02_truncated_half.dcm")).unwrap_err();
+    assert_eq!(err.kind(), "truncated", "{err}");
+}
+
+#[test]
+fn short_pixel_data_is_rejected() {
+    let err = read_file(&case("g27_pixeldata_short.dcm")).unwrap_err();
+    assert_eq!(err, ReadError::PixelDataShort { expected: 32768, got: 30720 });
+    assert!(err.to_string().contains("pixel data shorter than expected"));
+}
+
+#[test]
+fn huge_declared_length_is_rejected() {
+    let bytes = std::fs::read(case("g53_huge_declared_length.dcm")).unwrap();
+    let err = read_bytes(&bytes).unwrap_err();
+    assert_eq!(err.kind(), "declared_length_too_large", "{err}");
+}
