@@ -82,12 +82,12 @@ pub fn compute_maps(ctp: &Volume, params: &PerfusionParams) -> Result<PerfusionR
         return Err(PerfusionError::NoBrain { min_hu, max_hu });
     }
 
+    let intracranial_flat = flat(&intracranial);
     let noise_sd_hu = concentration::baseline_noise_sd(&series, &window, &brain_flat);
-    let motion_mm = quality::estimate_motion_mm(&series, ctp.geometry.spacing_mm);
+    let motion_mm = quality::estimate_motion_mm(&series, ctp.geometry.spacing_mm, &intracranial_flat);
     concentration::subtract_baseline(&mut series, &baseline);
     sanitize(&mut series, &finite);
 
-    let intracranial_flat = flat(&intracranial);
     let inputs = select_input_curves(&series, &intracranial_flat, &params.aif)?;
     let (aif, scale, scale_applied) = scale_for_partial_volume(inputs.aif, inputs.vof.as_ref(), params, &mut warnings);
     let tissue_truncation_curve = series.mean_curve(&brain_flat);

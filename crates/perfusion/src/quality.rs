@@ -49,18 +49,20 @@ pub struct InputQuality {
 
 /// Returns the largest displacement (mm) of each frame's bone centroid from frame 0's.
 ///
-/// Bone (at least 300 HU) does not enhance, so its centroid moves only with the head. Series
-/// without bone fall back to the centroid of all voxels above -200 HU.
-pub fn estimate_motion_mm(series: &Series, spacing_mm: [f64; 3]) -> f64 {
-    let bone_count = series.frame(0).iter().filter(|&&v| v >= MOTION_BONE_HU).count();
+/// Bone (at least 300 HU) does not enhance, so its centroid moves only with the head.
+/// Voxels where `exclude` is true (the intracranial mask, whose vessels pass 300 HU during the
+/// bolus) are ignored. Series without bone fall back to the centroid of all voxels above
+/// -200 HU.
+pub fn estimate_motion_mm(series: &Series, spacing_mm: [f64; 3], exclude: &[bool]) -> f64 {
+    let bone_count = series.frame(0).iter().zip(exclude).filter(|(&v, &e)| !e && v >= MOTION_BONE_HU).count();
     let threshold = if bone_count >= MIN_BONE_VOXELS { MOTION_BONE_HU } else { -200.0 };
     let [_, ny, nx] = series.shape;
 
     let centroid = |t: usize| -> Option<[f64; 3]> {
         let mut sum = [0.0f64; 3];
         let mut count = 0usize;
-        for (v, &value) in series.frame(t).iter().enumerate() {
-            if value >= threshold {
+        for (v, (&value, &excluded)) in series.frame(t).iter().zip(exclude).enumerate() {
+            if !excluded && value >= threshold {
                 let index = [v / (ny * nx), (v / nx) % ny, v % nx];
                 for axis in 0..3 {
                     sum[axis] += index[axis] as f64 * spacing_mm[axis];
@@ -103,7 +105,12 @@ mod tests {
         let series = Series { data, frames: 2, shape: [1, 4, 4], dt_s: 1.0 };
 
         // 2 columns of 0.5 mm.
-        assert!((estimate_motion_mm(&series, [5.0, 0.5, 0.5]) - 1.0).abs() < 1e-12);
+        assert!((estimate_motion_mm(&series, [5.0, 0.5, 0.5], &[false; 16]) - 1.0).abs() < 1e-12);
+
+        // Excluding the moved voxel's destination leaves only frame 0 with a centroid.
+        let mut exclude = [false; 16];
+        exclude[2] = true;
+        assert_eq!(estimate_motion_mm(&series, [5.0, 0.5, 0.5], &exclude), 0.0);
     }
 
     #[test]
