@@ -121,9 +121,13 @@ pub fn warp(input: &Array3<f32>, label: &Array2<u8>, params: &AugmentParams) -> 
             if ry >= 0.0 && rx >= 0.0 && (ry as usize) < ny && (rx as usize) < nx {
                 out_label[[y, x]] = label[[ry as usize, rx as usize]];
             }
-            if sy < 0.0 || sx < 0.0 || sy > (ny - 1) as f64 || sx > (nx - 1) as f64 {
+            // The tolerance keeps exact rotations (e.g. 90 degrees) from losing edge pixels to
+            // rounding in sin and cos.
+            const TOLERANCE: f64 = 1e-9;
+            if sy < -TOLERANCE || sx < -TOLERANCE || sy > (ny - 1) as f64 + TOLERANCE || sx > (nx - 1) as f64 + TOLERANCE {
                 continue;
             }
+            let (sy, sx) = (sy.clamp(0.0, (ny - 1) as f64), sx.clamp(0.0, (nx - 1) as f64));
             let (y0, x0) = (sy.floor() as usize, sx.floor() as usize);
             let (y1, x1) = ((y0 + 1).min(ny - 1), (x0 + 1).min(nx - 1));
             let (fy, fx) = ((sy - y0 as f64) as f32, (sx - x0 as f64) as f32);

@@ -103,6 +103,12 @@ impl AxisMap {
     /// coordinate `first_edge + j * ratio` and the input content spans `content` (input pixel
     /// coordinates, edges). `n_in` input pixels exist.
     fn new(n_out: usize, n_in: usize, ratio: f64, first_edge: f64, content: (f64, f64)) -> Self {
+        // Input pixels count as content when their centre lies inside `content`, the same rule
+        // that decides which output pixels are padding, so padding never leaks back in.
+        let first_valid = ((content.0 - 0.5).ceil().max(0.0) as usize).min(n_in - 1);
+        let last_valid = ((content.1 - 0.5).floor().max(0.0) as usize).clamp(first_valid, n_in - 1);
+        let valid = (first_valid, last_valid);
+
         let taps = (0..n_out)
             .map(|j| {
                 let lo = first_edge + j as f64 * ratio;
@@ -112,9 +118,9 @@ impl AxisMap {
                     return None;
                 }
                 if ratio > 1.0 {
-                    Some(area_taps(lo, hi, n_in))
+                    Some(area_taps(lo, hi, valid))
                 } else {
-                    Some(bilinear_taps(centre, content, n_in))
+                    Some(bilinear_taps(centre, valid))
                 }
             })
             .collect();
@@ -122,10 +128,11 @@ impl AxisMap {
     }
 }
 
-/// Returns overlap-weighted taps of the input pixels covering `[lo, hi)`, normalised to sum to 1.
-fn area_taps(lo: f64, hi: f64, n_in: usize) -> Vec<(usize, f32)> {
-    let first = lo.floor().max(0.0) as usize;
-    let last = (hi.ceil().max(0.0) as usize).min(n_in);
+/// Returns overlap-weighted taps of the valid input pixels covering `[lo, hi)`, normalised to
+/// sum to 1. `valid` is the inclusive range of input pixels that hold content.
+fn area_taps(lo: f64, hi: f64, valid: (usize, usize)) -> Vec<(usize, f32)> {
+    let first = (lo.floor().max(0.0) as usize).max(valid.0);
+    let last = (hi.ceil().max(0.0) as usize).min(valid.1 + 1);
     let mut taps = Vec::new();
     let mut total = 0.0;
     for k in first..last {
@@ -136,21 +143,19 @@ fn area_taps(lo: f64, hi: f64, n_in: usize) -> Vec<(usize, f32)> {
         }
     }
     if total == 0.0 {
-        // The interval only grazes the content: fall back to the nearest input pixel.
-        let nearest = (((lo + hi) / 2.0).floor().max(0.0) as usize).min(n_in - 1);
+        // The interval only grazes the content: fall back to the nearest valid input pixel.
+        let nearest = (((lo + hi) / 2.0).floor().max(0.0) as usize).clamp(valid.0, valid.1);
         return vec![(nearest, 1.0)];
     }
     taps.into_iter().map(|(k, w)| (k, (w / total) as f32)).collect()
 }
 
 /// Returns bilinear taps at input coordinate `centre` (edges at integers, so pixel `k` has its
-/// centre at `k + 0.5`), clamped to the pixel centres inside `content`.
-fn bilinear_taps(centre: f64, content: (f64, f64), n_in: usize) -> Vec<(usize, f32)> {
-    let first_centre = (content.0.floor() + 0.5).max(0.5);
-    let last_centre = ((content.1.ceil() - 0.5).min(n_in as f64 - 0.5)).max(first_centre);
-    let position = centre.clamp(first_centre, last_centre) - 0.5;
-    let left = (position.floor().max(0.0) as usize).min(n_in - 1);
-    let right = (left + 1).min(n_in - 1);
+/// centre at `k + 0.5`), clamped to the centres of the valid input pixels.
+fn bilinear_taps(centre: f64, valid: (usize, usize)) -> Vec<(usize, f32)> {
+    let position = (centre - 0.5).clamp(valid.0 as f64, valid.1 as f64);
+    let left = (position.floor() as usize).clamp(valid.0, valid.1);
+    let right = (left + 1).min(valid.1);
     let fraction = (position - left as f64).clamp(0.0, 1.0) as f32;
     if right == left || fraction == 0.0 {
         vec![(left, 1.0)]

@@ -381,7 +381,7 @@ mod tests {
         for expected in ["enc1.conv1.weight", "enc2.proj.weight", "bottleneck.norm2.weight", "up2.weight", "up1.bias", "dec1.conv2.weight", "dec2.proj.weight", "head.weight"] {
             assert!(names.iter().any(|n| n == expected), "missing {expected} in {names:?}");
         }
-        assert!(unet.check_input(&[1, 4, 20, 16]).is_err());
+        assert!(unet.check_input(&[1, 4, 18, 16]).is_err());
         assert!(unet.check_input(&[1, 3, 16, 16]).is_err());
     }
 
