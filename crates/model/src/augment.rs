@@ -48,7 +48,7 @@ pub struct AugmentParams {
     pub shift_yx: [f64; 2],
     pub flip_lr: bool,
     pub flip_ud: bool,
-    /// One factor per channel is drawn from the range; this is the seed of that range.
+    /// Half-width `b` of the per-channel brightness factor range `[1 - b, 1 + b]`.
     pub brightness: f64,
 }
 
@@ -225,7 +225,8 @@ mod tests {
         let label = Array2::zeros((3, 3));
         let params = AugmentParams { rotation_rad: std::f64::consts::FRAC_PI_2, ..identity() };
         let (out, _) = warp(&input, &label, &params);
-        // Output (0, 0) samples source (0 + 1*... ) = centre + R(-1, -1): (1 - 1, 1 + 1) = (0, 2).
+        // Output (0, 0) is centre (1, 1) plus the offset (-1, -1) rotated to (-1, +1), so it
+        // samples source pixel (0, 2), whose value is 2.
         assert!((out[[0, 0, 0]] - 2.0).abs() < 1e-5, "{out:?}");
         assert!((out[[0, 1, 1]] - 4.0).abs() < 1e-5);
     }

@@ -1,6 +1,6 @@
 //! The JSON model card stored next to the safetensors weights.
 //!
-//! A model folder holds `card.json` and `model.safetensors`. The card records the architecture
+//! A model folder contains `card.json` and `model.safetensors`. The card records the architecture
 //! (enough to rebuild every variable), the input channels in order, their normalization
 //! statistics, how the model was trained, its validation metrics, and the name and shape of
 //! every tensor so that a mismatched weights file is caught before inference.
@@ -44,7 +44,7 @@ pub struct ModelCard {
     pub tensors: BTreeMap<String, Vec<usize>>,
 }
 
-/// How the model was trained.
+/// Training provenance: data, seed, loss, epochs and the study split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingInfo {
@@ -83,6 +83,14 @@ impl ModelCard {
                 self.normalization.channels.len(),
                 self.architecture.in_channels
             )));
+        }
+        for stats in &self.normalization.channels {
+            if !(stats.mean.is_finite() && stats.std.is_finite() && stats.std > 0.0) {
+                return Err(invalid(format!(
+                    "normalization of channel {} has mean {} and std {}; both must be finite and std positive",
+                    stats.name, stats.mean, stats.std
+                )));
+            }
         }
         Ok(())
     }

@@ -19,7 +19,8 @@ pub struct TrainingSample {
     pub study_id: String,
     /// Index of the slice within its study.
     pub slice_index: usize,
-    /// Input channels `(c, y, x)`, not yet normalized. Non-finite values are treated as 0.
+    /// Input channels `(c, y, x)`, not yet normalized. Normalization turns non-finite values into the
+    /// channel mean.
     pub input: Array3<f32>,
     /// Labels `(y, x)`.
     pub label: Array2<u8>,
@@ -87,6 +88,12 @@ impl Dataset {
                 sample.study_id,
                 sample.slice_index,
                 sample.label.dim()
+            )));
+        }
+        if ny == 0 || nx == 0 {
+            return Err(ModelError::Dataset(format!(
+                "study {} slice {} is empty ({ny}x{nx} pixels)",
+                sample.study_id, sample.slice_index
             )));
         }
         let expected = *self.shape_yx.get_or_insert([ny, nx]);

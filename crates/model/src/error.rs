@@ -21,7 +21,7 @@ pub enum ModelError {
         source: std::io::Error,
     },
 
-    /// The model card is missing a field, holds an invalid value or cannot be parsed.
+    /// The model card is missing a field, contains an invalid value or cannot be parsed.
     #[error("invalid model card {path}: {reason}")]
     Card { path: PathBuf, reason: String },
 

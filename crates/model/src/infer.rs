@@ -154,7 +154,7 @@ impl Segmenter {
 
     /// Predicts softmax class probabilities `(z, 3, h, w)` for `(z, c, h, w)` input slices.
     ///
-    /// `input` holds the card's channels in physical units on the model grid (see
+    /// `input` contains the card's channels in physical units on the model grid (see
     /// [`crate::resample::to_model_grid`]); this method applies the card's normalization. Slices
     /// run `batch` at a time. With `tta_flip`, each batch also runs mirrored left to right and
     /// the two probability maps are averaged, which doubles the run time.

@@ -1,8 +1,8 @@
 //! Segmentation losses on softmax probabilities against one-hot targets.
 //!
 //! Every loss takes `probs` and `targets` shaped `(batch, classes, h, w)`. The overlap losses sum
-//! true positives, false positives and false negatives per class over the whole batch, compute
-//! one index per class, and average the per-class losses with equal weight, so a small core
+//! true positives, false positives and false negatives per class over the whole batch and compute
+//! one index per class. They average the per-class losses with equal weight, so a small core
 //! counts as much as the large background.
 
 use candle_core::{Tensor, D};
@@ -14,7 +14,7 @@ pub const SMOOTH: f64 = 1e-6;
 /// Smallest probability fed to the logarithm in cross-entropy.
 const MIN_PROBABILITY: f64 = 1e-7;
 
-/// Which loss the training loop minimizes.
+/// The loss the training loop minimizes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum LossKind {

@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn fit_and_apply_hand_values() {
         let names = vec!["cbf".to_string(), "tmax".to_string()];
-        // Channel 0 holds 1, 2, 3, 4 (mean 2.5, population std sqrt(1.25)); channel 1 is
+        // Channel 0 contains 1, 2, 3, 4 (mean 2.5, population std sqrt(1.25)); channel 1 is
         // constant 7 with one NaN that must be ignored.
         let slice = Array3::from_shape_vec((2, 2, 2), vec![1.0, 2.0, 3.0, 4.0, 7.0, 7.0, f32::NAN, 7.0]).unwrap();
         let stats = Normalization::fit(&names, [slice.view()]).unwrap();

@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
-/// The side length in pixels of the square grid the model sees.
+/// Side length in pixels of the square model grid.
 pub const MODEL_SIZE: usize = 256;
 
 /// The number of output classes (background, penumbra, core).
 pub const CLASSES: usize = 3;
 
-/// How one series' native grid maps onto the model grid, enough to map predictions back.
+/// Mapping from one series' native grid onto the model grid, enough to map predictions back.
 ///
 /// Native pixel edges along an axis sit at integer coordinates `0..=n`. The model pixel edge `j`
 /// sits at native coordinate `(j - offset) * model_spacing_mm / native_spacing`.
@@ -298,6 +298,15 @@ pub fn argmax_labels(probs: &Array4<f32>) -> Array3<u8> {
 }
 
 fn check_model_stack(slices: usize, ny: usize, nx: usize, t: &GridTransform, what: &str) -> Result<(), ModelError> {
+    // A transform deserialized or built by hand gets the same checks as one from `new`.
+    let rebuilt = GridTransform::new(t.slices, t.native_shape_yx, t.native_spacing_yx)?;
+    let offsets_finite = t.offset_yx.iter().all(|o| o.is_finite());
+    if !(t.model_spacing_mm.is_finite() && t.model_spacing_mm > 0.0 && offsets_finite) {
+        return Err(ModelError::InvalidInput(format!(
+            "grid transform has model spacing {} mm and offsets {:?}; expected {} mm and {:?} from GridTransform::new",
+            t.model_spacing_mm, t.offset_yx, rebuilt.model_spacing_mm, rebuilt.offset_yx
+        )));
+    }
     if ny != MODEL_SIZE || nx != MODEL_SIZE {
         return Err(ModelError::InvalidInput(format!(
             "{what} have {ny}x{nx} pixels per slice; expected {MODEL_SIZE}x{MODEL_SIZE}"

@@ -57,7 +57,7 @@ pub struct TrainConfig {
     /// Fraction of studies held out for validation.
     pub validation_fraction: f64,
     pub augment: AugmentConfig,
-    /// Where per-epoch checkpoints, the progress state and the loss curve go; `None` keeps
+    /// Folder for per-epoch checkpoints, the progress state and the loss curve. `None` keeps
     /// everything in memory.
     pub checkpoint_dir: Option<PathBuf>,
     /// Whether to continue from the latest checkpoint in `checkpoint_dir`, if there is one.
@@ -250,7 +250,7 @@ pub fn train(architecture: &UNetConfig, dataset: &Dataset, config: &TrainConfig)
     })
 }
 
-/// What every epoch needs, borrowed for the whole run.
+/// Model, data and settings that every epoch borrows for the whole run.
 struct EpochContext<'a> {
     model: &'a UNet,
     dataset: &'a Dataset,

@@ -7,8 +7,8 @@ use penumbra_model::{load, train, Dataset, ModelError, TrainConfig, TrainingSamp
 
 const SIZE: usize = 32;
 
-/// A slice whose channel 0 is bright inside a disc (penumbra) with a brighter centre (core),
-/// and whose channel 1 is the same pattern negated, plus a little deterministic texture.
+/// Builds a slice with a disc lesion (penumbra) around a smaller disc (core), or none for every
+/// third slice. CBF falls and Tmax rises with the class, plus a little deterministic texture.
 fn blob_sample(study: usize, slice: usize) -> TrainingSample {
     let centre_y = 10.0 + ((study * 7 + slice * 3) % 12) as f64;
     let centre_x = 10.0 + ((study * 5 + slice * 11) % 12) as f64;
