@@ -54,12 +54,21 @@ impl Timing {
 /// (baseline plus the tissue curve for parenchyma) with arterial blood carrying the delayed AIF and
 /// venous blood carrying the VOF, by the anatomy's blood fractions.
 pub fn dynamic_hu(anatomy: &AnatomyMaps, maps: &ParameterMaps, aif: &Curve, vof: &Curve, timing: &Timing) -> Array4<f32> {
-    let [nz, ny, nx] = [anatomy.class.shape()[0], anatomy.class.shape()[1], anatomy.class.shape()[2]];
+    let shape = anatomy.class.shape();
+    let [nz, ny, nx] = [shape[0], shape[1], shape[2]];
     let frames = timing.frame_starts_s.len();
-    let mut volume = Array4::zeros([frames, nz, ny, nx]);
+    let frame_stride = nz * ny * nx;
+    let mut voxels = vec![0f32; frames * frame_stride];
     let mut fine = Vec::new();
 
-    for ((z, y, x), &class) in anatomy.class.indexed_iter() {
+    // Acquisition time of every (slice, frame) pair.
+    let times: Vec<Vec<f64>> = timing
+        .slice_offsets_s
+        .iter()
+        .map(|offset| timing.frame_starts_s.iter().map(|start| start + offset).collect())
+        .collect();
+
+    for (flat, ((z, y, x), &class)) in anatomy.class.indexed_iter().enumerate() {
         let index = (z, y, x);
         let artery = anatomy.artery_fraction[index] as f64;
         let vein = anatomy.vein_fraction[index] as f64;
@@ -71,13 +80,11 @@ pub fn dynamic_hu(anatomy: &AnatomyMaps, maps: &ParameterMaps, aif: &Curve, vof:
             let (cbf, cbv) = (maps.cbf[index] as f64, maps.cbv[index] as f64);
             tissue_curve(aif, cbf, cbv, maps.delay_s[index] as f64, maps.tau_s[index] as f64, &mut fine);
         }
-        let fine_curve = Curve { dt_s: aif.dt_s, values: std::mem::take(&mut fine) };
 
-        for (f, start) in timing.frame_starts_s.iter().enumerate() {
-            let t = start + timing.slice_offsets_s[z];
+        for (f, &t) in times[z].iter().enumerate() {
             let mut value = baseline;
             if perfused {
-                value += tissue * fine_curve.at(t);
+                value += tissue * sample(&fine, aif.dt_s, t);
             }
             if artery > 0.0 {
                 value += artery * aif.at(t - anatomy.artery_delay_s[index] as f64);
@@ -85,11 +92,24 @@ pub fn dynamic_hu(anatomy: &AnatomyMaps, maps: &ParameterMaps, aif: &Curve, vof:
             if vein > 0.0 {
                 value += vein * vof.at(t);
             }
-            volume[[f, z, y, x]] = value as f32;
+            voxels[f * frame_stride + flat] = value as f32;
         }
-        fine = fine_curve.values;
     }
-    volume
+    Array4::from_shape_vec([frames, nz, ny, nx], voxels).unwrap_or_else(|_| Array4::zeros([frames, nz, ny, nx]))
+}
+
+/// Linear interpolation of `values` (step `dt_s`, from t = 0) at `t_s`, holding the ends.
+fn sample(values: &[f64], dt_s: f64, t_s: f64) -> f64 {
+    let position = (t_s / dt_s).max(0.0);
+    let index = position.floor() as usize;
+    match (values.get(index), values.get(index + 1)) {
+        (Some(a), Some(b)) => {
+            let fraction = position - index as f64;
+            a * (1.0 - fraction) + b * fraction
+        }
+        (Some(a), None) => *a,
+        _ => values.last().copied().unwrap_or(0.0),
+    }
 }
 
 /// Moves the frames of `motion` rigidly: a yaw about the superior axis through `centre_mm`, then

@@ -140,9 +140,15 @@ pub fn tissue_curve(aif: &Curve, cbf: f64, cbv: f64, delay_s: f64, tau_s: f64, b
         return;
     }
 
-    // Delay by linear interpolation of the AIF.
-    for (i, value) in buffer.iter_mut().enumerate() {
-        *value = aif.at(i as f64 * aif.dt_s - delay_s);
+    // Delay by linear interpolation of the AIF: sample i takes the AIF at i - shift, with
+    // shift = whole + fraction grid steps.
+    let shift = delay_s.max(0.0) / aif.dt_s;
+    let whole = shift.floor() as usize;
+    let fraction = shift - whole as f64;
+    for i in whole.min(n)..n {
+        let j = i - whole;
+        let previous = if j > 0 { aif.values[j - 1] } else { 0.0 };
+        buffer[i] = (1.0 - fraction) * aif.values[j] + fraction * previous;
     }
 
     if tau_s > 1e-6 {

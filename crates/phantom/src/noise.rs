@@ -54,16 +54,67 @@ fn blur_view(mut volume: ArrayViewMut3<f32>, axis: usize, kernel: &[f64]) {
 /// blurred in plane by [`NOISE_CORRELATION_PX`] and rescaled by the kernel's norm. Slices are
 /// independent, as for 5 mm reconstructions.
 pub fn correlated_noise(shape: [usize; 3], sd_hu: f64, rng: &mut impl Rng) -> Array3<f32> {
-    let mut noise = Array3::from_shape_simple_fn(shape, || rng.sample::<f64, _>(StandardNormal) as f32);
     let kernel = gaussian_kernel(NOISE_CORRELATION_PX);
-    blur_view(noise.view_mut(), 1, &kernel);
-    blur_view(noise.view_mut(), 2, &kernel);
 
     // A 2-D separable kernel's sum of squares is the square of the 1-D sum of squares.
     let norm = kernel.iter().map(|k| k * k).sum::<f64>();
-    let scale = (sd_hu / norm) as f32;
-    noise.mapv_inplace(|v| v * scale);
-    noise
+    let scaled: Vec<f32> = kernel.iter().map(|k| (k * (sd_hu / norm).sqrt()) as f32).collect();
+
+    let [nz, ny, nx] = shape;
+    let mut noise = vec![0f32; nz * ny * nx];
+    let mut scratch = vec![0f32; ny * nx];
+    for plane in noise.chunks_exact_mut(ny * nx) {
+        for value in scratch.iter_mut() {
+            *value = rng.sample(StandardNormal);
+        }
+        blur_rows(&scratch, plane, nx, &scaled);
+        scratch.copy_from_slice(plane);
+        blur_columns(&scratch, plane, nx, &scaled);
+    }
+    Array3::from_shape_vec(shape, noise).unwrap_or_else(|_| Array3::zeros(shape))
+}
+
+/// Convolves each row of the row-major plane `input` (rows of `width`) with `kernel`, zero
+/// padded, into `output`.
+fn blur_rows(input: &[f32], output: &mut [f32], width: usize, kernel: &[f32]) {
+    let radius = kernel.len() / 2;
+    for (row_in, row_out) in input.chunks_exact(width).zip(output.chunks_exact_mut(width)) {
+        for (x, out) in row_out.iter_mut().enumerate() {
+            let mut sum = 0.0;
+            if x >= radius && x + radius < width {
+                for (k, weight) in kernel.iter().enumerate() {
+                    sum += weight * row_in[x + k - radius];
+                }
+            } else {
+                for (k, weight) in kernel.iter().enumerate() {
+                    if let Some(&v) = (x + k).checked_sub(radius).and_then(|j| row_in.get(j)) {
+                        sum += weight * v;
+                    }
+                }
+            }
+            *out = sum;
+        }
+    }
+}
+
+/// Convolves each column of the row-major plane `input` with `kernel`, zero padded.
+fn blur_columns(input: &[f32], output: &mut [f32], width: usize, kernel: &[f32]) {
+    let height = input.len() / width;
+    let radius = kernel.len() / 2;
+    output.fill(0.0);
+    for (k, &weight) in kernel.iter().enumerate() {
+        // Output row y takes input row y + k - radius.
+        for y in 0..height {
+            let Some(source) = (y + k).checked_sub(radius).filter(|&j| j < height) else {
+                continue;
+            };
+            let row_in = &input[source * width..(source + 1) * width];
+            let row_out = &mut output[y * width..(y + 1) * width];
+            for (out, &v) in row_out.iter_mut().zip(row_in) {
+                *out += weight * v;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
