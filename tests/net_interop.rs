@@ -651,6 +651,51 @@ fn idle_association_is_closed() {
     assert_eq!(scp.handle.as_ref().unwrap().active_associations(), 0);
 }
 
+/// Writes a CT object whose Pixel Data is encapsulated (one fragment of `fragment` bytes) and
+/// labelled with `transfer_syntax`. The SCP checks the data set, not the codestream.
+fn write_encapsulated(path: &Path, transfer_syntax: &str, fragment: Vec<u8>) -> String {
+    use dicom_core::value::{PixelFragmentSequence, Value};
+
+    let uid = new_uid();
+    let mut obj = ct_object(uids::CT_IMAGE_STORAGE, &uid, "2.25.17", 16, 16);
+    let sequence = PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]);
+    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, Value::PixelSequence(sequence)));
+    let file = obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(transfer_syntax)).unwrap();
+    file.write_to_file(path).unwrap();
+    uid
+}
+
+#[test]
+fn supported_classes_and_syntaxes_stored() {
+    // A small maximum PDU makes every data set arrive in several P-DATA PDUs.
+    let scp = start_scp(|config| config.max_pdu_length = 4096);
+    let work = tempfile::tempdir().unwrap();
+
+    let mut files = Vec::new();
+    for (index, sop_class) in scp::sop::STORAGE_SOP_CLASSES.iter().enumerate() {
+        let path = work.path().join(format!("class{index}.dcm"));
+        write_ct(&path, sop_class, "2.25.18", 64, 64);
+        files.push(Part10File::read(&path).unwrap());
+    }
+    // JPEG 2000 codestreams start with the SOC and SIZ markers, FF4F FF51.
+    let codestream = vec![0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x2F, 0x00, 0x00];
+    for (index, ts) in [uids::JPEG2000_LOSSLESS, uids::JPEG2000].iter().enumerate() {
+        let path = work.path().join(format!("j2k{index}.dcm"));
+        write_encapsulated(&path, ts, codestream.clone());
+        files.push(Part10File::read(&path).unwrap());
+    }
+
+    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &files);
+    for (file, outcome) in files.iter().zip(&outcomes) {
+        assert_eq!(store_status(outcome), Some(0x0000), "{} in {}", file.sop_class_uid, file.transfer_syntax_uid);
+        let stored = Part10File::read(&scp.sink.path_of(&file.sop_instance_uid)).unwrap();
+        assert_eq!(stored.sop_class_uid, file.sop_class_uid);
+        assert_eq!(stored.transfer_syntax_uid, file.transfer_syntax_uid);
+        assert!(stored.data_set() == file.data_set(), "{}: data set bytes changed", file.sop_class_uid);
+    }
+    assert_eq!(scp.sink.count(), scp::sop::STORAGE_SOP_CLASSES.len() + 2);
+}
+
 #[test]
 fn silent_connection_closed_by_artim() {
     use std::io::Read;
@@ -916,6 +961,8 @@ from pynetdicom.sop_class import Verification, CTImageStorage
 
 port, path = int(sys.argv[1]), sys.argv[2]
 ae = AE(ae_title="PYNETSCU")
+# A maximum PDU length of 0 means "no limit" (PS3.8 D.1.1); the SCP must accept it.
+ae.maximum_pdu_size = 0
 ae.add_requested_context(Verification)
 ae.add_requested_context(CTImageStorage)
 assoc = ae.associate("127.0.0.1", port, ae_title="PENUMBRA")
