@@ -659,8 +659,14 @@ fn write_encapsulated(path: &Path, transfer_syntax: &str, fragment: Vec<u8>) -> 
     let uid = new_uid();
     let mut obj = ct_object(uids::CT_IMAGE_STORAGE, &uid, "2.25.17", 16, 16);
     let sequence = PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]);
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, Value::PixelSequence(sequence)));
-    let file = obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(transfer_syntax)).unwrap();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        Value::PixelSequence(sequence),
+    ));
+    let file = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(transfer_syntax))
+        .unwrap();
     file.write_to_file(path).unwrap();
     uid
 }
@@ -687,11 +693,21 @@ fn supported_classes_and_syntaxes_stored() {
 
     let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &files);
     for (file, outcome) in files.iter().zip(&outcomes) {
-        assert_eq!(store_status(outcome), Some(0x0000), "{} in {}", file.sop_class_uid, file.transfer_syntax_uid);
+        assert_eq!(
+            store_status(outcome),
+            Some(0x0000),
+            "{} in {}",
+            file.sop_class_uid,
+            file.transfer_syntax_uid
+        );
         let stored = Part10File::read(&scp.sink.path_of(&file.sop_instance_uid)).unwrap();
         assert_eq!(stored.sop_class_uid, file.sop_class_uid);
         assert_eq!(stored.transfer_syntax_uid, file.transfer_syntax_uid);
-        assert!(stored.data_set() == file.data_set(), "{}: data set bytes changed", file.sop_class_uid);
+        assert!(
+            stored.data_set() == file.data_set(),
+            "{}: data set bytes changed",
+            file.sop_class_uid
+        );
     }
     assert_eq!(scp.sink.count(), scp::sop::STORAGE_SOP_CLASSES.len() + 2);
 }
@@ -1127,4 +1143,31 @@ fn send_subcommand_prints_json_summary() {
     assert_eq!(by_name("us.dcm")["status"], "0x0122");
     assert_eq!(by_name("notes.txt")["ok"], false);
     assert!(scp.sink.path_of(&good).exists());
+}
+
+#[test]
+fn sender_thread_delivers_queued_items() {
+    let scp = start_scp(|_| {});
+    let work = tempfile::tempdir().unwrap();
+    let dest = destination("ours", scp.port(), SCP_AE);
+    let outbox =
+        Arc::new(Outbox::open(&work.path().join("outbox"), vec![dest.clone()], policy()).unwrap());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let sender = outbox.spawn_sender(shutdown.clone()).unwrap();
+
+    let path = work.path().join("src/ct.dcm");
+    let uid = write_ct(&path, uids::CT_IMAGE_STORAGE, "2.25.19", 32, 32);
+    outbox.enqueue(&dest, &path).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outbox.counters("ours").unwrap().delivered == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    shutdown.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+
+    assert_eq!(outbox.counters("ours").unwrap().delivered, 1);
+    assert_eq!(outbox.counters("ours").unwrap().pending, 0);
+    assert!(scp.sink.path_of(&uid).exists());
+    assert!(!work.path().join(format!("outbox/ours/{uid}.dcm")).exists());
 }
