@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-use penumbra::ingest::scp::{spawn_scp, InstanceIds, InstanceSink, ScpConfig, SinkError, StoreOutcome};
+use penumbra::ingest::scp::{
+    spawn_scp, InstanceIds, InstanceSink, ScpConfig, SinkError, StoreOutcome,
+};
 
 /// Stores each instance as `<uid>.dcm`, fsyncing the file before returning.
 struct FsyncSink {
@@ -30,7 +32,10 @@ struct FsyncSink {
 impl InstanceSink for FsyncSink {
     fn store(&self, ids: &InstanceIds, bytes: &[u8]) -> Result<StoreOutcome, SinkError> {
         let path = self.dir.join(format!("{}.dcm", ids.sop_instance_uid));
-        let io = |source| SinkError::Io { path: path.clone(), source };
+        let io = |source| SinkError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut file = fs::File::create(&path).map_err(io)?;
         file.write_all(bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -43,7 +48,10 @@ impl InstanceSink for FsyncSink {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Writes `count` CT slices of 512x512 signed 16-bit pixels (512 KiB of pixel data each).
@@ -53,13 +61,27 @@ fn write_inputs(dir: &Path, count: usize) {
     let pixels: Vec<u16> = (0..512 * 512).map(|i| (i % 4096) as u16).collect();
     for index in 0..count {
         let mut obj = InMemDicomObject::new_empty();
-        let mut put_str = |tag, vr, value: String| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
-        put_str(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE.to_string());
-        put_str(tags::SOP_INSTANCE_UID, VR::UI, penumbra_dicom::uid::new_uid());
+        let mut put_str = |tag, vr, value: String| {
+            obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)))
+        };
+        put_str(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            uids::CT_IMAGE_STORAGE.to_string(),
+        );
+        put_str(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            penumbra_dicom::uid::new_uid(),
+        );
         put_str(tags::STUDY_INSTANCE_UID, VR::UI, "2.25.1".to_string());
         put_str(tags::SERIES_INSTANCE_UID, VR::UI, series.clone());
         put_str(tags::MODALITY, VR::CS, "CT".to_string());
-        put_str(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2".to_string());
+        put_str(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            "MONOCHROME2".to_string(),
+        );
         put_str(tags::INSTANCE_NUMBER, VR::IS, (index + 1).to_string());
         for (tag, value) in [
             (tags::ROWS, 512u16),
@@ -72,26 +94,42 @@ fn write_inputs(dir: &Path, count: usize) {
         ] {
             obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
         }
-        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.clone().into())));
-        let file = obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)).unwrap();
-        file.write_to_file(dir.join(format!("ct{index:04}.dcm"))).unwrap();
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(pixels.clone().into()),
+        ));
+        let file = obj
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+            .unwrap();
+        file.write_to_file(dir.join(format!("ct{index:04}.dcm")))
+            .unwrap();
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "storescp did not start on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "storescp did not start on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn count_files(dir: &Path) -> usize {
-    fs::read_dir(dir).map(|entries| entries.count()).unwrap_or(0)
+    fs::read_dir(dir)
+        .map(|entries| entries.count())
+        .unwrap_or(0)
 }
 
 fn clear(dir: &Path) {
@@ -104,7 +142,15 @@ fn send_all(port: u16, called_ae: &str, input: &Path, output: &Path, count: usiz
     let started = Instant::now();
     let status = Command::new("storescu")
         .env("TCP_NODELAY", "1")
-        .args(["-aet", "BENCH", "-aec", called_ae, "+sd", "127.0.0.1", &port.to_string()])
+        .args([
+            "-aet",
+            "BENCH",
+            "-aec",
+            called_ae,
+            "+sd",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
         .arg(input)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -112,7 +158,11 @@ fn send_all(port: u16, called_ae: &str, input: &Path, output: &Path, count: usiz
         .expect("storescu must be installed (DCMTK)");
     let elapsed = started.elapsed().as_secs_f64();
     assert!(status.success(), "storescu to {called_ae} failed: {status}");
-    assert_eq!(count_files(output), count, "{called_ae} stored a wrong number of files");
+    assert_eq!(
+        count_files(output),
+        count,
+        "{called_ae} stored a wrong number of files"
+    );
     count as f64 / elapsed
 }
 
@@ -131,8 +181,14 @@ fn main() {
     write_inputs(&input, count);
 
     clear(&ours_dir);
-    let config = ScpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), min_free_disk_bytes: 0, ..ScpConfig::default() };
-    let sink = Arc::new(FsyncSink { dir: ours_dir.clone() });
+    let config = ScpConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        min_free_disk_bytes: 0,
+        ..ScpConfig::default()
+    };
+    let sink = Arc::new(FsyncSink {
+        dir: ours_dir.clone(),
+    });
     let scp = spawn_scp(config, sink, Arc::new(AtomicBool::new(false))).unwrap();
     let ours_port = scp.local_addr().port();
 
@@ -164,7 +220,12 @@ fn main() {
                 dcmtk.push(send_all(dcmtk_port, "STORESCP", &input, &dcmtk_dir, count));
             }
         }
-        println!("round {}: penumbra {:.1} images/s, storescp {:.1} images/s", round + 1, ours[round], dcmtk[round]);
+        println!(
+            "round {}: penumbra {:.1} images/s, storescp {:.1} images/s",
+            round + 1,
+            ours[round],
+            dcmtk[round]
+        );
     }
 
     let _ = storescp.kill();

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-use penumbra::ingest::scp::{self, InstanceIds, InstanceSink, ScpConfig, ScpHandle, SinkError, StoreOutcome};
+use penumbra::ingest::scp::{
+    self, InstanceIds, InstanceSink, ScpConfig, ScpHandle, SinkError, StoreOutcome,
+};
 use penumbra::outbox::scu::{self, Part10File, ScuTarget};
 use penumbra::outbox::{Destination, Outbox, RetryPolicy};
 
@@ -33,7 +35,11 @@ struct FileSink {
 impl FileSink {
     fn new(dir: PathBuf) -> Arc<FileSink> {
         fs::create_dir_all(&dir).unwrap();
-        Arc::new(FileSink { dir, free_bytes: AtomicU64::new(u64::MAX), stored: Mutex::new(Vec::new()) })
+        Arc::new(FileSink {
+            dir,
+            free_bytes: AtomicU64::new(u64::MAX),
+            stored: Mutex::new(Vec::new()),
+        })
     }
 
     fn path_of(&self, uid: &str) -> PathBuf {
@@ -41,7 +47,16 @@ impl FileSink {
     }
 
     fn count(&self) -> usize {
-        fs::read_dir(&self.dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "dcm")).count()
+        fs::read_dir(&self.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "dcm")
+            })
+            .count()
     }
 }
 
@@ -49,10 +64,17 @@ impl InstanceSink for FileSink {
     fn store(&self, ids: &InstanceIds, bytes: &[u8]) -> Result<StoreOutcome, SinkError> {
         let target = self.path_of(&ids.sop_instance_uid);
         if let Ok(existing) = fs::read(&target) {
-            return Ok(if existing == bytes { StoreOutcome::Duplicate } else { StoreOutcome::Conflict });
+            return Ok(if existing == bytes {
+                StoreOutcome::Duplicate
+            } else {
+                StoreOutcome::Conflict
+            });
         }
         let partial = self.dir.join(format!("{}.partial", ids.sop_instance_uid));
-        let io = |source| SinkError::Io { path: partial.clone(), source };
+        let io = |source| SinkError::Io {
+            path: partial.clone(),
+            source,
+        };
         let mut file = fs::File::create(&partial).map_err(io)?;
         file.write_all(bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -102,7 +124,11 @@ fn start_scp(adjust: impl FnOnce(&mut ScpConfig)) -> RunningScp {
     };
     adjust(&mut config);
     let handle = scp::spawn_scp(config, sink.clone(), Arc::new(AtomicBool::new(false))).unwrap();
-    RunningScp { handle: Some(handle), sink, _dir: dir }
+    RunningScp {
+        handle: Some(handle),
+        sink,
+        _dir: dir,
+    }
 }
 
 fn new_uid() -> String {
@@ -110,9 +136,21 @@ fn new_uid() -> String {
 }
 
 /// Builds a small synthetic CT slice: signed 16-bit, stored value = pixel index mod 4096.
-fn ct_object(sop_class: &str, sop_instance: &str, series: &str, rows: u16, columns: u16) -> InMemDicomObject {
+fn ct_object(
+    sop_class: &str,
+    sop_instance: &str,
+    series: &str,
+    rows: u16,
+    columns: u16,
+) -> InMemDicomObject {
     let mut obj = InMemDicomObject::new_empty();
-    let mut put_str = |tag, vr, value: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value.to_string())));
+    let mut put_str = |tag, vr, value: &str| {
+        obj.put(DataElement::new(
+            tag,
+            vr,
+            PrimitiveValue::from(value.to_string()),
+        ))
+    };
     put_str(tags::SOP_CLASS_UID, VR::UI, sop_class);
     put_str(tags::SOP_INSTANCE_UID, VR::UI, sop_instance);
     put_str(tags::STUDY_INSTANCE_UID, VR::UI, "2.25.1111");
@@ -134,15 +172,23 @@ fn ct_object(sop_class: &str, sop_instance: &str, series: &str, rows: u16, colum
     ] {
         obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
     }
-    let pixels: Vec<u16> = (0..u32::from(rows) * u32::from(columns)).map(|i| (i % 4096) as u16).collect();
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())));
+    let pixels: Vec<u16> = (0..u32::from(rows) * u32::from(columns))
+        .map(|i| (i % 4096) as u16)
+        .collect();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(pixels.into()),
+    ));
     obj
 }
 
 fn write_ct(path: &Path, sop_class: &str, series: &str, rows: u16, columns: u16) -> String {
     let uid = new_uid();
     let obj = ct_object(sop_class, &uid, series, rows, columns);
-    let file = obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)).unwrap();
+    let file = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap();
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     file.write_to_file(path).unwrap();
     uid
@@ -184,17 +230,28 @@ fn cases_dir() -> PathBuf {
 }
 
 fn run(command: &mut Command) -> Output {
-    let output = command.output().unwrap_or_else(|err| panic!("failed to run {command:?}: {err}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("failed to run {command:?}: {err}"));
     output
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 fn storescu(scp: &RunningScp, extra: &[&str], files: &[&Path]) -> Output {
     let mut command = Command::new("storescu");
-    command.env("TCP_NODELAY", "1").args(["-aet", "DCMTKSCU", "-aec", SCP_AE]).args(extra).arg("127.0.0.1").arg(scp.port().to_string());
+    command
+        .env("TCP_NODELAY", "1")
+        .args(["-aet", "DCMTKSCU", "-aec", SCP_AE])
+        .args(extra)
+        .arg("127.0.0.1")
+        .arg(scp.port().to_string());
     for file in files {
         command.arg(file);
     }
@@ -224,7 +281,14 @@ fn store_status(outcome: &scu::SendOutcome) -> Option<u16> {
 #[test]
 fn echoscu_gets_success() {
     let scp = start_scp(|_| {});
-    let output = run(Command::new("echoscu").args(["-aet", "DCMTKSCU", "-aec", SCP_AE, "127.0.0.1", &scp.port().to_string()]));
+    let output = run(Command::new("echoscu").args([
+        "-aet",
+        "DCMTKSCU",
+        "-aec",
+        SCP_AE,
+        "127.0.0.1",
+        &scp.port().to_string(),
+    ]));
     assert!(output.status.success(), "{}", text(&output));
 }
 
@@ -244,11 +308,17 @@ fn storescu_transfer_syntaxes_are_stored() {
         let output = storescu(&scp, &[flag], &[&path]);
         assert!(output.status.success(), "{flag}: {}", text(&output));
 
-        let stored = Part10File::read(&scp.sink.path_of(&uid)).unwrap_or_else(|err| panic!("{flag}: {err}"));
+        let stored =
+            Part10File::read(&scp.sink.path_of(&uid)).unwrap_or_else(|err| panic!("{flag}: {err}"));
         assert_eq!(stored.transfer_syntax_uid, ts, "{flag}");
         assert_eq!(stored.sop_instance_uid, uid, "{flag}");
-        let parsed = dicom_object::open_file(scp.sink.path_of(&uid)).unwrap_or_else(|err| panic!("{flag}: {err}"));
-        let pixels = parsed.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+        let parsed = dicom_object::open_file(scp.sink.path_of(&uid))
+            .unwrap_or_else(|err| panic!("{flag}: {err}"));
+        let pixels = parsed
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
         assert_eq!(pixels.len(), 64 * 64 * 2, "{flag}");
         assert_eq!(&pixels[2..4], &1u16.to_le_bytes(), "{flag}: second pixel");
     }
@@ -278,22 +348,42 @@ fn storescu_cases_keep_their_transfer_syntax() {
         options.extend(flag);
         let output = storescu(&scp, &options, &[&path]);
         assert!(output.status.success(), "{name}: {}", text(&output));
-        assert!(!text(&output).contains("Abort"), "{name}: {}", text(&output));
+        assert!(
+            !text(&output).contains("Abort"),
+            "{name}: {}",
+            text(&output)
+        );
 
         let stored_path = scp.sink.path_of(&source.sop_instance_uid);
         let stored = Part10File::read(&stored_path).unwrap_or_else(|err| panic!("{name}: {err}"));
-        let little_endian = [uids::IMPLICIT_VR_LITTLE_ENDIAN, uids::EXPLICIT_VR_LITTLE_ENDIAN];
+        let little_endian = [
+            uids::IMPLICIT_VR_LITTLE_ENDIAN,
+            uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        ];
         if little_endian.contains(&source.transfer_syntax_uid.as_str()) {
             // storescu proposes both little endian syntaxes for these and may convert.
-            assert!(little_endian.contains(&stored.transfer_syntax_uid.as_str()), "{name}: {}", stored.transfer_syntax_uid);
+            assert!(
+                little_endian.contains(&stored.transfer_syntax_uid.as_str()),
+                "{name}: {}",
+                stored.transfer_syntax_uid
+            );
         } else {
-            assert_eq!(stored.transfer_syntax_uid, source.transfer_syntax_uid, "{name}");
+            assert_eq!(
+                stored.transfer_syntax_uid, source.transfer_syntax_uid,
+                "{name}"
+            );
         }
 
         let original = dicom_object::open_file(&path).unwrap();
-        let received = dicom_object::open_file(&stored_path).unwrap_or_else(|err| panic!("{name}: {err}"));
-        let pixels = |obj: &dicom_object::DefaultDicomObject| obj.element(tags::PIXEL_DATA).unwrap().value().clone();
-        assert!(pixels(&original) == pixels(&received), "{name}: pixel data changed");
+        let received =
+            dicom_object::open_file(&stored_path).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let pixels = |obj: &dicom_object::DefaultDicomObject| {
+            obj.element(tags::PIXEL_DATA).unwrap().value().clone()
+        };
+        assert!(
+            pixels(&original) == pixels(&received),
+            "{name}: pixel data changed"
+        );
         fs::remove_file(&stored_path).unwrap();
     }
 }
@@ -304,8 +394,16 @@ fn storescu_recursive_multi_series_folder() {
     let work = tempfile::tempdir().unwrap();
     for series in 0..2 {
         for index in 0..3 {
-            let path = work.path().join(format!("series{series}/sub/im{index}.dcm"));
-            write_ct(&path, uids::CT_IMAGE_STORAGE, &format!("2.25.40{series}"), 32, 32);
+            let path = work
+                .path()
+                .join(format!("series{series}/sub/im{index}.dcm"));
+            write_ct(
+                &path,
+                uids::CT_IMAGE_STORAGE,
+                &format!("2.25.40{series}"),
+                32,
+                32,
+            );
         }
     }
 
@@ -313,7 +411,10 @@ fn storescu_recursive_multi_series_folder() {
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(scp.sink.count(), 6);
     let stored = scp.sink.stored.lock().unwrap();
-    let series: std::collections::BTreeSet<_> = stored.iter().map(|ids| ids.series_instance_uid.clone().unwrap()).collect();
+    let series: std::collections::BTreeSet<_> = stored
+        .iter()
+        .map(|ids| ids.series_instance_uid.clone().unwrap())
+        .collect();
     assert_eq!(series.len(), 2);
     assert!(stored.iter().all(|ids| ids.calling_ae_title == "DCMTKSCU"));
 }
@@ -326,10 +427,24 @@ fn two_parallel_associations() {
     for run_index in 0..2 {
         let folder = work.path().join(format!("run{run_index}"));
         for index in 0..5 {
-            write_ct(&folder.join(format!("im{index}.dcm")), uids::CT_IMAGE_STORAGE, "2.25.5", 64, 64);
+            write_ct(
+                &folder.join(format!("im{index}.dcm")),
+                uids::CT_IMAGE_STORAGE,
+                "2.25.5",
+                64,
+                64,
+            );
         }
         let child = Command::new("storescu")
-            .args(["-aet", "DCMTKSCU", "-aec", SCP_AE, "+sd", "127.0.0.1", &scp.port().to_string()])
+            .args([
+                "-aet",
+                "DCMTKSCU",
+                "-aec",
+                SCP_AE,
+                "+sd",
+                "127.0.0.1",
+                &scp.port().to_string(),
+            ])
             .arg(&folder)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -347,20 +462,37 @@ fn two_parallel_associations() {
 #[test]
 fn wrong_called_ae_is_rejected() {
     let scp = start_scp(|_| {});
-    let output = run(Command::new("echoscu").args(["-aet", "DCMTKSCU", "-aec", "NOT-PENUMBRA", "127.0.0.1", &scp.port().to_string()]));
+    let output = run(Command::new("echoscu").args([
+        "-aet",
+        "DCMTKSCU",
+        "-aec",
+        "NOT-PENUMBRA",
+        "127.0.0.1",
+        &scp.port().to_string(),
+    ]));
     assert!(!output.status.success());
-    assert!(text(&output).contains("Called AE Title Not Recognized"), "{}", text(&output));
+    assert!(
+        text(&output).contains("Called AE Title Not Recognized"),
+        "{}",
+        text(&output)
+    );
 
     let err = scu::echo(&target(&scp.addr(), "NOT-PENUMBRA")).unwrap_err();
     assert!(err.is_permanent(), "{err}");
-    assert!(err.to_string().contains("called AE title not recognized"), "{err}");
+    assert!(
+        err.to_string().contains("called AE title not recognized"),
+        "{err}"
+    );
 }
 
 #[test]
 fn calling_ae_outside_allow_list_is_rejected() {
     let scp = start_scp(|config| config.allowed_calling_ae = vec!["MODALITY1".to_string()]);
     let err = scu::echo(&target(&scp.addr(), SCP_AE)).unwrap_err();
-    assert!(err.to_string().contains("calling AE title not recognized"), "{err}");
+    assert!(
+        err.to_string().contains("calling AE title not recognized"),
+        "{err}"
+    );
 
     let mut allowed = target(&scp.addr(), SCP_AE);
     allowed.calling_ae_title = "MODALITY1".to_string();
@@ -375,7 +507,11 @@ fn unsupported_sop_class_gets_0122() {
     write_ct(&path, US_IMAGE_STORAGE, "2.25.6", 16, 16);
 
     let output = storescu(&scp, &["-v"], &[&path]);
-    assert!(text(&output).contains("0x0122") || text(&output).contains("SOPClassNotSupported"), "{}", text(&output));
+    assert!(
+        text(&output).contains("0x0122") || text(&output).contains("SOPClassNotSupported"),
+        "{}",
+        text(&output)
+    );
 
     let file = Part10File::read(&path).unwrap();
     let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &[file]);
@@ -396,7 +532,10 @@ fn bad_objects_keep_the_association() {
     let good = work.path().join("good.dcm");
     let good_uid = write_ct(&good, uids::CT_IMAGE_STORAGE, "2.25.7", 16, 16);
 
-    let files: Vec<Part10File> = [&mismatched, &unparseable, &good].iter().map(|p| Part10File::read(p).unwrap()).collect();
+    let files: Vec<Part10File> = [&mismatched, &unparseable, &good]
+        .iter()
+        .map(|p| Part10File::read(p).unwrap())
+        .collect();
     let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &files);
     assert_eq!(store_status(&outcomes[0]), Some(0xA900));
     assert_eq!(store_status(&outcomes[1]).map(|c| c & 0xF000), Some(0xC000));
@@ -413,12 +552,18 @@ fn low_disk_answers_a700() {
     let path = work.path().join("ct.dcm");
     write_ct(&path, uids::CT_IMAGE_STORAGE, "2.25.8", 16, 16);
 
-    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &[Part10File::read(&path).unwrap()]);
+    let outcomes = scu::store(
+        &target(&scp.addr(), SCP_AE),
+        &[Part10File::read(&path).unwrap()],
+    );
     assert_eq!(store_status(&outcomes[0]), Some(0xA700));
     assert_eq!(scp.sink.count(), 0);
 
     scp.sink.free_bytes.store(u64::MAX, Ordering::SeqCst);
-    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &[Part10File::read(&path).unwrap()]);
+    let outcomes = scu::store(
+        &target(&scp.addr(), SCP_AE),
+        &[Part10File::read(&path).unwrap()],
+    );
     assert_eq!(store_status(&outcomes[0]), Some(0x0000));
 }
 
@@ -431,15 +576,33 @@ fn abort_mid_transfer_leaves_no_file() {
     let mut association = ClientAssociationOptions::new()
         .calling_ae_title("TESTSCU")
         .called_ae_title(SCP_AE)
-        .with_presentation_context(uids::CT_IMAGE_STORAGE, vec![uids::EXPLICIT_VR_LITTLE_ENDIAN])
+        .with_presentation_context(
+            uids::CT_IMAGE_STORAGE,
+            vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
+        )
         .establish(scp.addr())
         .unwrap();
     let pc_id = association.presentation_contexts()[0].id;
-    let command = scp::dimse::encode_store_request(1, uids::CT_IMAGE_STORAGE, "2.25.12345").unwrap();
-    let first = PDataValue { presentation_context_id: pc_id, value_type: PDataValueType::Command, is_last: true, data: command };
+    let command =
+        scp::dimse::encode_store_request(1, uids::CT_IMAGE_STORAGE, "2.25.12345").unwrap();
+    let first = PDataValue {
+        presentation_context_id: pc_id,
+        value_type: PDataValueType::Command,
+        is_last: true,
+        data: command,
+    };
     association.send(&Pdu::PData { data: vec![first] }).unwrap();
-    let fragment = PDataValue { presentation_context_id: pc_id, value_type: PDataValueType::Data, is_last: false, data: vec![0u8; 512] };
-    association.send(&Pdu::PData { data: vec![fragment] }).unwrap();
+    let fragment = PDataValue {
+        presentation_context_id: pc_id,
+        value_type: PDataValueType::Data,
+        is_last: false,
+        data: vec![0u8; 512],
+    };
+    association
+        .send(&Pdu::PData {
+            data: vec![fragment],
+        })
+        .unwrap();
     association.abort().unwrap();
 
     // The SCP must still serve new associations, and nothing may have been stored.
@@ -488,19 +651,86 @@ fn idle_association_is_closed() {
     assert_eq!(scp.handle.as_ref().unwrap().active_associations(), 0);
 }
 
+/// Writes a CT object whose Pixel Data is encapsulated (one fragment of `fragment` bytes) and
+/// labelled with `transfer_syntax`. The SCP checks the data set, not the codestream.
+fn write_encapsulated(path: &Path, transfer_syntax: &str, fragment: Vec<u8>) -> String {
+    use dicom_core::value::{PixelFragmentSequence, Value};
+
+    let uid = new_uid();
+    let mut obj = ct_object(uids::CT_IMAGE_STORAGE, &uid, "2.25.17", 16, 16);
+    let sequence = PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        Value::PixelSequence(sequence),
+    ));
+    let file = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(transfer_syntax))
+        .unwrap();
+    file.write_to_file(path).unwrap();
+    uid
+}
+
+#[test]
+fn supported_classes_and_syntaxes_stored() {
+    // A small maximum PDU makes every data set arrive in several P-DATA PDUs.
+    let scp = start_scp(|config| config.max_pdu_length = 4096);
+    let work = tempfile::tempdir().unwrap();
+
+    let mut files = Vec::new();
+    for (index, sop_class) in scp::sop::STORAGE_SOP_CLASSES.iter().enumerate() {
+        let path = work.path().join(format!("class{index}.dcm"));
+        write_ct(&path, sop_class, "2.25.18", 64, 64);
+        files.push(Part10File::read(&path).unwrap());
+    }
+    // JPEG 2000 codestreams start with the SOC and SIZ markers, FF4F FF51.
+    let codestream = vec![0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x2F, 0x00, 0x00];
+    for (index, ts) in [uids::JPEG2000_LOSSLESS, uids::JPEG2000].iter().enumerate() {
+        let path = work.path().join(format!("j2k{index}.dcm"));
+        write_encapsulated(&path, ts, codestream.clone());
+        files.push(Part10File::read(&path).unwrap());
+    }
+
+    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &files);
+    for (file, outcome) in files.iter().zip(&outcomes) {
+        assert_eq!(
+            store_status(outcome),
+            Some(0x0000),
+            "{} in {}",
+            file.sop_class_uid,
+            file.transfer_syntax_uid
+        );
+        let stored = Part10File::read(&scp.sink.path_of(&file.sop_instance_uid)).unwrap();
+        assert_eq!(stored.sop_class_uid, file.sop_class_uid);
+        assert_eq!(stored.transfer_syntax_uid, file.transfer_syntax_uid);
+        assert!(
+            stored.data_set() == file.data_set(),
+            "{}: data set bytes changed",
+            file.sop_class_uid
+        );
+    }
+    assert_eq!(scp.sink.count(), scp::sop::STORAGE_SOP_CLASSES.len() + 2);
+}
+
 #[test]
 fn silent_connection_closed_by_artim() {
     use std::io::Read;
 
     let scp = start_scp(|config| config.artim_timeout = Duration::from_millis(300));
     let mut stream = TcpStream::connect(scp.addr()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let started = Instant::now();
     let mut buffer = [0u8; 64];
     // The SCP closes the socket without a reply once the ARTIM timer expires.
     let read = stream.read(&mut buffer);
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    assert!(started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -517,7 +747,11 @@ fn shutdown_stops_listening() {
 // Outbox and SCU against DCMTK storescp and our own SCP
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16) {
@@ -552,11 +786,16 @@ fn start_storescp(port: u16, dir: &Path) -> Storescp {
         .spawn()
         .unwrap();
     wait_for_port(port);
-    Storescp { child, dir: dir.to_path_buf() }
+    Storescp {
+        child,
+        dir: dir.to_path_buf(),
+    }
 }
 
 fn received_files(dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(dir).map(|entries| entries.map(|e| e.unwrap().path()).collect()).unwrap_or_default()
+    fs::read_dir(dir)
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
 }
 
 fn destination(name: &str, port: u16, called: &str) -> Destination {
@@ -571,7 +810,12 @@ fn destination(name: &str, port: u16, called: &str) -> Destination {
 }
 
 fn policy() -> RetryPolicy {
-    RetryPolicy { max_attempts: 3, initial_backoff: Duration::from_secs(30), max_backoff: Duration::from_secs(60), batch_size: 16 }
+    RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_secs(30),
+        max_backoff: Duration::from_secs(60),
+        batch_size: 16,
+    }
 }
 
 #[test]
@@ -603,8 +847,15 @@ fn outbox_delivers_to_storescp_byte_for_byte() {
     assert_eq!(received.len(), 3);
     for path in received {
         let got = Part10File::read(&path).unwrap();
-        let source = sources.iter().find(|s| s.sop_instance_uid == got.sop_instance_uid).unwrap();
-        assert!(got.data_set() == source.data_set(), "data set bytes of {} changed", got.sop_instance_uid);
+        let source = sources
+            .iter()
+            .find(|s| s.sop_instance_uid == got.sop_instance_uid)
+            .unwrap();
+        assert!(
+            got.data_set() == source.data_set(),
+            "data set bytes of {} changed",
+            got.sop_instance_uid
+        );
     }
 }
 
@@ -624,7 +875,9 @@ fn outbox_retries_until_destination_is_up() {
         let report = outbox.deliver_due("late", now).unwrap();
         assert_eq!(report.retried, 1);
         // Not due again before the 30 s backoff.
-        let report = outbox.deliver_due("late", now + Duration::from_secs(10)).unwrap();
+        let report = outbox
+            .deliver_due("late", now + Duration::from_secs(10))
+            .unwrap();
         assert_eq!(report, Default::default());
         assert_eq!(outbox.counters("late").unwrap().retries, 1);
     }
@@ -633,11 +886,15 @@ fn outbox_retries_until_destination_is_up() {
     let storescp = start_storescp(port, &work.path().join("received"));
     let outbox = Outbox::open(&outbox_dir, vec![dest.clone()], policy()).unwrap();
     assert_eq!(outbox.counters("late").unwrap().pending, 1);
-    let report = outbox.deliver_due("late", now + Duration::from_secs(31)).unwrap();
+    let report = outbox
+        .deliver_due("late", now + Duration::from_secs(31))
+        .unwrap();
     assert_eq!(report.delivered, 1);
     assert_eq!(received_files(&storescp.dir).len(), 1);
 
-    let report = outbox.deliver_due("late", now + Duration::from_secs(3600)).unwrap();
+    let report = outbox
+        .deliver_due("late", now + Duration::from_secs(3600))
+        .unwrap();
     assert_eq!(report, Default::default());
     assert_eq!(received_files(&storescp.dir).len(), 1);
 }
@@ -654,13 +911,20 @@ fn outbox_gives_up_after_max_attempts() {
     let start = SystemTime::now();
     let mut dead = 0;
     for minute in 0..5 {
-        dead += outbox.deliver_due("down", start + Duration::from_secs(60 * minute)).unwrap().dead_lettered;
+        dead += outbox
+            .deliver_due("down", start + Duration::from_secs(60 * minute))
+            .unwrap()
+            .dead_lettered;
     }
     assert_eq!(dead, 1);
     let counters = outbox.counters("down").unwrap();
     assert_eq!(counters.retries, 2);
     assert_eq!(counters.dead_letters, 1);
-    let reason = fs::read_to_string(work.path().join(format!("outbox/down/dead_letter/{uid}/reason.json"))).unwrap();
+    let reason = fs::read_to_string(
+        work.path()
+            .join(format!("outbox/down/dead_letter/{uid}/reason.json")),
+    )
+    .unwrap();
     assert!(reason.contains("gave up after 3 attempts"), "{reason}");
 }
 
@@ -681,10 +945,15 @@ fn outbox_dead_letters_unknown_called_ae() {
     assert_eq!(counters.errors, 1);
     assert_eq!(counters.pending, 0);
 
-    let folder = work.path().join(format!("outbox/wrongae/dead_letter/{uid}"));
+    let folder = work
+        .path()
+        .join(format!("outbox/wrongae/dead_letter/{uid}"));
     assert!(folder.join(format!("{uid}.dcm")).exists());
     let reason = fs::read_to_string(folder.join("reason.json")).unwrap();
-    assert!(reason.contains("called AE title not recognized"), "{reason}");
+    assert!(
+        reason.contains("called AE title not recognized"),
+        "{reason}"
+    );
     assert_eq!(scp.sink.count(), 0);
 }
 
@@ -708,6 +977,8 @@ from pynetdicom.sop_class import Verification, CTImageStorage
 
 port, path = int(sys.argv[1]), sys.argv[2]
 ae = AE(ae_title="PYNETSCU")
+# A maximum PDU length of 0 means "no limit" (PS3.8 D.1.1); the SCP must accept it.
+ae.maximum_pdu_size = 0
 ae.add_requested_context(Verification)
 ae.add_requested_context(CTImageStorage)
 assoc = ae.associate("127.0.0.1", port, ae_title="PENUMBRA")
@@ -744,9 +1015,16 @@ fn pynetdicom_echo_and_store_to_scp() {
     let path = work.path().join("ct.dcm");
     let uid = write_ct(&path, uids::CT_IMAGE_STORAGE, "2.25.14", 64, 64);
 
-    let output = run(Command::new(python()).arg(&script).arg(scp.port().to_string()).arg(&path));
+    let output = run(Command::new(python())
+        .arg(&script)
+        .arg(scp.port().to_string())
+        .arg(&path));
     assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("echo=0x0000 store=0x0000"), "{}", text(&output));
+    assert!(
+        text(&output).contains("echo=0x0000 store=0x0000"),
+        "{}",
+        text(&output)
+    );
     assert!(scp.sink.path_of(&uid).exists());
 }
 
@@ -779,7 +1057,10 @@ fn outbox_delivers_to_pynetdicom_scp() {
 
     assert_eq!(report.delivered, 1);
     let got = fs::read(received.join(format!("{uid}.dcm"))).unwrap();
-    assert!(got == Part10File::read(&path).unwrap().data_set(), "data set bytes changed");
+    assert!(
+        got == Part10File::read(&path).unwrap().data_set(),
+        "data set bytes changed"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -790,34 +1071,103 @@ fn echo_subcommand_exit_codes() {
     let scp = start_scp(|_| {});
     let binary = env!("CARGO_BIN_EXE_penumbra");
 
-    let output = run(Command::new(binary).args(["echo", "--ae-title", "OPERATOR", "--called-ae", SCP_AE, &scp.addr()]));
+    let output = run(Command::new(binary).args([
+        "echo",
+        "--ae-title",
+        "OPERATOR",
+        "--called-ae",
+        SCP_AE,
+        &scp.addr(),
+    ]));
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("status 0x0000"), "{}", text(&output));
 
-    let output = run(Command::new(binary).args(["echo", "--ae-title", "OPERATOR", "--called-ae", "WRONG", &scp.addr()]));
+    let output = run(Command::new(binary).args([
+        "echo",
+        "--ae-title",
+        "OPERATOR",
+        "--called-ae",
+        "WRONG",
+        &scp.addr(),
+    ]));
     assert!(!output.status.success());
-    assert!(text(&output).contains("called AE title not recognized"), "{}", text(&output));
+    assert!(
+        text(&output).contains("called AE title not recognized"),
+        "{}",
+        text(&output)
+    );
 }
 
 #[test]
 fn send_subcommand_prints_json_summary() {
     let scp = start_scp(|_| {});
     let work = tempfile::tempdir().unwrap();
-    let good = write_ct(&work.path().join("in/a/good.dcm"), uids::CT_IMAGE_STORAGE, "2.25.16", 16, 16);
-    write_ct(&work.path().join("in/b/us.dcm"), US_IMAGE_STORAGE, "2.25.16", 16, 16);
+    let good = write_ct(
+        &work.path().join("in/a/good.dcm"),
+        uids::CT_IMAGE_STORAGE,
+        "2.25.16",
+        16,
+        16,
+    );
+    write_ct(
+        &work.path().join("in/b/us.dcm"),
+        US_IMAGE_STORAGE,
+        "2.25.16",
+        16,
+        16,
+    );
     fs::write(work.path().join("in/notes.txt"), "not dicom").unwrap();
 
-    let output = run(Command::new(env!("CARGO_BIN_EXE_penumbra")).args(["send", "--called-ae", SCP_AE, &scp.addr()]).arg(work.path().join("in")));
-    assert!(!output.status.success(), "one file fails, so the exit code is non-zero");
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {}", text(&output)));
+    let output = run(Command::new(env!("CARGO_BIN_EXE_penumbra"))
+        .args(["send", "--called-ae", SCP_AE, &scp.addr()])
+        .arg(work.path().join("in")));
+    assert!(
+        !output.status.success(),
+        "one file fails, so the exit code is non-zero"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", text(&output)));
     assert_eq!(summary["sent"], 1);
     assert_eq!(summary["failed"], 2);
 
     let files = summary["files"].as_array().unwrap();
-    let by_name = |name: &str| files.iter().find(|f| f["path"].as_str().unwrap().ends_with(name)).unwrap().clone();
+    let by_name = |name: &str| {
+        files
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(name))
+            .unwrap()
+            .clone()
+    };
     assert_eq!(by_name("good.dcm")["status"], "0x0000");
     assert_eq!(by_name("good.dcm")["sop_instance_uid"], good.as_str());
     assert_eq!(by_name("us.dcm")["status"], "0x0122");
     assert_eq!(by_name("notes.txt")["ok"], false);
     assert!(scp.sink.path_of(&good).exists());
+}
+
+#[test]
+fn sender_thread_delivers_queued_items() {
+    let scp = start_scp(|_| {});
+    let work = tempfile::tempdir().unwrap();
+    let dest = destination("ours", scp.port(), SCP_AE);
+    let outbox =
+        Arc::new(Outbox::open(&work.path().join("outbox"), vec![dest.clone()], policy()).unwrap());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let sender = outbox.spawn_sender(shutdown.clone()).unwrap();
+
+    let path = work.path().join("src/ct.dcm");
+    let uid = write_ct(&path, uids::CT_IMAGE_STORAGE, "2.25.19", 32, 32);
+    outbox.enqueue(&dest, &path).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outbox.counters("ours").unwrap().delivered == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    shutdown.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+
+    assert_eq!(outbox.counters("ours").unwrap().delivered, 1);
+    assert_eq!(outbox.counters("ours").unwrap().pending, 0);
+    assert!(scp.sink.path_of(&uid).exists());
+    assert!(!work.path().join(format!("outbox/ours/{uid}.dcm")).exists());
 }

@@ -438,3 +438,60 @@ fn short_token_is_a_config_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("at least 16"), "{stderr}");
 }
+
+/// Returns the Python of the repository's `.venv`, or of the shared one when the repository has none.
+fn venv_python() -> std::path::PathBuf {
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if local.exists() {
+        local
+    } else {
+        std::path::PathBuf::from("/work/main/.venv/bin/python")
+    }
+}
+
+#[test]
+fn exported_files_load_in_numpy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(dir.path(), None);
+    let id = server.store.enqueue(new_case("1.2.40.13", 0, 0)).expect("enqueue");
+    assert_eq!(post_decision(&server, id, "accept_threshold").status(), StatusCode::OK);
+    drop(server);
+    let store = penumbra::qa::store::SqliteQaStore::open(dir.path()).expect("store opens");
+    assert_eq!(penumbra::qa::export::export_labels(&store, out.path()).expect("export"), 1);
+
+    // NumPy reads the files on its own; the expected numbers come from the synthetic maps:
+    // threshold disks shifted 2 voxels right (core at (16, 22)), and CBF = 20 + x + 5 z outside
+    // the lesion row, so cbf[2, 0, 39] = 20 + 39 + 10 = 69.
+    let folder = out.path().join(format!("1.2.40.13_{id}"));
+    let script = "import numpy, sys\n\
+        m = numpy.load(sys.argv[1] + '/mask.npy')\n\
+        c = numpy.load(sys.argv[1] + '/cbf.npy')\n\
+        t = numpy.load(sys.argv[1] + '/tmax.npy')\n\
+        print(m.dtype, m.shape, int(m[1, 16, 22]), int(m[1, 16, 13]), c.dtype, c.shape, float(c[2, 0, 39]), float(t[0, 16, 20]))";
+    let output = std::process::Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .arg(&folder)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "python failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout.trim(), "uint8 (3, 32, 40) 2 0 float32 (3, 32, 40) 69.0 14.0");
+}
+
+#[test]
+fn malformed_paths_get_json_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(dir.path(), None);
+
+    let bad_id = client().get(server.url("/api/cases/abc")).header(AUTHORIZATION, bearer()).send().expect("sent");
+    assert_eq!(bad_id.status(), StatusCode::BAD_REQUEST);
+    let body: Value = bad_id.json().expect("json body");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("abc")), "{body}");
+
+    let unknown = client().get(server.url("/api/studies")).header(AUTHORIZATION, bearer()).send().expect("sent");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let body: Value = unknown.json().expect("json body");
+    assert!(body["error"].is_string(), "{body}");
+}

@@ -69,7 +69,12 @@ pub fn run(args: Args) -> ExitCode {
     }
 
     let sent = results.iter().filter(|r| r.ok).count();
-    let summary = Summary { address: args.address, sent, failed: results.len() - sent, files: results };
+    let summary = Summary {
+        address: args.address,
+        sent,
+        failed: results.len() - sent,
+        files: results,
+    };
     match serde_json::to_string_pretty(&summary) {
         Ok(json) => println!("{json}"),
         Err(err) => eprintln!("penumbra send: failed to print the summary: {err}"),
@@ -110,13 +115,43 @@ fn walk(path: &Path, files: &mut Vec<PathBuf>, results: &mut Vec<FileResult>) {
 fn file_result(file: &Part10File, outcome: SendOutcome) -> FileResult {
     let ok = outcome.is_stored();
     let (status, error) = match outcome {
-        SendOutcome::Status { code, error_comment } => (Some(format!("0x{code:04X}")), if ok { None } else { error_comment.or(Some("failure status".to_string())) }),
-        SendOutcome::NoPresentationContext => (None, Some("no presentation context accepted for this sop class and transfer syntax".to_string())),
-        SendOutcome::NotSent { message } | SendOutcome::AssociationFailed { message, .. } => (None, Some(message)),
+        SendOutcome::Status {
+            code,
+            error_comment,
+        } => (
+            Some(format!("0x{code:04X}")),
+            if ok {
+                None
+            } else {
+                error_comment.or(Some("failure status".to_string()))
+            },
+        ),
+        SendOutcome::NoPresentationContext => (
+            None,
+            Some(
+                "no presentation context accepted for this sop class and transfer syntax"
+                    .to_string(),
+            ),
+        ),
+        SendOutcome::NotSent { message } | SendOutcome::AssociationFailed { message, .. } => {
+            (None, Some(message))
+        }
     };
-    FileResult { path: file.path.display().to_string(), sop_instance_uid: Some(file.sop_instance_uid.clone()), status, ok, error }
+    FileResult {
+        path: file.path.display().to_string(),
+        sop_instance_uid: Some(file.sop_instance_uid.clone()),
+        status,
+        ok,
+        error,
+    }
 }
 
 fn failure(path: &Path, sop_instance_uid: Option<String>, error: String) -> FileResult {
-    FileResult { path: path.display().to_string(), sop_instance_uid, status: None, ok: false, error: Some(error) }
+    FileResult {
+        path: path.display().to_string(),
+        sop_instance_uid,
+        status: None,
+        ok: false,
+        error: Some(error),
+    }
 }

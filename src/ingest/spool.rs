@@ -93,7 +93,26 @@ impl Spool {
     pub fn open_with(data_dir: &Path, durability: Durability) -> Result<Self, SpoolError> {
         let root = data_dir.join("spool");
         fs::create_dir_all(&root).map_err(|source| SpoolError::CreateDir { path: root.clone(), source })?;
-        Ok(Self { root, durability, listener: Mutex::new(None) })
+        let spool = Self { root, durability, listener: Mutex::new(None) };
+        spool.remove_stale_temp_files();
+        Ok(spool)
+    }
+
+    /// Deletes temporary files that a crash left behind. They were never linked into place, so
+    /// no instance they held was acknowledged.
+    fn remove_stale_temp_files(&self) {
+        for study in list_dirs(&self.root).unwrap_or_default() {
+            let study_dir = self.root.join(study);
+            for series in list_dirs(&study_dir).unwrap_or_default() {
+                let Ok(entries) = fs::read_dir(study_dir.join(series)) else { continue };
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') && name.ends_with(".tmp") {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -450,6 +469,20 @@ mod tests {
             }
         });
         assert_eq!(spool.study_instances("1.2.3").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn open_removes_stale_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.store(&ids("1.5"), b"a", source()).unwrap();
+        let stale = dir.path().join("spool/1.2.3/1.2.3.4/.1.6.99-0.tmp");
+        fs::write(&stale, b"half").unwrap();
+
+        let reopened = Spool::open(dir.path()).unwrap();
+
+        assert!(!stale.exists());
+        assert_eq!(reopened.study_instances("1.2.3").unwrap().len(), 1);
     }
 
     #[test]

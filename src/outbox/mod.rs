@@ -70,7 +70,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 8, initial_backoff: Duration::from_secs(5), max_backoff: Duration::from_secs(600), batch_size: 64 }
+        RetryPolicy {
+            max_attempts: 8,
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(600),
+            batch_size: 64,
+        }
     }
 }
 
@@ -78,7 +83,9 @@ impl RetryPolicy {
     /// Returns the wait after `failures` failed attempts (1 for the first failure).
     pub fn backoff(&self, failures: u32) -> Duration {
         let factor = 2u32.saturating_pow(failures.saturating_sub(1));
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
     }
 }
 
@@ -86,7 +93,11 @@ impl RetryPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("{op} {path} failed: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("destination {0:?} is not configured in the outbox")]
     UnknownDestination(String),
     #[error("invalid destination name {0:?}: use letters, digits, '-' and '_' only")]
@@ -95,8 +106,15 @@ pub enum OutboxError {
     InvalidFile { path: PathBuf, reason: String },
 }
 
-fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OutboxError + 'a {
-    move |source| OutboxError::Io { op, path: path.to_path_buf(), source }
+fn io_error<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> OutboxError + 'a {
+    move |source| OutboxError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Counter values for one destination, for export as metrics.
@@ -169,18 +187,29 @@ impl Outbox {
     ///
     /// [`OutboxError::InvalidDestinationName`] for a name unfit as a folder name and
     /// [`OutboxError::Io`] when the folders cannot be created or listed.
-    pub fn open(root: &Path, destinations: Vec<Destination>, policy: RetryPolicy) -> Result<Outbox, OutboxError> {
+    pub fn open(
+        root: &Path,
+        destinations: Vec<Destination>,
+        policy: RetryPolicy,
+    ) -> Result<Outbox, OutboxError> {
         let mut queues = BTreeMap::new();
         for destination in destinations {
             let name = destination.name.clone();
-            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid {
                 return Err(OutboxError::InvalidDestinationName(name));
             }
             let queue = Queue::open(root.join(&name), destination)?;
             queues.insert(name, queue);
         }
-        let policy = RetryPolicy { max_attempts: policy.max_attempts.max(1), batch_size: policy.batch_size.max(1), ..policy };
+        let policy = RetryPolicy {
+            max_attempts: policy.max_attempts.max(1),
+            batch_size: policy.batch_size.max(1),
+            ..policy
+        };
         Ok(Outbox { policy, queues })
     }
 
@@ -194,10 +223,16 @@ impl Outbox {
     /// the copy fails (nothing is then queued).
     pub fn enqueue(&self, destination: &Destination, file: &Path) -> Result<(), OutboxError> {
         let queue = self.queue(&destination.name)?;
-        let part10 = Part10File::read(file).map_err(|err| OutboxError::InvalidFile { path: file.to_path_buf(), reason: err.to_string() })?;
+        let part10 = Part10File::read(file).map_err(|err| OutboxError::InvalidFile {
+            path: file.to_path_buf(),
+            reason: err.to_string(),
+        })?;
         let uid = part10.sop_instance_uid.clone();
         if !uid.chars().all(|c| c.is_ascii_digit() || c == '.') {
-            return Err(OutboxError::InvalidFile { path: file.to_path_buf(), reason: format!("sop instance uid {uid:?} is not a valid uid") });
+            return Err(OutboxError::InvalidFile {
+                path: file.to_path_buf(),
+                reason: format!("sop instance uid {uid:?} is not a valid uid"),
+            });
         }
 
         let _files = lock(&queue.files);
@@ -253,7 +288,12 @@ impl Outbox {
             match Part10File::read(&queue.item_path(&uid)) {
                 Ok(file) => files.push((file, state)),
                 Err(err) => {
-                    queue.dead_letter(&uid, &state, &format!("queued file unreadable: {err}"), None)?;
+                    queue.dead_letter(
+                        &uid,
+                        &state,
+                        &format!("queued file unreadable: {err}"),
+                        None,
+                    )?;
                     report.dead_lettered += 1;
                 }
             }
@@ -261,28 +301,54 @@ impl Outbox {
 
         let parts: Vec<Part10File> = files.iter().map(|(file, _)| file.clone()).collect();
         let outcomes = scu::store(&queue.destination.target(), &parts);
-        if let Some(SendOutcome::AssociationFailed { message, .. }) = outcomes.iter().find(|o| matches!(o, SendOutcome::AssociationFailed { .. })) {
+        if let Some(SendOutcome::AssociationFailed { message, .. }) = outcomes
+            .iter()
+            .find(|o| matches!(o, SendOutcome::AssociationFailed { .. }))
+        {
             queue.errors.fetch_add(1, Ordering::SeqCst);
             tracing::error!(destination = %name, error = %message, items = files.len(), "Forwarding association failed");
         }
         for ((file, state), outcome) in files.iter().zip(outcomes) {
-            self.settle(queue, &file.sop_instance_uid, state, outcome, now_ms, &mut report)?;
+            self.settle(
+                queue,
+                &file.sop_instance_uid,
+                state,
+                outcome,
+                now_ms,
+                &mut report,
+            )?;
         }
 
         queue.refresh_next_due()?;
         Ok(report)
     }
 
-    fn settle(&self, queue: &Queue, uid: &str, state: &ItemState, outcome: SendOutcome, now_ms: u64, report: &mut DeliveryReport) -> Result<(), OutboxError> {
+    fn settle(
+        &self,
+        queue: &Queue,
+        uid: &str,
+        state: &ItemState,
+        outcome: SendOutcome,
+        now_ms: u64,
+        report: &mut DeliveryReport,
+    ) -> Result<(), OutboxError> {
         match outcome {
-            SendOutcome::Status { code, .. } if crate::ingest::scp::dimse::status::is_stored(code) => {
+            SendOutcome::Status { code, .. }
+                if crate::ingest::scp::dimse::status::is_stored(code) =>
+            {
                 queue.remove(uid)?;
                 report.delivered += 1;
                 tracing::debug!(destination = %queue.destination.name, sop_instance_uid = %uid, status = format_args!("0x{code:04X}"), "Instance delivered");
                 Ok(())
             }
-            SendOutcome::Status { code, error_comment } => {
-                let reason = format!("destination answered status 0x{code:04X}{}", error_comment.map(|c| format!(": {c}")).unwrap_or_default());
+            SendOutcome::Status {
+                code,
+                error_comment,
+            } => {
+                let reason = format!(
+                    "destination answered status 0x{code:04X}{}",
+                    error_comment.map(|c| format!(": {c}")).unwrap_or_default()
+                );
                 if crate::ingest::scp::dimse::status::is_transient_failure(code) {
                     self.retry_or_give_up(queue, uid, state, &reason, Some(code), now_ms, report)
                 } else {
@@ -296,10 +362,15 @@ impl Outbox {
                 report.dead_lettered += 1;
                 Ok(())
             }
-            SendOutcome::NotSent { message } | SendOutcome::AssociationFailed { message, permanent: false } => {
-                self.retry_or_give_up(queue, uid, state, &message, None, now_ms, report)
-            }
-            SendOutcome::AssociationFailed { message, permanent: true } => {
+            SendOutcome::NotSent { message }
+            | SendOutcome::AssociationFailed {
+                message,
+                permanent: false,
+            } => self.retry_or_give_up(queue, uid, state, &message, None, now_ms, report),
+            SendOutcome::AssociationFailed {
+                message,
+                permanent: true,
+            } => {
                 queue.dead_letter(uid, state, &message, None)?;
                 report.dead_lettered += 1;
                 Ok(())
@@ -308,17 +379,38 @@ impl Outbox {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn retry_or_give_up(&self, queue: &Queue, uid: &str, state: &ItemState, reason: &str, status: Option<u16>, now_ms: u64, report: &mut DeliveryReport) -> Result<(), OutboxError> {
+    fn retry_or_give_up(
+        &self,
+        queue: &Queue,
+        uid: &str,
+        state: &ItemState,
+        reason: &str,
+        status: Option<u16>,
+        now_ms: u64,
+        report: &mut DeliveryReport,
+    ) -> Result<(), OutboxError> {
         let attempts = state.attempts + 1;
         if attempts >= self.policy.max_attempts {
-            let updated = ItemState { attempts, ..state.clone() };
-            queue.dead_letter(uid, &updated, &format!("gave up after {attempts} attempts: {reason}"), status)?;
+            let updated = ItemState {
+                attempts,
+                ..state.clone()
+            };
+            queue.dead_letter(
+                uid,
+                &updated,
+                &format!("gave up after {attempts} attempts: {reason}"),
+                status,
+            )?;
             report.dead_lettered += 1;
             return Ok(());
         }
 
         let wait = self.policy.backoff(attempts);
-        let next = ItemState { attempts, next_attempt_unix_ms: now_ms.saturating_add(wait.as_millis() as u64), last_error: Some(reason.to_string()) };
+        let next = ItemState {
+            attempts,
+            next_attempt_unix_ms: now_ms.saturating_add(wait.as_millis() as u64),
+            last_error: Some(reason.to_string()),
+        };
         queue.write_state(uid, &next)?;
         queue.retries.fetch_add(1, Ordering::SeqCst);
         report.retried += 1;
@@ -331,9 +423,14 @@ impl Outbox {
     /// # Errors
     ///
     /// Returns the error of the thread spawn.
-    pub fn spawn_sender(self: &Arc<Self>, shutdown: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn_sender(
+        self: &Arc<Self>,
+        shutdown: Arc<AtomicBool>,
+    ) -> std::io::Result<JoinHandle<()>> {
         let outbox = Arc::clone(self);
-        std::thread::Builder::new().name("outbox-sender".to_string()).spawn(move || outbox.run_sender(&shutdown))
+        std::thread::Builder::new()
+            .name("outbox-sender".to_string())
+            .spawn(move || outbox.run_sender(&shutdown))
     }
 
     fn run_sender(&self, shutdown: &AtomicBool) {
@@ -355,7 +452,9 @@ impl Outbox {
     }
 
     fn queue(&self, name: &str) -> Result<&Queue, OutboxError> {
-        self.queues.get(name).ok_or_else(|| OutboxError::UnknownDestination(name.to_string()))
+        self.queues
+            .get(name)
+            .ok_or_else(|| OutboxError::UnknownDestination(name.to_string()))
     }
 }
 
@@ -424,16 +523,31 @@ impl Queue {
     }
 
     /// Returns up to `limit` items due at `now_ms`, those with fewer attempts first.
-    fn due_items(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, ItemState)>, OutboxError> {
-        let mut due: Vec<(String, ItemState)> =
-            self.list_uids()?.into_iter().map(|uid| { let state = self.read_state(&uid); (uid, state) }).filter(|(_, s)| s.next_attempt_unix_ms <= now_ms).collect();
+    fn due_items(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, ItemState)>, OutboxError> {
+        let mut due: Vec<(String, ItemState)> = self
+            .list_uids()?
+            .into_iter()
+            .map(|uid| {
+                let state = self.read_state(&uid);
+                (uid, state)
+            })
+            .filter(|(_, s)| s.next_attempt_unix_ms <= now_ms)
+            .collect();
         due.sort_by(|a, b| a.1.attempts.cmp(&b.1.attempts).then_with(|| a.0.cmp(&b.0)));
         due.truncate(limit);
         Ok(due)
     }
 
     fn refresh_next_due(&self) -> Result<(), OutboxError> {
-        let next = self.list_uids()?.iter().map(|uid| self.read_state(uid).next_attempt_unix_ms).min();
+        let next = self
+            .list_uids()?
+            .iter()
+            .map(|uid| self.read_state(uid).next_attempt_unix_ms)
+            .min();
         *lock(&self.next_due_unix_ms) = next;
         Ok(())
     }
@@ -442,7 +556,9 @@ impl Queue {
     fn write_durably(&self, uid: &str, source: &Path) -> Result<(), OutboxError> {
         let partial = self.dir.join("tmp").join(format!("{uid}.partial"));
         fs::copy(source, &partial).map_err(io_error("copying into", &partial))?;
-        File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error("syncing", &partial))?;
+        File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(io_error("syncing", &partial))?;
         let target = self.item_path(uid);
         fs::rename(&partial, &target).map_err(io_error("renaming into", &target))?;
         sync_dir(&self.dir)
@@ -466,7 +582,13 @@ impl Queue {
         sync_dir(&self.dir)
     }
 
-    fn dead_letter(&self, uid: &str, state: &ItemState, reason: &str, status: Option<u16>) -> Result<(), OutboxError> {
+    fn dead_letter(
+        &self,
+        uid: &str,
+        state: &ItemState,
+        reason: &str,
+        status: Option<u16>,
+    ) -> Result<(), OutboxError> {
         let _files = lock(&self.files);
         let folder = self.dir.join("dead_letter").join(uid);
         fs::create_dir_all(&folder).map_err(io_error("creating", &folder))?;
@@ -498,20 +620,28 @@ impl Queue {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
     let mut file = File::create(path).map_err(io_error("creating", path))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_error("writing", path))
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error("writing", path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("syncing", dir))
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Locks a mutex, recovering the data if another thread panicked while holding it.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -520,7 +650,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_then_caps() {
-        let policy = RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(10), batch_size: 8 };
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(10),
+            batch_size: 8,
+        };
         assert_eq!(policy.backoff(1), Duration::from_secs(2));
         assert_eq!(policy.backoff(2), Duration::from_secs(4));
         assert_eq!(policy.backoff(3), Duration::from_secs(8));

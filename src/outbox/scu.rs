@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use dicom_object::FileMetaTable;
 use dicom_ul::association::client::ClientAssociation;
-use dicom_ul::pdu::{AssociationRJResult, PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::{
+    AssociationRJResult, PDataValue, PDataValueType, PresentationContextResultReason,
+};
 use dicom_ul::{ClientAssociationOptions, Pdu};
 
 use crate::ingest::scp::dimse::{self, trim_padding};
@@ -51,12 +53,18 @@ impl Part10File {
     /// [`ScuError::Read`] when the file cannot be read and [`ScuError::NotPart10`] when it has
     /// no File Meta group or lacks one of the identifiers.
     pub fn read(path: &Path) -> Result<Part10File, ScuError> {
-        let bytes = std::fs::read(path).map_err(|source| ScuError::Read { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| ScuError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Part10File::from_bytes(path, bytes)
     }
 
     fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Part10File, ScuError> {
-        let not_part10 = |reason: String| ScuError::NotPart10 { path: path.to_path_buf(), reason };
+        let not_part10 = |reason: String| ScuError::NotPart10 {
+            path: path.to_path_buf(),
+            reason,
+        };
 
         let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
             128
@@ -67,17 +75,28 @@ impl Part10File {
         };
 
         let mut cursor = Cursor::new(&bytes[start..]);
-        let meta = FileMetaTable::from_reader(&mut cursor).map_err(|err| not_part10(err.to_string()))?;
+        let meta =
+            FileMetaTable::from_reader(&mut cursor).map_err(|err| not_part10(err.to_string()))?;
         let data_set_offset = start + cursor.position() as usize;
 
         let sop_class_uid = trim_padding(meta.media_storage_sop_class_uid()).to_string();
         let sop_instance_uid = trim_padding(meta.media_storage_sop_instance_uid()).to_string();
         let transfer_syntax_uid = trim_padding(meta.transfer_syntax()).to_string();
-        if sop_class_uid.is_empty() || sop_instance_uid.is_empty() || transfer_syntax_uid.is_empty() {
-            return Err(not_part10("file meta lacks the sop class, sop instance or transfer syntax uid".to_string()));
+        if sop_class_uid.is_empty() || sop_instance_uid.is_empty() || transfer_syntax_uid.is_empty()
+        {
+            return Err(not_part10(
+                "file meta lacks the sop class, sop instance or transfer syntax uid".to_string(),
+            ));
         }
 
-        Ok(Part10File { path: path.to_path_buf(), sop_class_uid, sop_instance_uid, transfer_syntax_uid, bytes, data_set_offset })
+        Ok(Part10File {
+            path: path.to_path_buf(),
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid,
+            bytes,
+            data_set_offset,
+        })
     }
 
     /// Returns the data set bytes, exactly as stored after the File Meta group.
@@ -90,11 +109,18 @@ impl Part10File {
 #[derive(Debug, thiserror::Error)]
 pub enum ScuError {
     #[error("failed to read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a DICOM Part 10 file: {reason}")]
     NotPart10 { path: PathBuf, reason: String },
     #[error("association with {address} rejected ({}): {reason}", if *.permanent { "permanent" } else { "transient" })]
-    Rejected { address: String, permanent: bool, reason: String },
+    Rejected {
+        address: String,
+        permanent: bool,
+        reason: String,
+    },
     #[error("association with {address} failed: {message}")]
     Association { address: String, message: String },
     #[error("dimse exchange with {address} failed: {message}")]
@@ -104,7 +130,13 @@ pub enum ScuError {
 impl ScuError {
     /// Returns whether sending again later cannot help (a permanent A-ASSOCIATE-RJ).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, ScuError::Rejected { permanent: true, .. })
+        matches!(
+            self,
+            ScuError::Rejected {
+                permanent: true,
+                ..
+            }
+        )
     }
 }
 
@@ -112,7 +144,10 @@ impl ScuError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
     /// Status of the C-STORE-RSP (success, warning or failure).
-    Status { code: u16, error_comment: Option<String> },
+    Status {
+        code: u16,
+        error_comment: Option<String>,
+    },
     /// The peer accepted no presentation context for this file's SOP class and transfer syntax.
     NoPresentationContext,
     /// The association broke before the response arrived.
@@ -137,7 +172,10 @@ impl SendOutcome {
 pub fn echo(target: &ScuTarget) -> Result<u16, ScuError> {
     let options = base_options(target).with_presentation_context(
         dicom_dictionary_std::uids::VERIFICATION,
-        vec![dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN, dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN],
+        vec![
+            dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN,
+            dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        ],
     );
     let mut association = establish(options, target)?;
     let pc_id = association
@@ -145,17 +183,26 @@ pub fn echo(target: &ScuTarget) -> Result<u16, ScuError> {
         .iter()
         .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
         .map(|pc| pc.id)
-        .ok_or_else(|| ScuError::Association { address: target.address.clone(), message: "verification was not accepted".to_string() })?;
+        .ok_or_else(|| ScuError::Association {
+            address: target.address.clone(),
+            message: "verification was not accepted".to_string(),
+        })?;
 
-    let exchange = |association: &mut ClientAssociation<std::net::TcpStream>| -> Result<u16, String> {
-        let command = dimse::encode_echo_request(1).map_err(|err| err.to_string())?;
-        send_command(association, pc_id, command)?;
-        let response = receive_response(association)?;
-        response.status.ok_or_else(|| "response has no status".to_string())
-    };
+    let exchange =
+        |association: &mut ClientAssociation<std::net::TcpStream>| -> Result<u16, String> {
+            let command = dimse::encode_echo_request(1).map_err(|err| err.to_string())?;
+            send_command(association, pc_id, command)?;
+            let response = receive_response(association)?;
+            response
+                .status
+                .ok_or_else(|| "response has no status".to_string())
+        };
     let result = exchange(&mut association);
     finish(association, result.is_ok());
-    result.map_err(|message| ScuError::Exchange { address: target.address.clone(), message })
+    result.map_err(|message| ScuError::Exchange {
+        address: target.address.clone(),
+        message,
+    })
 }
 
 /// Sends `files` by C-STORE, one association per group of at most
@@ -170,7 +217,10 @@ pub fn store(target: &ScuTarget, files: &[Part10File]) -> Vec<SendOutcome> {
         match store_group(target, &files[start..end]) {
             Ok(group) => outcomes.extend(group),
             Err(err) => {
-                let failed = SendOutcome::AssociationFailed { message: err.to_string(), permanent: err.is_permanent() };
+                let failed = SendOutcome::AssociationFailed {
+                    message: err.to_string(),
+                    permanent: err.is_permanent(),
+                };
                 outcomes.extend(std::iter::repeat_n(failed, end - start));
             }
         }
@@ -184,7 +234,10 @@ pub fn store(target: &ScuTarget, files: &[Part10File]) -> Vec<SendOutcome> {
 fn group_end(files: &[Part10File], start: usize) -> usize {
     let mut pairs = BTreeSet::new();
     for (index, file) in files.iter().enumerate().skip(start) {
-        pairs.insert((file.sop_class_uid.as_str(), file.transfer_syntax_uid.as_str()));
+        pairs.insert((
+            file.sop_class_uid.as_str(),
+            file.transfer_syntax_uid.as_str(),
+        ));
         if pairs.len() > MAX_PRESENTATION_CONTEXTS {
             return index;
         }
@@ -193,7 +246,10 @@ fn group_end(files: &[Part10File], start: usize) -> usize {
 }
 
 fn store_group(target: &ScuTarget, files: &[Part10File]) -> Result<Vec<SendOutcome>, ScuError> {
-    let pairs: BTreeSet<(&str, &str)> = files.iter().map(|f| (f.sop_class_uid.as_str(), f.transfer_syntax_uid.as_str())).collect();
+    let pairs: BTreeSet<(&str, &str)> = files
+        .iter()
+        .map(|f| (f.sop_class_uid.as_str(), f.transfer_syntax_uid.as_str()))
+        .collect();
     let mut options = base_options(target);
     for (sop_class, ts) in &pairs {
         options = options.with_presentation_context(sop_class.to_string(), vec![ts.to_string()]);
@@ -204,7 +260,9 @@ fn store_group(target: &ScuTarget, files: &[Part10File]) -> Result<Vec<SendOutco
     let mut broken: Option<String> = None;
     for (index, file) in files.iter().enumerate() {
         if let Some(message) = &broken {
-            outcomes.push(SendOutcome::NotSent { message: message.clone() });
+            outcomes.push(SendOutcome::NotSent {
+                message: message.clone(),
+            });
             continue;
         }
         let Some(pc_id) = find_context(&association, file) else {
@@ -215,7 +273,9 @@ fn store_group(target: &ScuTarget, files: &[Part10File]) -> Result<Vec<SendOutco
         match store_one(&mut association, pc_id, message_id, file) {
             Ok(outcome) => outcomes.push(outcome),
             Err(message) => {
-                outcomes.push(SendOutcome::NotSent { message: message.clone() });
+                outcomes.push(SendOutcome::NotSent {
+                    message: message.clone(),
+                });
                 broken = Some(message);
             }
         }
@@ -234,20 +294,31 @@ fn base_options(target: &ScuTarget) -> ClientAssociationOptions<'static> {
         .write_timeout(target.timeout)
 }
 
-fn establish(options: ClientAssociationOptions<'static>, target: &ScuTarget) -> Result<ClientAssociation<std::net::TcpStream>, ScuError> {
-    let mut association = options.establish(target.address.as_str()).map_err(|err| match err {
-        dicom_ul::association::Error::Rejected { association_rj, .. } => ScuError::Rejected {
-            address: target.address.clone(),
-            permanent: association_rj.result == AssociationRJResult::Permanent,
-            reason: association_rj.source.to_string(),
-        },
-        other => ScuError::Association { address: target.address.clone(), message: other.to_string() },
-    })?;
+fn establish(
+    options: ClientAssociationOptions<'static>,
+    target: &ScuTarget,
+) -> Result<ClientAssociation<std::net::TcpStream>, ScuError> {
+    let mut association = options
+        .establish(target.address.as_str())
+        .map_err(|err| match err {
+            dicom_ul::association::Error::Rejected { association_rj, .. } => ScuError::Rejected {
+                address: target.address.clone(),
+                permanent: association_rj.result == AssociationRJResult::Permanent,
+                reason: association_rj.source.to_string(),
+            },
+            other => ScuError::Association {
+                address: target.address.clone(),
+                message: other.to_string(),
+            },
+        })?;
     let _ = association.inner_stream().set_nodelay(true);
     Ok(association)
 }
 
-fn find_context(association: &ClientAssociation<std::net::TcpStream>, file: &Part10File) -> Option<u8> {
+fn find_context(
+    association: &ClientAssociation<std::net::TcpStream>,
+    file: &Part10File,
+) -> Option<u8> {
     association
         .presentation_contexts()
         .iter()
@@ -261,34 +332,73 @@ fn find_context(association: &ClientAssociation<std::net::TcpStream>, file: &Par
 
 /// Sends one C-STORE-RQ and its data set, then waits for the C-STORE-RSP. An error means the
 /// association can no longer be used.
-fn store_one(association: &mut ClientAssociation<std::net::TcpStream>, pc_id: u8, message_id: u16, file: &Part10File) -> Result<SendOutcome, String> {
-    let command = dimse::encode_store_request(message_id, &file.sop_class_uid, &file.sop_instance_uid).map_err(|err| err.to_string())?;
+fn store_one(
+    association: &mut ClientAssociation<std::net::TcpStream>,
+    pc_id: u8,
+    message_id: u16,
+    file: &Part10File,
+) -> Result<SendOutcome, String> {
+    let command =
+        dimse::encode_store_request(message_id, &file.sop_class_uid, &file.sop_instance_uid)
+            .map_err(|err| err.to_string())?;
     send_command(association, pc_id, command)?;
 
     let mut writer = association.send_pdata(pc_id);
-    writer.write_all(file.data_set()).map_err(|err| format!("failed to send the data set: {err}"))?;
-    writer.finish().map_err(|err| format!("failed to send the data set: {err}"))?;
+    writer
+        .write_all(file.data_set())
+        .map_err(|err| format!("failed to send the data set: {err}"))?;
+    writer
+        .finish()
+        .map_err(|err| format!("failed to send the data set: {err}"))?;
 
     let response = receive_response(association)?;
     if response.message_id_being_responded_to != Some(message_id) {
-        return Err(format!("response to message {:?}, expected {message_id}", response.message_id_being_responded_to));
+        return Err(format!(
+            "response to message {:?}, expected {message_id}",
+            response.message_id_being_responded_to
+        ));
     }
-    let code = response.status.ok_or_else(|| "response has no status".to_string())?;
-    Ok(SendOutcome::Status { code, error_comment: response.error_comment.filter(|c| !c.is_empty()) })
+    let code = response
+        .status
+        .ok_or_else(|| "response has no status".to_string())?;
+    Ok(SendOutcome::Status {
+        code,
+        error_comment: response.error_comment.filter(|c| !c.is_empty()),
+    })
 }
 
-fn send_command(association: &mut ClientAssociation<std::net::TcpStream>, pc_id: u8, command: Vec<u8>) -> Result<(), String> {
-    let pdu = Pdu::PData { data: vec![PDataValue { presentation_context_id: pc_id, value_type: PDataValueType::Command, is_last: true, data: command }] };
-    association.send(&pdu).map_err(|err| format!("failed to send the command: {err}"))
+fn send_command(
+    association: &mut ClientAssociation<std::net::TcpStream>,
+    pc_id: u8,
+    command: Vec<u8>,
+) -> Result<(), String> {
+    let pdu = Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: command,
+        }],
+    };
+    association
+        .send(&pdu)
+        .map_err(|err| format!("failed to send the command: {err}"))
 }
 
 /// Collects Command PDVs until the last fragment and decodes the response.
-fn receive_response(association: &mut ClientAssociation<std::net::TcpStream>) -> Result<dimse::Command, String> {
+fn receive_response(
+    association: &mut ClientAssociation<std::net::TcpStream>,
+) -> Result<dimse::Command, String> {
     let mut bytes = Vec::new();
     loop {
-        let pdu = association.receive().map_err(|err| format!("failed to receive the response: {err}"))?;
+        let pdu = association
+            .receive()
+            .map_err(|err| format!("failed to receive the response: {err}"))?;
         let Pdu::PData { data } = pdu else {
-            return Err(format!("expected a response, got {}", pdu.short_description()));
+            return Err(format!(
+                "expected a response, got {}",
+                pdu.short_description()
+            ));
         };
         for value in data {
             if value.value_type != PDataValueType::Command {
@@ -304,7 +414,11 @@ fn receive_response(association: &mut ClientAssociation<std::net::TcpStream>) ->
 
 /// Releases the association after a clean exchange, aborts it otherwise.
 fn finish(association: ClientAssociation<std::net::TcpStream>, clean: bool) {
-    let result = if clean { association.release() } else { association.abort() };
+    let result = if clean {
+        association.release()
+    } else {
+        association.abort()
+    };
     if let Err(err) = result {
         tracing::debug!(error = %err, "Association did not end cleanly");
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Form, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -97,6 +98,7 @@ pub fn router(state: QaState) -> Router {
     Router::new()
         .route("/login", get(login_page).post(login))
         .merge(protected)
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -360,6 +362,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Unwraps path parameters, turning a malformed one (such as a case id that is not a number)
+/// into a 400 JSON error.
+fn path_value<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(value)| value)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid path parameter: {}", e.body_text())))
+}
+
+/// Answers unknown paths: JSON under `/api/`, plain text elsewhere.
+async fn not_found(request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    if path.starts_with("/api/") {
+        ApiError(StatusCode::NOT_FOUND, format!("no api route {path}: see /api/cases")).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "page not found").into_response()
+    }
+}
+
 /// Runs a store call on a blocking thread.
 async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, QaError> + Send + 'static,
@@ -419,7 +438,8 @@ async fn api_list(State(state): State<QaState>, Query(query): Query<ListQuery>) 
     Ok(Json(json!({"cases": cases})).into_response())
 }
 
-async fn api_get(State(state): State<QaState>, Path(id): Path<CaseId>) -> Result<Response, ApiError> {
+async fn api_get(State(state): State<QaState>, id: Result<Path<CaseId>, PathRejection>) -> Result<Response, ApiError> {
+    let id = path_value(id)?;
     let store = state.store.clone();
     let case = blocking(move || store.get(id)).await?;
     Ok(Json(case_json(&case)).into_response())
@@ -437,9 +457,10 @@ struct DecisionBody {
 async fn api_decide(
     State(state): State<QaState>,
     Extension(reviewer): Extension<Reviewer>,
-    Path(id): Path<CaseId>,
-    body: Result<Json<DecisionBody>, axum::extract::rejection::JsonRejection>,
+    id: Result<Path<CaseId>, PathRejection>,
+    body: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let id = path_value(id)?;
     let Json(body) = body.map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -465,9 +486,10 @@ async fn api_decide(
 async fn api_put_mask(
     State(state): State<QaState>,
     Extension(reviewer): Extension<Reviewer>,
-    Path((id, slice)): Path<(CaseId, usize)>,
-    body: Result<Json<RleMask>, axum::extract::rejection::JsonRejection>,
+    path: Result<Path<(CaseId, usize)>, PathRejection>,
+    body: Result<Json<RleMask>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let (id, slice) = path_value(path)?;
     let Json(mask) = body.map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -482,7 +504,11 @@ async fn api_put_mask(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn api_labels(State(state): State<QaState>, Path((id, slice)): Path<(CaseId, usize)>) -> Result<Response, ApiError> {
+async fn api_labels(
+    State(state): State<QaState>,
+    path: Result<Path<(CaseId, usize)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (id, slice) = path_value(path)?;
     let store = state.store.clone();
     let slices = blocking(move || {
         let case = store.get(id)?;
@@ -501,8 +527,9 @@ async fn api_labels(State(state): State<QaState>, Path((id, slice)): Path<(CaseI
 
 async fn api_image(
     State(state): State<QaState>,
-    Path((id, map, slice)): Path<(CaseId, String, usize)>,
+    path: Result<Path<(CaseId, String, usize)>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let (id, map, slice) = path_value(path)?;
     let kind = MapKind::parse(&map)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown map {map:?}: use cbf or tmax")))?;
     let store = state.store.clone();
@@ -518,7 +545,8 @@ async fn api_image(
     Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], bytes).into_response())
 }
 
-async fn api_audit(State(state): State<QaState>, Path(id): Path<CaseId>) -> Result<Response, ApiError> {
+async fn api_audit(State(state): State<QaState>, id: Result<Path<CaseId>, PathRejection>) -> Result<Response, ApiError> {
+    let id = path_value(id)?;
     let store = state.store.clone();
     let entries = blocking(move || store.audit(id)).await?;
     Ok(Json(json!({"entries": entries})).into_response())

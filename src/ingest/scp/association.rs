@@ -12,7 +12,10 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
 use dicom_ul::association::{Association, ServerAssociation};
-use dicom_ul::pdu::{AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason, UserIdentity};
+use dicom_ul::pdu::{
+    AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
+    UserIdentity,
+};
 use dicom_ul::{Pdu, ServerAssociationOptions};
 
 use super::dimse::{self, status, Command};
@@ -32,7 +35,13 @@ pub(super) struct AssociationContext {
 
 impl AssociationContext {
     pub(super) fn new(config: ScpConfig, sink: Arc<dyn InstanceSink>) -> Self {
-        let access = AeAccessControl { allowed_calling_ae: config.allowed_calling_ae.iter().map(|ae| ae.trim().to_string()).collect() };
+        let access = AeAccessControl {
+            allowed_calling_ae: config
+                .allowed_calling_ae
+                .iter()
+                .map(|ae| ae.trim().to_string())
+                .collect(),
+        };
 
         // NOTE: promiscuous mode accepts every abstract syntax at negotiation, so that a storage
         // class the SCP does not keep gets the C-STORE status 0x0122 (SOP class not supported)
@@ -49,7 +58,11 @@ impl AssociationContext {
             options = options.with_transfer_syntax(*ts);
         }
 
-        AssociationContext { config, sink, options }
+        AssociationContext {
+            config,
+            sink,
+            options,
+        }
     }
 }
 
@@ -71,7 +84,9 @@ impl AccessControl for AeAccessControl {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
         let calling = dimse::trim_padding(calling_ae_title);
-        if !self.allowed_calling_ae.is_empty() && !self.allowed_calling_ae.iter().any(|ae| ae == calling) {
+        if !self.allowed_calling_ae.is_empty()
+            && !self.allowed_calling_ae.iter().any(|ae| ae == calling)
+        {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())
@@ -88,7 +103,8 @@ struct Tally {
 
 /// Serves one connection from negotiation to release, abort or timeout.
 pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &AssociationContext) {
-    let span = tracing::info_span!("association", peer_addr = %peer, peer_ae = tracing::field::Empty);
+    let span =
+        tracing::info_span!("association", peer_addr = %peer, peer_ae = tracing::field::Empty);
     let _entered = span.enter();
     let started = Instant::now();
 
@@ -103,7 +119,11 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &AssociationCo
     log_negotiation(&association);
 
     let idle = Some(context.config.idle_timeout);
-    if let Err(err) = association.inner_stream().set_read_timeout(idle).and_then(|()| association.inner_stream().set_write_timeout(idle)) {
+    if let Err(err) = association
+        .inner_stream()
+        .set_read_timeout(idle)
+        .and_then(|()| association.inner_stream().set_write_timeout(idle))
+    {
         tracing::warn!(error = %err, "Failed to set the idle timeout; closing the association");
         let _ = association.abort();
         return;
@@ -124,9 +144,23 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &AssociationCo
     let tally = &receiver.tally;
     let duration_s = started.elapsed().as_secs_f64();
     match ending {
-        Ending::Failed(reason) => tracing::info!(stored = tally.stored, failed = tally.failed, echoes = tally.echoes, duration_s, reason = %reason, "Association aborted"),
-        Ending::AbortedByPeer => tracing::info!(stored = tally.stored, failed = tally.failed, echoes = tally.echoes, duration_s, "Association aborted by peer"),
-        Ending::Released => tracing::info!(stored = tally.stored, failed = tally.failed, echoes = tally.echoes, duration_s, "Association released"),
+        Ending::Failed(reason) => {
+            tracing::info!(stored = tally.stored, failed = tally.failed, echoes = tally.echoes, duration_s, reason = %reason, "Association aborted")
+        }
+        Ending::AbortedByPeer => tracing::info!(
+            stored = tally.stored,
+            failed = tally.failed,
+            echoes = tally.echoes,
+            duration_s,
+            "Association aborted by peer"
+        ),
+        Ending::Released => tracing::info!(
+            stored = tally.stored,
+            failed = tally.failed,
+            echoes = tally.echoes,
+            duration_s,
+            "Association released"
+        ),
     }
 }
 
@@ -149,7 +183,11 @@ enum Ending {
     Failed(String),
 }
 
-fn receive_loop(association: &mut ServerAssociation<TcpStream>, receiver: &mut Receiver, context: &AssociationContext) -> Ending {
+fn receive_loop(
+    association: &mut ServerAssociation<TcpStream>,
+    receiver: &mut Receiver,
+    context: &AssociationContext,
+) -> Ending {
     loop {
         let pdu = match association.receive() {
             Ok(pdu) => pdu,
@@ -165,7 +203,9 @@ fn receive_loop(association: &mut ServerAssociation<TcpStream>, receiver: &mut R
             }
             Pdu::ReleaseRQ => return Ending::Released,
             Pdu::AbortRQ { .. } => return Ending::AbortedByPeer,
-            other => return Ending::Failed(format!("unexpected pdu: {}", other.short_description())),
+            other => {
+                return Ending::Failed(format!("unexpected pdu: {}", other.short_description()))
+            }
         }
     }
 }
@@ -189,20 +229,37 @@ struct Receiver {
 
 impl Receiver {
     fn new(calling_ae_title: String) -> Self {
-        Receiver { calling_ae_title, command_bytes: Vec::new(), transfer: None, tally: Tally::default() }
+        Receiver {
+            calling_ae_title,
+            command_bytes: Vec::new(),
+            transfer: None,
+            tally: Tally::default(),
+        }
     }
 
     /// Takes one PDV. Returns a reason only for protocol violations, which end the association.
-    fn on_value(&mut self, value: PDataValue, association: &mut ServerAssociation<TcpStream>, context: &AssociationContext) -> Result<(), String> {
+    fn on_value(
+        &mut self,
+        value: PDataValue,
+        association: &mut ServerAssociation<TcpStream>,
+        context: &AssociationContext,
+    ) -> Result<(), String> {
         match value.value_type {
             PDataValueType::Command => self.on_command_fragment(value, association, context),
             PDataValueType::Data => self.on_data_fragment(value, association, context),
         }
     }
 
-    fn on_command_fragment(&mut self, value: PDataValue, association: &mut ServerAssociation<TcpStream>, context: &AssociationContext) -> Result<(), String> {
+    fn on_command_fragment(
+        &mut self,
+        value: PDataValue,
+        association: &mut ServerAssociation<TcpStream>,
+        context: &AssociationContext,
+    ) -> Result<(), String> {
         if self.transfer.is_some() {
-            return Err("command fragment received while a data set was still arriving".to_string());
+            return Err(
+                "command fragment received while a data set was still arriving".to_string(),
+            );
         }
         self.command_bytes.extend_from_slice(&value.data);
         if !value.is_last {
@@ -215,7 +272,12 @@ impl Receiver {
 
         if command.has_data_set {
             let refusal = refuse_early(&command, context);
-            self.transfer = Some(Transfer { presentation_context_id: pc_id, command, data: Vec::new(), refusal });
+            self.transfer = Some(Transfer {
+                presentation_context_id: pc_id,
+                command,
+                data: Vec::new(),
+                refusal,
+            });
             return Ok(());
         }
 
@@ -224,11 +286,25 @@ impl Receiver {
             tracing::debug!(message_id = command.message_id, "C-ECHO received");
             return respond(association, pc_id, &command, status::SUCCESS, None);
         }
-        tracing::debug!(command_field = command.command_field, "Unsupported DIMSE command");
-        respond(association, pc_id, &command, status::UNRECOGNIZED_OPERATION, Some("only C-ECHO and C-STORE are supported"))
+        tracing::debug!(
+            command_field = command.command_field,
+            "Unsupported DIMSE command"
+        );
+        respond(
+            association,
+            pc_id,
+            &command,
+            status::UNRECOGNIZED_OPERATION,
+            Some("only C-ECHO and C-STORE are supported"),
+        )
     }
 
-    fn on_data_fragment(&mut self, value: PDataValue, association: &mut ServerAssociation<TcpStream>, context: &AssociationContext) -> Result<(), String> {
+    fn on_data_fragment(
+        &mut self,
+        value: PDataValue,
+        association: &mut ServerAssociation<TcpStream>,
+        context: &AssociationContext,
+    ) -> Result<(), String> {
         let Some(transfer) = self.transfer.as_mut() else {
             return Err("data fragment received without a preceding command".to_string());
         };
@@ -254,7 +330,13 @@ impl Receiver {
             Some(refusal) => refusal,
             None => {
                 let ts = accepted_transfer_syntax(association, transfer.presentation_context_id);
-                store_instance(&transfer.command, &transfer.data, ts.as_deref(), &self.calling_ae_title, context)
+                store_instance(
+                    &transfer.command,
+                    &transfer.data,
+                    ts.as_deref(),
+                    &self.calling_ae_title,
+                    context,
+                )
             }
         };
 
@@ -271,23 +353,41 @@ impl Receiver {
             );
         }
         let comment = (!status::is_stored(code)).then_some(comment);
-        respond(association, transfer.presentation_context_id, &transfer.command, code, comment.as_deref())
+        respond(
+            association,
+            transfer.presentation_context_id,
+            &transfer.command,
+            code,
+            comment.as_deref(),
+        )
     }
 }
 
 /// Decides, from the command alone, a status that makes buffering the data set pointless.
 fn refuse_early(command: &Command, context: &AssociationContext) -> Option<(u16, String)> {
     if command.command_field != dimse::C_STORE_RQ {
-        return Some((status::UNRECOGNIZED_OPERATION, "only C-ECHO and C-STORE are supported".to_string()));
+        return Some((
+            status::UNRECOGNIZED_OPERATION,
+            "only C-ECHO and C-STORE are supported".to_string(),
+        ));
     }
     if !sop::is_storage_class_supported(&command.affected_sop_class_uid) {
-        return Some((status::SOP_CLASS_NOT_SUPPORTED, format!("sop class {} is not accepted", command.affected_sop_class_uid)));
+        return Some((
+            status::SOP_CLASS_NOT_SUPPORTED,
+            format!(
+                "sop class {} is not accepted",
+                command.affected_sop_class_uid
+            ),
+        ));
     }
     let free = context.sink.free_disk_bytes()?;
     if free < context.config.min_free_disk_bytes {
         return Some((
             status::OUT_OF_RESOURCES,
-            format!("free disk {free} bytes below the minimum {}", context.config.min_free_disk_bytes),
+            format!(
+                "free disk {free} bytes below the minimum {}",
+                context.config.min_free_disk_bytes
+            ),
         ));
     }
     None
@@ -301,17 +401,41 @@ fn accepted_transfer_syntax(association: &ServerAssociation<TcpStream>, id: u8) 
         .map(|pc| dimse::trim_padding(&pc.transfer_syntax).to_string())
 }
 
-fn respond(association: &mut ServerAssociation<TcpStream>, pc_id: u8, command: &Command, code: u16, comment: Option<&str>) -> Result<(), String> {
+fn respond(
+    association: &mut ServerAssociation<TcpStream>,
+    pc_id: u8,
+    command: &Command,
+    code: u16,
+    comment: Option<&str>,
+) -> Result<(), String> {
     let bytes = dimse::encode_response(command, code, comment).map_err(|err| err.to_string())?;
-    let pdu = Pdu::PData { data: vec![PDataValue { presentation_context_id: pc_id, value_type: PDataValueType::Command, is_last: true, data: bytes }] };
-    association.send(&pdu).map_err(|err| format!("failed to send the response: {err}"))
+    let pdu = Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: bytes,
+        }],
+    };
+    association
+        .send(&pdu)
+        .map_err(|err| format!("failed to send the response: {err}"))
 }
 
 /// Checks a complete data set, builds its Part 10 file and hands it to the sink. Returns the
 /// C-STORE status and a reason for the log and Error Comment.
-fn store_instance(command: &Command, data: &[u8], ts_uid: Option<&str>, calling_ae: &str, context: &AssociationContext) -> (u16, String) {
+fn store_instance(
+    command: &Command,
+    data: &[u8],
+    ts_uid: Option<&str>,
+    calling_ae: &str,
+    context: &AssociationContext,
+) -> (u16, String) {
     let Some(ts_uid) = ts_uid else {
-        return (status::CANNOT_UNDERSTAND, "data set sent on a presentation context that was not accepted".to_string());
+        return (
+            status::CANNOT_UNDERSTAND,
+            "data set sent on a presentation context that was not accepted".to_string(),
+        );
     };
     let ids = match identify(command, data, ts_uid, calling_ae) {
         Ok(ids) => ids,
@@ -320,7 +444,12 @@ fn store_instance(command: &Command, data: &[u8], ts_uid: Option<&str>, calling_
 
     let file = match build_part10(&ids, data) {
         Ok(file) => file,
-        Err(err) => return (status::CANNOT_UNDERSTAND, format!("failed to build the file meta group: {err}")),
+        Err(err) => {
+            return (
+                status::CANNOT_UNDERSTAND,
+                format!("failed to build the file meta group: {err}"),
+            )
+        }
     };
 
     match context.sink.store(&ids, &file) {
@@ -334,18 +463,38 @@ fn store_instance(command: &Command, data: &[u8], ts_uid: Option<&str>, calling_
 }
 
 /// Parses the data set and checks its SOP Class and Instance UIDs against the command.
-fn identify(command: &Command, data: &[u8], ts_uid: &str, calling_ae: &str) -> Result<InstanceIds, (u16, String)> {
+fn identify(
+    command: &Command,
+    data: &[u8],
+    ts_uid: &str,
+    calling_ae: &str,
+) -> Result<InstanceIds, (u16, String)> {
     let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
-        return Err((status::CANNOT_UNDERSTAND, format!("transfer syntax {ts_uid} is unknown")));
+        return Err((
+            status::CANNOT_UNDERSTAND,
+            format!("transfer syntax {ts_uid} is unknown"),
+        ));
     };
 
     // A decoder bug must not take the association down with it, so a panic counts as a parse
     // failure of this one data set.
-    let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| InMemDicomObject::read_dataset_with_ts(data, ts)));
+    let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        InMemDicomObject::read_dataset_with_ts(data, ts)
+    }));
     let object = match parsed {
         Ok(Ok(object)) => object,
-        Ok(Err(err)) => return Err((status::CANNOT_UNDERSTAND, format!("data set cannot be parsed: {err}"))),
-        Err(_) => return Err((status::CANNOT_UNDERSTAND, "data set cannot be parsed: decoder panicked".to_string())),
+        Ok(Err(err)) => {
+            return Err((
+                status::CANNOT_UNDERSTAND,
+                format!("data set cannot be parsed: {err}"),
+            ))
+        }
+        Err(_) => {
+            return Err((
+                status::CANNOT_UNDERSTAND,
+                "data set cannot be parsed: decoder panicked".to_string(),
+            ))
+        }
     };
 
     let sop_class_uid = read_uid(&object, tags::SOP_CLASS_UID);
@@ -353,13 +502,20 @@ fn identify(command: &Command, data: &[u8], ts_uid: &str, calling_ae: &str) -> R
     if sop_class_uid.as_deref() != Some(command.affected_sop_class_uid.as_str()) {
         return Err((
             status::DATA_SET_DOES_NOT_MATCH,
-            format!("sop class {:?} in data set differs from command {}", sop_class_uid.unwrap_or_default(), command.affected_sop_class_uid),
+            format!(
+                "sop class {:?} in data set differs from command {}",
+                sop_class_uid.unwrap_or_default(),
+                command.affected_sop_class_uid
+            ),
         ));
     }
     if sop_instance_uid.as_deref() != Some(command.affected_sop_instance_uid.as_str()) {
         return Err((
             status::DATA_SET_DOES_NOT_MATCH,
-            format!("sop instance {:?} in data set differs from command", sop_instance_uid.unwrap_or_default()),
+            format!(
+                "sop instance {:?} in data set differs from command",
+                sop_instance_uid.unwrap_or_default()
+            ),
         ));
     }
 
@@ -381,7 +537,10 @@ fn read_uid(object: &InMemDicomObject, tag: Tag) -> Option<String> {
 
 /// Builds a Part 10 file: 128-byte preamble, "DICM", File Meta group, then the data set bytes
 /// exactly as received (still deflated for Deflated Explicit VR Little Endian).
-pub(crate) fn build_part10(ids: &InstanceIds, data: &[u8]) -> Result<Vec<u8>, dicom_object::meta::Error> {
+pub(crate) fn build_part10(
+    ids: &InstanceIds,
+    data: &[u8],
+) -> Result<Vec<u8>, dicom_object::meta::Error> {
     let mut builder = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(ids.sop_class_uid.as_str())
         .media_storage_sop_instance_uid(ids.sop_instance_uid.as_str())

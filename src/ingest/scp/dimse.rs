@@ -83,17 +83,21 @@ pub fn trim_padding(value: &str) -> &str {
 /// [`CommandError::Missing`] when Command Field is absent.
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandError> {
     let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-    let object = InMemDicomObject::read_dataset_with_ts(bytes, &ts).map_err(|err| CommandError::Parse(Box::new(err)))?;
+    let object = InMemDicomObject::read_dataset_with_ts(bytes, &ts)
+        .map_err(|err| CommandError::Parse(Box::new(err)))?;
 
-    let command_field = read_u16(&object, tags::COMMAND_FIELD).ok_or(CommandError::Missing("command field (0000,0100)"))?;
+    let command_field = read_u16(&object, tags::COMMAND_FIELD)
+        .ok_or(CommandError::Missing("command field (0000,0100)"))?;
     let data_set_type = read_u16(&object, tags::COMMAND_DATA_SET_TYPE).unwrap_or(NO_DATA_SET);
 
     Ok(Command {
         command_field,
         message_id: read_u16(&object, tags::MESSAGE_ID).unwrap_or(0),
         message_id_being_responded_to: read_u16(&object, tags::MESSAGE_ID_BEING_RESPONDED_TO),
-        affected_sop_class_uid: read_string(&object, tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default(),
-        affected_sop_instance_uid: read_string(&object, tags::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default(),
+        affected_sop_class_uid: read_string(&object, tags::AFFECTED_SOP_CLASS_UID)
+            .unwrap_or_default(),
+        affected_sop_instance_uid: read_string(&object, tags::AFFECTED_SOP_INSTANCE_UID)
+            .unwrap_or_default(),
         has_data_set: data_set_type != NO_DATA_SET,
         status: read_u16(&object, tags::STATUS),
         error_comment: read_string(&object, tags::ERROR_COMMENT),
@@ -111,7 +115,11 @@ fn read_string(object: &InMemDicomObject, tag: Tag) -> Option<String> {
 }
 
 /// Encodes a C-STORE-RQ command set.
-pub fn encode_store_request(message_id: u16, sop_class_uid: &str, sop_instance_uid: &str) -> Result<Vec<u8>, CommandError> {
+pub fn encode_store_request(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+) -> Result<Vec<u8>, CommandError> {
     let mut object = InMemDicomObject::new_empty();
     put_uid(&mut object, tags::AFFECTED_SOP_CLASS_UID, sop_class_uid);
     put_u16(&mut object, tags::COMMAND_FIELD, C_STORE_RQ);
@@ -119,14 +127,22 @@ pub fn encode_store_request(message_id: u16, sop_class_uid: &str, sop_instance_u
     // Priority MEDIUM (0x0000).
     put_u16(&mut object, tags::PRIORITY, 0x0000);
     put_u16(&mut object, tags::COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT);
-    put_uid(&mut object, tags::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid);
+    put_uid(
+        &mut object,
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        sop_instance_uid,
+    );
     encode_with_group_length(&object)
 }
 
 /// Encodes a C-ECHO-RQ command set.
 pub fn encode_echo_request(message_id: u16) -> Result<Vec<u8>, CommandError> {
     let mut object = InMemDicomObject::new_empty();
-    put_uid(&mut object, tags::AFFECTED_SOP_CLASS_UID, dicom_dictionary_std::uids::VERIFICATION);
+    put_uid(
+        &mut object,
+        tags::AFFECTED_SOP_CLASS_UID,
+        dicom_dictionary_std::uids::VERIFICATION,
+    );
     put_u16(&mut object, tags::COMMAND_FIELD, C_ECHO_RQ);
     put_u16(&mut object, tags::MESSAGE_ID, message_id);
     put_u16(&mut object, tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET);
@@ -136,24 +152,52 @@ pub fn encode_echo_request(message_id: u16) -> Result<Vec<u8>, CommandError> {
 /// Encodes a response (C-STORE-RSP, C-ECHO-RSP or another `*-RSP`) to `request`.
 ///
 /// `error_comment` goes into Error Comment (0000,0902), cut to its 64-character limit.
-pub fn encode_response(request: &Command, status: u16, error_comment: Option<&str>) -> Result<Vec<u8>, CommandError> {
+pub fn encode_response(
+    request: &Command,
+    status: u16,
+    error_comment: Option<&str>,
+) -> Result<Vec<u8>, CommandError> {
     let mut object = InMemDicomObject::new_empty();
     if !request.affected_sop_class_uid.is_empty() {
-        put_uid(&mut object, tags::AFFECTED_SOP_CLASS_UID, &request.affected_sop_class_uid);
+        put_uid(
+            &mut object,
+            tags::AFFECTED_SOP_CLASS_UID,
+            &request.affected_sop_class_uid,
+        );
     }
-    put_u16(&mut object, tags::COMMAND_FIELD, request.command_field | 0x8000);
-    put_u16(&mut object, tags::MESSAGE_ID_BEING_RESPONDED_TO, request.message_id);
+    put_u16(
+        &mut object,
+        tags::COMMAND_FIELD,
+        request.command_field | 0x8000,
+    );
+    put_u16(
+        &mut object,
+        tags::MESSAGE_ID_BEING_RESPONDED_TO,
+        request.message_id,
+    );
     put_u16(&mut object, tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET);
     put_u16(&mut object, tags::STATUS, status);
     if let Some(comment) = error_comment {
-        let mut text: String = comment.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(64).collect();
+        let mut text: String = comment
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control())
+            .take(64)
+            .collect();
         if text.len() % 2 == 1 {
             text.push(' ');
         }
-        object.put(DataElement::new(tags::ERROR_COMMENT, VR::LO, PrimitiveValue::from(text)));
+        object.put(DataElement::new(
+            tags::ERROR_COMMENT,
+            VR::LO,
+            PrimitiveValue::from(text),
+        ));
     }
     if !request.affected_sop_instance_uid.is_empty() {
-        put_uid(&mut object, tags::AFFECTED_SOP_INSTANCE_UID, &request.affected_sop_instance_uid);
+        put_uid(
+            &mut object,
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            &request.affected_sop_instance_uid,
+        );
     }
     encode_with_group_length(&object)
 }
@@ -176,7 +220,9 @@ fn put_uid(object: &mut InMemDicomObject, tag: Tag, uid: &str) {
 fn encode_with_group_length(object: &InMemDicomObject) -> Result<Vec<u8>, CommandError> {
     let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let mut body = Vec::with_capacity(256);
-    object.write_dataset_with_ts(&mut body, &ts).map_err(|err| CommandError::Encode(Box::new(err)))?;
+    object
+        .write_dataset_with_ts(&mut body, &ts)
+        .map_err(|err| CommandError::Encode(Box::new(err)))?;
 
     let mut out = Vec::with_capacity(body.len() + 12);
     out.extend_from_slice(&[0x00, 0x00, 0x00, 0x00]);
@@ -210,8 +256,15 @@ mod tests {
 
     #[test]
     fn response_carries_status_and_ids() {
-        let request = decode_command(&encode_store_request(3, "1.2.840.10008.5.1.4.1.1.2", "1.2.3").unwrap()).unwrap();
-        let bytes = encode_response(&request, status::DATA_SET_DOES_NOT_MATCH, Some("uid mismatch")).unwrap();
+        let request =
+            decode_command(&encode_store_request(3, "1.2.840.10008.5.1.4.1.1.2", "1.2.3").unwrap())
+                .unwrap();
+        let bytes = encode_response(
+            &request,
+            status::DATA_SET_DOES_NOT_MATCH,
+            Some("uid mismatch"),
+        )
+        .unwrap();
         let response = decode_command(&bytes).unwrap();
         assert_eq!(response.command_field, C_STORE_RSP);
         assert_eq!(response.message_id_being_responded_to, Some(3));

@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dicom_ul::pdu::{AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason, AssociationRJSource, Pdu};
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJSource, Pdu,
+};
 
 mod association;
 pub use association::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
@@ -86,7 +89,10 @@ pub enum StoreOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("failed to write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("instance not stored: {0}")]
     Other(String),
 }
@@ -105,7 +111,10 @@ pub trait InstanceSink: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum ScpError {
     #[error("failed to listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("invalid scp setting {key}: {message}")]
     InvalidConfig { key: &'static str, message: String },
     #[error("failed to start the scp thread: {0}")]
@@ -159,12 +168,27 @@ const ACCEPT_POLL: Duration = Duration::from_millis(10);
 ///
 /// [`ScpError::InvalidConfig`] for an empty AE title or zero limits, [`ScpError::Bind`] when the
 /// address cannot be bound.
-pub fn spawn_scp(config: ScpConfig, sink: Arc<dyn InstanceSink>, shutdown: Arc<AtomicBool>) -> Result<ScpHandle, ScpError> {
+pub fn spawn_scp(
+    config: ScpConfig,
+    sink: Arc<dyn InstanceSink>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<ScpHandle, ScpError> {
     validate(&config)?;
 
-    let listener = TcpListener::bind(config.listen).map_err(|source| ScpError::Bind { addr: config.listen, source })?;
-    let local_addr = listener.local_addr().map_err(|source| ScpError::Bind { addr: config.listen, source })?;
-    listener.set_nonblocking(true).map_err(|source| ScpError::Bind { addr: config.listen, source })?;
+    let listener = TcpListener::bind(config.listen).map_err(|source| ScpError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = listener.local_addr().map_err(|source| ScpError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ScpError::Bind {
+            addr: config.listen,
+            source,
+        })?;
 
     if config.allowed_calling_ae.is_empty() {
         tracing::warn!(ae_title = %config.ae_title, "C-STORE SCP accepts any calling AE title; set allowed_calling_ae to restrict it");
@@ -188,31 +212,53 @@ pub fn spawn_scp(config: ScpConfig, sink: Arc<dyn InstanceSink>, shutdown: Arc<A
             .map_err(ScpError::Spawn)?
     };
 
-    Ok(ScpHandle { local_addr, shutdown, active, acceptor: Some(acceptor) })
+    Ok(ScpHandle {
+        local_addr,
+        shutdown,
+        active,
+        acceptor: Some(acceptor),
+    })
 }
 
 fn validate(config: &ScpConfig) -> Result<(), ScpError> {
     let ae = config.ae_title.trim();
     if ae.is_empty() || ae.len() > 16 {
-        return Err(ScpError::InvalidConfig { key: "ae_title", message: format!("must be 1 to 16 characters, got {:?}", config.ae_title) });
+        return Err(ScpError::InvalidConfig {
+            key: "ae_title",
+            message: format!("must be 1 to 16 characters, got {:?}", config.ae_title),
+        });
     }
     if config.max_associations == 0 {
-        return Err(ScpError::InvalidConfig { key: "max_associations", message: "must be at least 1, got 0".to_string() });
+        return Err(ScpError::InvalidConfig {
+            key: "max_associations",
+            message: "must be at least 1, got 0".to_string(),
+        });
     }
     if config.max_pdu_length < dicom_ul::pdu::MINIMUM_PDU_SIZE {
         return Err(ScpError::InvalidConfig {
             key: "max_pdu_length",
-            message: format!("must be at least {} bytes, got {}", dicom_ul::pdu::MINIMUM_PDU_SIZE, config.max_pdu_length),
+            message: format!(
+                "must be at least {} bytes, got {}",
+                dicom_ul::pdu::MINIMUM_PDU_SIZE,
+                config.max_pdu_length
+            ),
         });
     }
     Ok(())
 }
 
-fn accept_loop(listener: TcpListener, context: Arc<association::AssociationContext>, active: Arc<AtomicUsize>, shutdown: Arc<AtomicBool>) {
+fn accept_loop(
+    listener: TcpListener,
+    context: Arc<association::AssociationContext>,
+    active: Arc<AtomicUsize>,
+    shutdown: Arc<AtomicBool>,
+) {
     while !shutdown.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, peer)) => dispatch(stream, peer, &context, &active),
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(ACCEPT_POLL)
+            }
             Err(err) => {
                 // Typically EMFILE: back off so the loop does not spin while descriptors free up.
                 tracing::error!(error = %err, "Failed to accept a connection; retrying in 100 ms");
@@ -225,25 +271,38 @@ fn accept_loop(listener: TcpListener, context: Arc<association::AssociationConte
 
 /// Hands an accepted connection to a new association thread, or rejects it when the limit is
 /// reached.
-fn dispatch(stream: TcpStream, peer: SocketAddr, context: &Arc<association::AssociationContext>, active: &Arc<AtomicUsize>) {
+fn dispatch(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: &Arc<association::AssociationContext>,
+    active: &Arc<AtomicUsize>,
+) {
     if let Err(err) = prepare_socket(&stream) {
         tracing::warn!(peer_addr = %peer, error = %err, "Failed to configure an accepted socket; closing it");
         return;
     }
 
     let limit = context.config.max_associations;
-    let reserved = active.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1)).is_ok();
+    let reserved = active
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .is_ok();
     let artim = context.config.artim_timeout;
 
     let spawned = if reserved {
         let context = Arc::clone(context);
         let guard = ActiveGuard(Arc::clone(active));
-        std::thread::Builder::new().name("scp-association".to_string()).spawn(move || {
-            let _guard = guard;
-            association::serve(stream, peer, &context);
-        })
+        std::thread::Builder::new()
+            .name("scp-association".to_string())
+            .spawn(move || {
+                let _guard = guard;
+                association::serve(stream, peer, &context);
+            })
     } else {
-        std::thread::Builder::new().name("scp-reject".to_string()).spawn(move || reject_over_limit(stream, peer, artim, limit))
+        std::thread::Builder::new()
+            .name("scp-reject".to_string())
+            .spawn(move || reject_over_limit(stream, peer, artim, limit))
     };
     if let Err(err) = spawned {
         tracing::error!(peer_addr = %peer, error = %err, "Failed to start an association thread; connection closed");
@@ -277,7 +336,9 @@ fn reject_over_limit(mut stream: TcpStream, peer: SocketAddr, artim: Duration, l
 
     let rejection = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
-        source: AssociationRJSource::ServiceProviderPresentation(AssociationRJServiceProviderPresentationReason::LocalLimitExceeded),
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
     });
     let mut out = Vec::new();
     if dicom_ul::pdu::write_pdu(&mut out, &rejection).is_ok() {
@@ -294,10 +355,15 @@ fn skip_pdu(stream: &mut TcpStream) -> std::io::Result<()> {
 
     let mut header = [0u8; 6];
     stream.read_exact(&mut header)?;
-    let length = u64::from(u32::from_be_bytes([header[2], header[3], header[4], header[5]]));
+    let length = u64::from(u32::from_be_bytes([
+        header[2], header[3], header[4], header[5],
+    ]));
     let copied = std::io::copy(&mut stream.take(length), &mut std::io::sink())?;
     if copied < length {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed inside the pdu"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed inside the pdu",
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,212 @@
+//! Training, saving, loading and predicting with a tiny U-Net on synthetic blob data.
+
+use ndarray::{Array2, Array3};
+use penumbra_model::card::{CARD_FILE, WEIGHTS_FILE};
+use penumbra_model::train::{LOSS_CURVE_FILE, STATE_FILE};
+use penumbra_model::{load, train, Dataset, ModelError, TrainConfig, TrainingSample, UNetConfig};
+
+const SIZE: usize = 32;
+
+/// Builds a slice with a disc lesion (penumbra) around a smaller disc (core), or none for every
+/// third slice. CBF falls and Tmax rises with the class, plus a little deterministic texture.
+fn blob_sample(study: usize, slice: usize) -> TrainingSample {
+    let centre_y = 10.0 + ((study * 7 + slice * 3) % 12) as f64;
+    let centre_x = 10.0 + ((study * 5 + slice * 11) % 12) as f64;
+    let radius = if slice % 3 == 2 { 0.0 } else { 5.0 + (slice % 2) as f64 * 2.0 };
+    let mut input = Array3::<f32>::zeros((2, SIZE, SIZE));
+    let mut label = Array2::<u8>::zeros((SIZE, SIZE));
+    for y in 0..SIZE {
+        for x in 0..SIZE {
+            let distance = ((y as f64 - centre_y).powi(2) + (x as f64 - centre_x).powi(2)).sqrt();
+            let texture = (((y * 31 + x * 17 + study) % 13) as f32) * 0.05;
+            let class = if distance < radius * 0.5 { 2 } else if distance < radius { 1 } else { 0 };
+            label[[y, x]] = class;
+            input[[0, y, x]] = 50.0 - 20.0 * class as f32 + texture;
+            input[[1, y, x]] = 2.0 + 4.0 * class as f32 - texture;
+        }
+    }
+    TrainingSample {
+        study_id: format!("study-{study}"),
+        slice_index: slice,
+        input,
+        label,
+    }
+}
+
+fn blob_dataset(studies: usize, slices: usize) -> Dataset {
+    let mut dataset = Dataset::new(vec!["cbf".into(), "tmax".into()]).unwrap();
+    for study in 0..studies {
+        for slice in 0..slices {
+            dataset.push(blob_sample(study, slice)).unwrap();
+        }
+    }
+    dataset
+}
+
+fn tiny_architecture() -> UNetConfig {
+    UNetConfig {
+        in_channels: 2,
+        base_width: 4,
+        depth: 2,
+        ..Default::default()
+    }
+}
+
+fn quick_config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 4,
+        learning_rate: 1e-2,
+        patience: 100,
+        patch_size: 0,
+        seed: 11,
+        validation_fraction: 0.25,
+        data_description: "synthetic blobs".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn training_lowers_the_loss() {
+    let dataset = blob_dataset(4, 4);
+    let outcome = train(&tiny_architecture(), &dataset, &quick_config(6)).unwrap();
+    let first = &outcome.history[0];
+    let last = outcome.history.last().unwrap();
+    assert_eq!(outcome.history.len(), 6);
+    assert!(last.training_loss < first.training_loss * 0.9, "training loss {} -> {}", first.training_loss, last.training_loss);
+    assert!(last.validation_loss < first.validation_loss, "validation loss {} -> {}", first.validation_loss, last.validation_loss);
+}
+
+#[test]
+fn same_seed_gives_same_weights() {
+    let dataset = blob_dataset(4, 2);
+    let weights = |seed: u64| {
+        let config = TrainConfig { seed, patch_size: 16, ..quick_config(2) };
+        let outcome = train(&tiny_architecture(), &dataset, &config).unwrap();
+        let data = outcome.varmap.data().lock().unwrap();
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .flat_map(|name| data[name].flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect::<Vec<f32>>()
+    };
+    let first = weights(3);
+    assert_eq!(first, weights(3));
+    assert_ne!(first, weights(4));
+}
+
+#[test]
+fn early_stopping_and_checkpoints() {
+    let dataset = blob_dataset(4, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        // A zero learning-rate step never improves the validation loss, so patience 2 stops
+        // after epoch 3 (epoch 1 sets the best loss, epochs 2 and 3 fail to beat it).
+        learning_rate: 1e-12,
+        patience: 2,
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        ..quick_config(10)
+    };
+    let outcome = train(&tiny_architecture(), &dataset, &config).unwrap();
+    assert!(outcome.stopped_early);
+    assert_eq!(outcome.history.len(), 3);
+    assert_eq!(outcome.card.training.best_epoch, 1);
+    for file in ["epoch-0001.safetensors", "epoch-0003.safetensors", "best.safetensors", STATE_FILE, LOSS_CURVE_FILE] {
+        assert!(dir.path().join(file).exists(), "missing {file}");
+    }
+
+    // Resuming a finished run trains no further epochs.
+    let resumed = train(&tiny_architecture(), &dataset, &config).unwrap();
+    assert_eq!(resumed.history, outcome.history);
+}
+
+#[test]
+fn resume_continues_from_latest_epoch() {
+    let dataset = blob_dataset(4, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let first = TrainConfig {
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        ..quick_config(1)
+    };
+    train(&tiny_architecture(), &dataset, &first).unwrap();
+    let second = TrainConfig { epochs: 2, ..first };
+    let outcome = train(&tiny_architecture(), &dataset, &second).unwrap();
+    assert_eq!(outcome.history.len(), 2);
+    assert_eq!(outcome.history[0].epoch, 1);
+    assert!(dir.path().join("epoch-0002.safetensors").exists());
+}
+
+#[test]
+fn save_load_round_trip_predicts_the_same() {
+    let dataset = blob_dataset(4, 2);
+    let outcome = train(&tiny_architecture(), &dataset, &quick_config(2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    outcome.save(dir.path()).unwrap();
+
+    let loaded = load(dir.path()).unwrap();
+    assert_eq!(loaded.card(), &outcome.card);
+    loaded.require_channels(&["cbf".into(), "tmax".into()]).unwrap();
+
+    let sample = &dataset.samples()[0];
+    let input = sample.input.clone().insert_axis(ndarray::Axis(0));
+    let fresh = outcome.segmenter().unwrap().predict(&input, 1, false).unwrap();
+    let reloaded = loaded.predict(&input, 1, false).unwrap();
+    assert_eq!(fresh.dim(), (1, 3, SIZE, SIZE));
+    assert_eq!(fresh, reloaded);
+    let sums_ok = reloaded.sum_axis(ndarray::Axis(1)).iter().all(|s| (s - 1.0).abs() < 1e-4);
+    assert!(sums_ok, "softmax probabilities sum to 1");
+
+    // Flip averaging of a left-right mirrored input mirrors the output.
+    let mirrored = input.slice(ndarray::s![.., .., .., ..;-1]).to_owned();
+    let tta = loaded.predict(&input, 2, true).unwrap();
+    let tta_mirrored = loaded.predict(&mirrored, 2, true).unwrap();
+    let back = tta_mirrored.slice(ndarray::s![.., .., .., ..;-1]).to_owned();
+    assert!(tta.iter().zip(back.iter()).all(|(a, b)| (a - b).abs() < 1e-5));
+}
+
+#[test]
+fn mismatched_card_is_a_clear_error() {
+    let dataset = blob_dataset(4, 2);
+    let outcome = train(&tiny_architecture(), &dataset, &quick_config(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    outcome.save(dir.path()).unwrap();
+
+    // A card claiming a wider network than the weights hold.
+    let mut card = outcome.card.clone();
+    card.architecture.base_width = 8;
+    card.write(dir.path()).unwrap();
+    let error = load(dir.path()).unwrap_err();
+    assert!(matches!(error, ModelError::CardMismatch { .. }), "{error}");
+    assert!(error.to_string().contains("shape"), "{error}");
+
+    // A card with a different channel count than its normalization statistics.
+    let mut card = outcome.card.clone();
+    card.architecture.in_channels = 4;
+    card.write(dir.path()).unwrap();
+    assert!(matches!(load(dir.path()).unwrap_err(), ModelError::Card { .. }));
+
+    // The right card loads, but configured channels in another order are rejected.
+    outcome.card.write(dir.path()).unwrap();
+    let segmenter = load(dir.path()).unwrap();
+    let error = segmenter.require_channels(&["tmax".into(), "cbf".into()]).unwrap_err();
+    assert!(matches!(error, ModelError::ChannelMismatch { .. }));
+    assert!(error.to_string().contains("tmax"), "{error}");
+
+    // Missing weights name the file.
+    std::fs::remove_file(dir.path().join(WEIGHTS_FILE)).unwrap();
+    let error = load(dir.path()).unwrap_err().to_string();
+    assert!(error.contains(WEIGHTS_FILE), "{error}");
+    std::fs::remove_file(dir.path().join(CARD_FILE)).unwrap();
+    assert!(matches!(load(dir.path()).unwrap_err(), ModelError::Io { .. }));
+}
+
+#[test]
+fn predict_rejects_wrong_input() {
+    let dataset = blob_dataset(4, 1);
+    let outcome = train(&tiny_architecture(), &dataset, &quick_config(1)).unwrap();
+    let segmenter = outcome.segmenter().unwrap();
+    assert!(segmenter.predict(&ndarray::Array4::zeros((1, 3, SIZE, SIZE)), 1, false).is_err());
+    assert!(segmenter.predict(&ndarray::Array4::zeros((1, 2, 30, 30)), 1, false).is_err());
+    assert!(segmenter.predict(&ndarray::Array4::zeros((1, 2, SIZE, SIZE)), 0, false).is_err());
+}
