@@ -43,10 +43,20 @@ fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S
     serializer.serialize_f64(duration.as_secs_f64())
 }
 
-/// Outputs of the stages. Each stage adds its own field here; the export stage fills `report`,
-/// which `penumbra run` prints.
+/// Outputs of the stages, each set by the stage named in its doc. The export stage fills
+/// `report`, which `penumbra run` prints.
 #[derive(Debug, Default)]
 pub struct Artifacts {
-    /// The study report as JSON, set by the export stage.
+    /// Decode: every series of the study in physical units, and the files and series set aside.
+    pub decoded: Option<penumbra_dicom::StudyDecode>,
+    /// Perfusion: the maps, input quality and threshold labels, with the series they came from.
+    pub perfusion: Option<super::perfusion::PerfusionArtifacts>,
+    /// Resample: the model input on the 256x256 grid and the way back to the native grid.
+    pub model_input: Option<super::resample::ModelInput>,
+    /// Infer: U-Net probabilities and labels on the native grid.
+    pub unet: Option<super::infer::UnetArtifacts>,
+    /// Confidence: the case score and its components.
+    pub confidence: Option<crate::confidence::Confidence>,
+    /// Export: the study report as JSON.
     pub report: Option<serde_json::Value>,
 }

@@ -3,9 +3,16 @@
 //! A study flows decode -> perfusion -> resample -> infer -> confidence -> export. Stage
 //! implementations live in their own crates and are registered with [`Runner::start`].
 
+pub mod confidence;
+pub mod decode;
+pub mod export;
+pub mod infer;
 pub mod job;
+pub mod perfusion;
+pub mod resample;
 pub mod runner;
 pub mod stage;
+pub mod stages;
 pub mod state;
 
 pub use job::{Artifacts, Job, StageTiming};

@@ -107,6 +107,8 @@ pub struct Confidence {
 pub enum QaStatus {
     /// Not yet reviewed: outputs carry "NOT FOR DIAGNOSTIC USE WITHOUT REVIEW".
     PendingReview,
+    /// Confident enough to be released without review; still marked unreviewed.
+    NotRequired,
     Approved,
     Rejected,
 }
@@ -125,6 +127,14 @@ pub struct Report {
     pub model: ModelInfo,
     pub confidence: Option<Confidence>,
     pub qa_status: QaStatus,
+    /// False when the input cannot support a segmentation; `unet` is then `None`.
+    pub assessable: bool,
+    /// Plain-language reasons behind a lowered confidence or a study that is not assessable.
+    pub notes: Vec<String>,
+    /// Input-quality measures of the dynamic acquisition (bolus, AIF, noise, motion), when measured.
+    pub input_quality: Option<serde_json::Value>,
+    /// Threshold rules and the reference tissue they were measured against.
+    pub threshold_details: Option<serde_json::Value>,
     /// Wall time per stage in seconds, keyed by stage name.
     pub timings_s: BTreeMap<String, f64>,
     /// Names of the files written next to the report; [`write_outputs`] fills this in.
@@ -341,6 +351,10 @@ mod tests {
             },
             confidence: None,
             qa_status: QaStatus::PendingReview,
+            assessable: true,
+            notes: Vec::new(),
+            input_quality: None,
+            threshold_details: None,
             timings_s: BTreeMap::new(),
             outputs: Vec::new(),
         };
@@ -406,6 +420,10 @@ mod tests {
             },
             confidence: None,
             qa_status: QaStatus::Approved,
+            assessable: true,
+            notes: Vec::new(),
+            input_quality: None,
+            threshold_details: None,
             timings_s: BTreeMap::new(),
             outputs: Vec::new(),
         };

@@ -255,6 +255,10 @@ fn report(study_uid: &str, figures: &VolumeFigures) -> Report {
         },
         confidence: None,
         qa_status: QaStatus::PendingReview,
+        assessable: true,
+        notes: Vec::new(),
+        input_quality: None,
+        threshold_details: None,
         timings_s: BTreeMap::from([("export".to_string(), 0.1)]),
         outputs: Vec::new(),
     }

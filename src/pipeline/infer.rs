@@ -1,0 +1,114 @@
+//! Infer stage: residual U-Net class probabilities and labels on the native grid.
+//!
+//! With test-time augmentation the slices also run mirrored left to right; the labels come from
+//! the mean of both predictions and the mirrored one is kept for the confidence stage.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::{s, Array4, Zip};
+use penumbra_imaging::LabelVolume;
+use penumbra_model::resample::{argmax_labels, probabilities_to_native};
+use penumbra_model::Segmenter;
+use tracing::info;
+
+use super::job::Job;
+use super::stage::{Stage, StageError, StageName};
+use crate::telemetry::metrics::metrics;
+
+/// What the infer stage adds to a job.
+#[derive(Debug)]
+pub struct UnetArtifacts {
+    /// Class probabilities `(3, z, y, x)` on the native grid (mean of plain and mirrored runs
+    /// with test-time augmentation).
+    pub probabilities: Array4<f32>,
+    /// Probabilities of the mirrored run alone, mirrored back, when test-time augmentation ran.
+    pub tta_probabilities: Option<Array4<f32>>,
+    /// Labels by argmax, zero outside the brain mask.
+    pub labels: LabelVolume,
+}
+
+/// Runs the segmenter loaded once at start-up.
+pub struct InferStage {
+    segmenter: Arc<Segmenter>,
+    batch: usize,
+    tta: bool,
+}
+
+impl InferStage {
+    pub fn new(segmenter: Arc<Segmenter>, batch: usize, tta: bool) -> Self {
+        Self { segmenter, batch, tta }
+    }
+}
+
+impl Stage for InferStage {
+    fn name(&self) -> StageName {
+        StageName::Infer
+    }
+
+    fn process(&self, mut job: Job) -> Result<Job, StageError> {
+        let input = job.artifacts.model_input.as_ref().ok_or_else(|| {
+            StageError::Failed("infer stage ran without model input: the resample stage must run first".into())
+        })?;
+        let perfusion = job.artifacts.perfusion.as_ref().ok_or_else(|| {
+            StageError::Failed("infer stage ran without perfusion maps".into())
+        })?;
+        let started = Instant::now();
+
+        let plain = self.predict(&input.input)?;
+        let mirrored = if self.tta { Some(self.predict(&mirror_x(&input.input))?) } else { None };
+        let to_native = |probs: &Array4<f32>| {
+            probabilities_to_native(probs, &input.transform)
+                .map_err(|e| StageError::Failed(format!("cannot map probabilities to the native grid: {e}").into()))
+        };
+        let plain = to_native(&plain)?;
+        let tta_probabilities = match mirrored {
+            Some(probs) => Some(to_native(&mirror_x(&probs))?),
+            None => None,
+        };
+        let probabilities = match &tta_probabilities {
+            Some(flipped) => (&plain + flipped) * 0.5,
+            None => plain,
+        };
+
+        let mut labels = argmax_labels(&probabilities);
+        Zip::from(&mut labels).and(&perfusion.maps.brain_mask).for_each(|label, &inside| {
+            if !inside {
+                *label = 0;
+            }
+        });
+
+        let elapsed = started.elapsed();
+        metrics().inference_duration.with_label_values::<&str>(&[]).observe(elapsed.as_secs_f64());
+        info!(elapsed_ms = elapsed.as_millis() as u64, tta = self.tta, "U-Net inference done");
+        job.artifacts.unet = Some(UnetArtifacts { probabilities, tta_probabilities, labels });
+        Ok(job)
+    }
+}
+
+impl InferStage {
+    fn predict(&self, input: &Array4<f32>) -> Result<Array4<f32>, StageError> {
+        self.segmenter
+            .predict(input, self.batch, false)
+            .map_err(|e| StageError::Failed(format!("U-Net inference failed: {e}").into()))
+    }
+}
+
+/// Mirrors a `(.., .., y, x)` array along x.
+fn mirror_x(array: &Array4<f32>) -> Array4<f32> {
+    array.slice(s![.., .., .., ..;-1]).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_x_reverses_columns_only() {
+        let a = Array4::from_shape_fn((1, 2, 2, 3), |(_, c, y, x)| (c * 100 + y * 10 + x) as f32);
+        let m = mirror_x(&a);
+        assert_eq!(m[[0, 1, 1, 0]], a[[0, 1, 1, 2]]);
+        assert_eq!(m[[0, 0, 0, 2]], a[[0, 0, 0, 0]]);
+        assert_eq!(mirror_x(&m), a);
+    }
+}
