@@ -519,7 +519,7 @@ fn unsupported_sop_class_gets_0122() {
     assert_eq!(scp.sink.count(), 0);
 }
 
-/// Failures answered inside one association: each bad object gets its status and the good
+/// Failure statuses within one association: each bad object gets its status and the good
 /// object after them is still stored.
 #[test]
 fn bad_objects_keep_the_association() {
