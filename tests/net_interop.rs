@@ -713,6 +713,30 @@ fn supported_classes_and_syntaxes_stored() {
 }
 
 #[test]
+fn unsupported_transfer_syntax_context_rejected() {
+    let scp = start_scp(|_| {});
+    let work = tempfile::tempdir().unwrap();
+    // JPEG-LS Lossless is not among the accepted transfer syntaxes.
+    let jpeg_ls = work.path().join("jls.dcm");
+    write_encapsulated(
+        &jpeg_ls,
+        "1.2.840.10008.1.2.4.80",
+        vec![0xFF, 0xD8, 0xFF, 0xF7],
+    );
+    let good = work.path().join("good.dcm");
+    write_ct(&good, uids::CT_IMAGE_STORAGE, "2.25.20", 16, 16);
+
+    let files = vec![
+        Part10File::read(&jpeg_ls).unwrap(),
+        Part10File::read(&good).unwrap(),
+    ];
+    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &files);
+    assert_eq!(outcomes[0], scu::SendOutcome::NoPresentationContext);
+    assert_eq!(store_status(&outcomes[1]), Some(0x0000));
+    assert_eq!(scp.sink.count(), 1);
+}
+
+#[test]
 fn silent_connection_closed_by_artim() {
     use std::io::Read;
 
