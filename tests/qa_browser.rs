@@ -196,6 +196,7 @@ fn browser_corrects_and_accepts() {
     session.type_into("#name", "Dr Dvořák");
     session.click("#login");
     session.wait_for("the queue after login", "return document.querySelectorAll('tr.case').length === 2;");
+    session.screenshot("queue.png");
 
     session.click(&format!("tr.case[data-case-id='{corrected_id}'] a"));
     session.wait_for("the case canvas", CANVAS_DRAWN);

@@ -32,6 +32,7 @@ const MAX_SESSIONS: usize = 1000;
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const STYLE: &str = include_str!("ui/style.css");
 const APP_JS: &str = include_str!("ui/app.js");
+const LOCAL_TIME_JS: &str = include_str!("ui/local-time.js");
 
 /// Called after a reviewer decides a case (accept, accept_threshold, correct or reject), for
 /// example to re-export the study with the final labels. Runs on a blocking thread.
@@ -85,6 +86,7 @@ pub fn router(state: QaState) -> Router {
         .route("/", get(queue_page))
         .route("/case/{id}", get(case_page))
         .route("/assets/app.js", get(app_js))
+        .route("/assets/local-time.js", get(local_time_js))
         .route("/logout", post(logout))
         .route("/api/cases", get(api_list))
         .route("/api/cases/{id}", get(api_get))
@@ -556,6 +558,10 @@ async fn app_js() -> Response {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS).into_response()
 }
 
+async fn local_time_js() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], LOCAL_TIME_JS).into_response()
+}
+
 fn with_language_cookie(mut response: Response, query: &PageQuery, language: Language) -> Response {
     if let Some((name, value)) = language_cookie(query.lang.as_deref(), language) {
         response.headers_mut().append(name, value);
@@ -598,7 +604,8 @@ fn render_queue(language: Language, state: &QaState, cases: &[CaseRecord], show_
     let base = if show_all { "/?all=1" } else { "/" };
     format!(
         "<header><h1>{}</h1>{}<form method=\"post\" action=\"/logout\"><button type=\"submit\" id=\"logout\">{}</button></form>\
-         </header><main><p><a href=\"{toggle_href}\">{toggle_text}</a></p>{table}</main>",
+         </header><main><p><a href=\"{toggle_href}\">{toggle_text}</a></p>{table}</main>\
+         <script src=\"/assets/local-time.js\"></script>",
         s.queue_title,
         language_switch(language, state, base),
         s.logout
@@ -613,7 +620,7 @@ fn render_queue_row(s: &Strings, case: &CaseRecord) -> String {
     };
     format!(
         "<tr class=\"case\" data-case-id=\"{id}\" data-state=\"{state_code}\"><td><a href=\"/case/{id}\">{uid}</a></td>\
-         <td>{arrival}</td><td>{urgency}</td><td>{state}</td><td>{confidence}</td><td>{core:.1}</td><td>{hypo:.1}</td></tr>",
+         <td><time datetime=\"{arrival}\">{arrival}</time></td><td>{urgency}</td><td>{state}</td><td>{confidence}</td><td>{core:.1}</td><td>{hypo:.1}</td></tr>",
         id = case.id,
         state_code = case.state.as_str(),
         uid = escape(&case.study_uid),

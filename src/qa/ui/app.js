@@ -176,7 +176,8 @@
       for (const entry of json.entries) {
         const transition = (entry.from_state ? entry.from_state + ' → ' : '') + entry.to_state;
         const note = entry.note ? ' (' + entry.note + ')' : '';
-        list.appendChild(element('li', { text: entry.at + ' ' + entry.who + ': ' + entry.what + ', ' + transition + note }));
+        const at = new Date(entry.at).toLocaleString(data.lang);
+        list.appendChild(element('li', { text: at + ' ' + entry.who + ': ' + entry.what + ', ' + transition + note }));
       }
     }).catch((error) => setStatus(error.message));
     return element('section', {}, [element('h2', { text: S.audit_log }), list]);
