@@ -106,6 +106,11 @@ fn login_form_sets_cookie() {
         .send()
         .expect("sent");
     assert_eq!(outside.headers()[LOCATION], "/", "redirects never leave the site");
+
+    let logout = client().post(server.url("/logout")).header(COOKIE, &session).send().expect("sent");
+    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    let after = client().get(server.url("/")).header(COOKIE, &session).send().expect("sent");
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED, "the session ends at logout");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Form, Path, Query, Request, State};
@@ -28,6 +29,8 @@ use super::{read_token, QaConfig, QaError};
 const SESSION_COOKIE: &str = "penumbra_qa_session";
 const LANGUAGE_COOKIE: &str = "penumbra_qa_lang";
 const MAX_SESSIONS: usize = 1000;
+/// How long a sign-in lasts: one long shift.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Request body limit: a worst-case RLE mask of a 512 x 512 slice (alternating labels) is about 4 MiB.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const STYLE: &str = include_str!("ui/style.css");
@@ -46,7 +49,9 @@ pub struct QaState {
     store: Arc<dyn QaStore>,
     token: Arc<str>,
     languages: Arc<[Language]>,
-    sessions: Arc<Mutex<HashMap<String, String>>>,
+    /// Session id to reviewer name and sign-in time. Sessions live in memory, so a restart signs
+    /// everyone out.
+    sessions: Arc<Mutex<HashMap<String, (String, Instant)>>>,
     hook: Option<Arc<dyn DecisionHook>>,
 }
 
@@ -138,7 +143,10 @@ async fn require_auth(State(state): State<QaState>, mut request: Request, next: 
     } else {
         cookie(headers, SESSION_COOKIE).and_then(|session| {
             let sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.get(session).map(|name| Reviewer(Some(name.clone())))
+            sessions
+                .get(session)
+                .filter(|(_, signed_in)| signed_in.elapsed() < SESSION_LIFETIME)
+                .map(|(name, _)| Reviewer(Some(name.clone())))
         })
     };
 
@@ -313,14 +321,17 @@ async fn login(State(state): State<QaState>, headers: HeaderMap, Form(form): For
     let session = uuid::Uuid::new_v4().simple().to_string();
     {
         let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|_, (_, signed_in)| signed_in.elapsed() < SESSION_LIFETIME);
         if sessions.len() >= MAX_SESSIONS {
+            tracing::warn!(sessions = sessions.len(), "Too many QA sessions: signing everyone out");
             sessions.clear();
         }
-        sessions.insert(session.clone(), name.clone());
+        sessions.insert(session.clone(), (name.clone(), Instant::now()));
     }
     tracing::info!(reviewer = %name, "QA reviewer signed in");
 
-    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
+    let max_age = SESSION_LIFETIME.as_secs();
+    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
     let mut response = Redirect::to(&next).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
