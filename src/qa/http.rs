@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::files::{self, MapKind, MaskKind, RleMask};
-use super::i18n::{self, Language, Strings};
+use super::i18n::{self, Language};
 use super::store::{Action, CaseId, CaseRecord, CaseState, Decision, QaStore};
 use super::{read_token, QaConfig, QaError};
 
@@ -600,7 +600,7 @@ fn render_queue(language: Language, state: &QaState, cases: &[CaseRecord], show_
     let s = language.strings();
     let mut rows = String::new();
     for case in cases {
-        rows.push_str(&render_queue_row(s, case));
+        rows.push_str(&render_queue_row(language, case));
     }
     let table = if cases.is_empty() {
         format!("<p class=\"empty\">{}</p>", s.queue_empty)
@@ -623,23 +623,30 @@ fn render_queue(language: Language, state: &QaState, cases: &[CaseRecord], show_
     )
 }
 
-fn render_queue_row(s: &Strings, case: &CaseRecord) -> String {
-    let confidence = if case.confidence.assessable {
-        format!("{:.2}", case.confidence.score)
-    } else {
-        format!("{:.2} ({})", case.confidence.score, s.not_assessable)
-    };
+/// Formats a number with the language's decimal separator (a comma in Czech).
+fn format_decimal(language: Language, value: f64, decimals: usize) -> String {
+    let text = format!("{value:.decimals$}");
+    match language {
+        Language::En => text,
+        Language::Cs => text.replace('.', ","),
+    }
+}
+
+fn render_queue_row(language: Language, case: &CaseRecord) -> String {
+    let s = language.strings();
+    let score = format_decimal(language, case.confidence.score, 2);
+    let confidence = if case.confidence.assessable { score } else { format!("{score} ({})", s.not_assessable) };
     format!(
         "<tr class=\"case\" data-case-id=\"{id}\" data-state=\"{state_code}\"><td><a href=\"/case/{id}\">{uid}</a></td>\
-         <td><time datetime=\"{arrival}\">{arrival}</time></td><td>{urgency}</td><td>{state}</td><td>{confidence}</td><td>{core:.1}</td><td>{hypo:.1}</td></tr>",
+         <td><time datetime=\"{arrival}\">{arrival}</time></td><td>{urgency}</td><td>{state}</td><td>{confidence}</td><td>{core}</td><td>{hypo}</td></tr>",
         id = case.id,
         state_code = case.state.as_str(),
         uid = escape(&case.study_uid),
         arrival = escape(&case.arrival),
         urgency = case.urgency,
         state = s.state_name(case.state.as_str()),
-        core = case.volumes.unet.core_ml,
-        hypo = case.volumes.unet.hypoperfused_ml,
+        core = format_decimal(language, case.volumes.unet.core_ml, 1),
+        hypo = format_decimal(language, case.volumes.unet.hypoperfused_ml, 1),
     )
 }
 
