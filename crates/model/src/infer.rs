@@ -14,7 +14,17 @@ use ndarray::{s, Array4};
 
 use crate::card::{ModelCard, WEIGHTS_FILE};
 use crate::error::ModelError;
+use crate::resample::{argmax_labels, probabilities_to_native, to_model_grid};
 use crate::unet::UNet;
+
+/// A native-grid segmentation: class probabilities and the labels picked from them.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    /// Softmax probabilities `(3, z, y, x)` resampled to the native grid.
+    pub probabilities: Array4<f32>,
+    /// Argmax of `probabilities`: 0 background, 1 penumbra, 2 core.
+    pub labels: penumbra_imaging::LabelVolume,
+}
 
 /// A trained U-Net with its model card, ready to predict.
 pub struct Segmenter {
@@ -135,6 +145,25 @@ fn check_tensors(
 }
 
 impl Segmenter {
+    /// Segments native `(c, z, y, x)` channels with in-plane `spacing_yx` (mm): resamples to
+    /// the model grid, predicts, and maps the probabilities back before taking the argmax.
+    pub fn segment(
+        &self,
+        channels: &Array4<f32>,
+        spacing_yx: [f64; 2],
+        batch: usize,
+        tta_flip: bool,
+    ) -> Result<Segmentation, ModelError> {
+        let (model_input, transform) = to_model_grid(channels, spacing_yx)?;
+        let model_probabilities = self.predict(&model_input, batch, tta_flip)?;
+        let probabilities = probabilities_to_native(&model_probabilities, &transform)?;
+        let labels = argmax_labels(&probabilities);
+        Ok(Segmentation {
+            probabilities,
+            labels,
+        })
+    }
+
     /// Wraps a freshly trained model held in `varmap`.
     pub fn from_varmap(varmap: &VarMap, card: ModelCard) -> Result<Self, ModelError> {
         let device = Device::Cpu;

@@ -29,7 +29,7 @@ pub mod unet;
 pub use card::ModelCard;
 pub use dataset::{Dataset, TrainingSample};
 pub use error::ModelError;
-pub use infer::{load, Segmenter};
+pub use infer::{load, Segmentation, Segmenter};
 pub use loss::LossKind;
 pub use normalize::Normalization;
 pub use resample::{

@@ -490,6 +490,26 @@ mod tests {
     }
 
     #[test]
+    fn plain_variant_has_no_projections() {
+        let config = UNetConfig {
+            in_channels: 3,
+            base_width: 2,
+            depth: 1,
+            residual: false,
+            norm: Norm::Instance,
+            ..Default::default()
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let unet = UNet::new(&config, vb).unwrap();
+        let x = Tensor::ones((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(unet.forward(&x).unwrap().dims(), &[1, 3, 8, 8]);
+        let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+        assert!(names.iter().all(|n| !n.contains("proj")), "{names:?}");
+        assert!(names.iter().any(|n| n == "enc1.norm1.weight"));
+    }
+
+    #[test]
     fn init_weights_is_seeded() {
         let config = UNetConfig {
             in_channels: 1,

@@ -254,6 +254,31 @@ fn mismatched_card_is_a_clear_error() {
 }
 
 #[test]
+fn segment_returns_native_grid() {
+    let dataset = blob_dataset(4, 3);
+    let outcome = train(&tiny_architecture(), &dataset, &quick_config(1)).unwrap();
+    let segmenter = outcome.segmenter().unwrap();
+
+    // Three slices of a non-square 40x24 grid with 2 x 1 mm pixels, channels first.
+    let channels = ndarray::Array4::from_shape_fn((2, 3, 40, 24), |(c, z, y, x)| {
+        dataset.samples()[z].input[[c, y % SIZE, x]]
+    });
+    let segmentation = segmenter.segment(&channels, [2.0, 1.0], 2, false).unwrap();
+    assert_eq!(segmentation.probabilities.dim(), (3, 3, 40, 24));
+    assert_eq!(segmentation.labels.dim(), (3, 40, 24));
+    for lane in segmentation.probabilities.lanes(ndarray::Axis(0)) {
+        assert!((lane.sum() - 1.0).abs() < 1e-4, "probabilities sum to 1");
+    }
+    let first = segmentation.probabilities.index_axis(ndarray::Axis(1), 0);
+    let picked = first.index_axis(ndarray::Axis(1), 5);
+    let label = segmentation.labels[[0, 5, 7]] as usize;
+    assert!(
+        picked.column(7).iter().all(|&p| p <= picked[[label, 7]]),
+        "label is the argmax"
+    );
+}
+
+#[test]
 fn predict_rejects_wrong_input() {
     let dataset = blob_dataset(4, 1);
     let outcome = train(&tiny_architecture(), &dataset, &quick_config(1)).unwrap();
