@@ -185,6 +185,7 @@ impl Segmenter {
     }
 
     /// Checks that the configured input channels are the card's channels, in the same order.
+    /// Names are compared ignoring ASCII case, so `Tmax` matches `tmax`.
     pub fn require_channels(&self, configured: &[String]) -> Result<(), ModelError> {
         let card = self.card.input_channels();
         if card.len() != configured.len()
@@ -213,7 +214,7 @@ impl Segmenter {
             .thread_name(|i| format!("penumbra-model-{i}"))
             .build()
             .map_err(|e| {
-                ModelError::InvalidInput(format!("cannot start {threads} inference threads: {e}"))
+                ModelError::InvalidInput(format!("starting {threads} inference threads failed: {e}"))
             })?;
         self.pool = Some(pool);
         Ok(())

@@ -343,7 +343,7 @@ pub fn init_weights(varmap: &candle_nn::VarMap, seed: u64) -> Result<(), ModelEr
             };
             let std = (2.0 / fan_in.max(1) as f64).sqrt();
             let normal = rand_distr::Normal::new(0.0, std).map_err(|e| {
-                ModelError::InvalidInput(format!("weight standard deviation {std}: {e}"))
+                ModelError::InvalidInput(format!("invalid weight standard deviation {std}: {e}"))
             })?;
             (0..count).map(|_| normal.sample(&mut rng) as f32).collect()
         };
