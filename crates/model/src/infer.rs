@@ -214,7 +214,9 @@ impl Segmenter {
             .thread_name(|i| format!("penumbra-model-{i}"))
             .build()
             .map_err(|e| {
-                ModelError::InvalidInput(format!("starting {threads} inference threads failed: {e}"))
+                ModelError::InvalidInput(format!(
+                    "starting {threads} inference threads failed: {e}"
+                ))
             })?;
         self.pool = Some(pool);
         Ok(())

@@ -3,7 +3,9 @@
 use ndarray::{Array2, Array3};
 use penumbra_model::card::{CARD_FILE, WEIGHTS_FILE};
 use penumbra_model::train::{LOSS_CURVE_FILE, STATE_FILE};
-use penumbra_model::{load, train, Dataset, ModelError, TrainConfig, TrainingSample, UNetConfig};
+use penumbra_model::{
+    load, train, Dataset, LossKind, ModelError, TrainConfig, TrainingSample, UNetConfig,
+};
 
 const SIZE: usize = 32;
 
@@ -276,6 +278,59 @@ fn segment_returns_native_grid() {
         picked.column(7).iter().all(|&p| p <= picked[[label, 7]]),
         "label is the argmax"
     );
+}
+
+#[test]
+fn every_loss_kind_trains() {
+    let dataset = blob_dataset(4, 2);
+    let kinds = [
+        LossKind::Tversky {
+            alpha: 0.3,
+            beta: 0.7,
+        },
+        LossKind::FocalTversky {
+            alpha: 0.3,
+            beta: 0.7,
+            gamma: 0.75,
+        },
+        LossKind::Dice,
+        LossKind::CrossEntropy,
+    ];
+    for loss in kinds {
+        let config = TrainConfig {
+            loss,
+            ..quick_config(2)
+        };
+        let outcome = train(&tiny_architecture(), &dataset, &config).unwrap();
+        let first = &outcome.history[0];
+        let last = &outcome.history[1];
+        assert!(first.training_loss.is_finite(), "{loss:?}: {first:?}");
+        assert!(
+            last.training_loss < first.training_loss,
+            "{loss:?}: {first:?} then {last:?}"
+        );
+        assert_eq!(outcome.card.training.loss, loss);
+    }
+}
+
+#[test]
+fn thread_pool_gives_same_probabilities() {
+    let dataset = blob_dataset(4, 2);
+    let outcome = train(&tiny_architecture(), &dataset, &quick_config(1)).unwrap();
+    let input = dataset.samples()[1]
+        .input
+        .clone()
+        .insert_axis(ndarray::Axis(0));
+    let default_pool = outcome
+        .segmenter()
+        .unwrap()
+        .predict(&input, 1, true)
+        .unwrap();
+
+    let mut single = outcome.segmenter().unwrap();
+    single.set_threads(1).unwrap();
+    assert_eq!(single.predict(&input, 1, true).unwrap(), default_pool);
+    assert!(single.set_threads(0).is_err());
 }
 
 #[test]
