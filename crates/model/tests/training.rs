@@ -127,8 +127,8 @@ fn early_stopping_and_checkpoints() {
     let dataset = blob_dataset(4, 2);
     let dir = tempfile::tempdir().unwrap();
     let config = TrainConfig {
-        // A zero learning-rate step never improves the validation loss, so patience 2 stops
-        // after epoch 3 (epoch 1 sets the best loss, epochs 2 and 3 fail to beat it).
+        // At a learning rate of 1e-12 the validation loss moves far less than min_delta, so
+        // epoch 1 sets the best loss, epochs 2 and 3 fail to beat it, and patience 2 stops there.
         learning_rate: 1e-12,
         patience: 2,
         checkpoint_dir: Some(dir.path().to_path_buf()),
@@ -218,7 +218,7 @@ fn mismatched_card_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     outcome.save(dir.path()).unwrap();
 
-    // A card claiming a wider network than the weights hold.
+    // A card claiming a wider network than the weights contain.
     let mut card = outcome.card.clone();
     card.architecture.base_width = 8;
     card.write(dir.path()).unwrap();
