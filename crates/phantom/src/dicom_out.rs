@@ -27,7 +27,7 @@ const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 const STUDY_START_S: f64 = 8.0 * 3600.0;
 const STUDY_DATE: &str = "20260101";
 
-/// What [`write_study`] or [`write_maps`] wrote.
+/// Output folders, UIDs and truth volumes of a study written by [`write_study`] or [`write_maps`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WrittenStudy {
     pub dicom_dir: PathBuf,

@@ -27,9 +27,9 @@ pub struct ParameterMaps {
 /// Fraction of cortical grey-matter voxels made vessel-rich (CBV 6 to 10 mL/100 g).
 const VESSEL_RICH_FRACTION: f64 = 0.015;
 
-/// Draws the normal-tissue maps: GM CBF N(60, 8) clipped to 45..80 and CBV N(4.0, 0.4); WM CBF
-/// N(25, 3) and CBV N(2.0, 0.25); deep GM CBF 55 and CBV 3.8. The spread is spatially smooth.
-/// Delays are 0 to 0.5 s anteriorly and 0.5 to 0.7 s in the posterior circulation.
+/// Draws the normal-tissue maps with spatially smooth spread. GM has CBF N(60, 8) clipped to
+/// 45..80 and CBV N(4.0, 0.4). WM has CBF N(25, 3) and CBV N(2.0, 0.25). Deep GM has CBF 55 and
+/// CBV 3.8. Delays are 0 to 0.5 s anteriorly and 0.5 to 0.7 s in the posterior circulation.
 pub fn normal_maps(anatomy: &AnatomyMaps, rng: &mut impl Rng) -> ParameterMaps {
     let flow_field = SmoothField::new(rng, 8);
     let volume_field = SmoothField::new(rng, 8);
