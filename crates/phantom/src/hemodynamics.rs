@@ -145,10 +145,9 @@ pub fn tissue_curve(aif: &Curve, cbf: f64, cbv: f64, delay_s: f64, tau_s: f64, b
     let shift = delay_s.max(0.0) / aif.dt_s;
     let whole = shift.floor() as usize;
     let fraction = shift - whole as f64;
-    for i in whole.min(n)..n {
-        let j = i - whole;
+    for (j, value) in buffer.iter_mut().skip(whole).enumerate() {
         let previous = if j > 0 { aif.values[j - 1] } else { 0.0 };
-        buffer[i] = (1.0 - fraction) * aif.values[j] + fraction * previous;
+        *value = (1.0 - fraction) * aif.values[j] + fraction * previous;
     }
 
     if tau_s > 1e-6 {
@@ -177,7 +176,7 @@ mod tests {
         let values = (0..=900)
             .map(|i| {
                 let t = i as f64 * 0.1;
-                if t < 5.0 || t > 15.0 {
+                if !(5.0..=15.0).contains(&t) {
                     0.0
                 } else {
                     100.0 - 20.0 * (t - 10.0).abs()

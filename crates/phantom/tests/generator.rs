@@ -222,7 +222,7 @@ fn noise_sd_in_air_matches_target() {
 #[test]
 fn invalid_parameters_are_rejected() {
     let params = PhantomParams { slices: 0, ..small_params(1) };
-    let error = generate(&params).err().expect("0 slices is invalid");
+    let error = generate(&params).expect_err("0 slices is invalid");
     assert!(error.to_string().contains("slices"), "{error}");
 
     let params = PhantomParams { frame_interval_s: f64::NAN, ..small_params(1) };
