@@ -37,13 +37,13 @@ pub enum ReadError {
     Empty,
     #[error("not a DICOM file: {reason}")]
     NotDicom { reason: String },
-    #[error("truncated at byte {offset}: {reason}; the file was cut short, resend it once the transfer is complete")]
+    #[error("truncated at data set byte {offset}: {reason}; the file was cut short, resend it once the transfer is complete")]
     Truncated { offset: usize, reason: String },
     #[error(
         "element {tag} declares {declared} bytes but only {available} are present; the length is corrupt, the file cannot be read"
     )]
     DeclaredLengthTooLarge { tag: String, declared: u64, available: usize },
-    #[error("malformed data set at byte {offset}: {reason}")]
+    #[error("malformed data set at data set byte {offset}: {reason}")]
     Malformed { offset: usize, reason: String },
     #[error("sequence {tag} nests deeper than {max} levels; the file is corrupt or hostile")]
     NestingTooDeep { tag: String, max: usize },
