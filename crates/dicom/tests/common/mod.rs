@@ -130,6 +130,9 @@ pub struct Slice<'a> {
     pub rows: u16,
     pub columns: u16,
     pub pixels: Vec<u16>,
+    /// Writes RescaleSlope with VR UN, as some exporters do for attributes they do not know.
+    pub slope_as_un: bool,
+    pub acquisition_number: Option<i32>,
 }
 
 fn ds_list(values: &[f64]) -> String {
@@ -147,8 +150,11 @@ pub fn ct_slice(b: &mut Builder, s: &Slice<'_>) {
         .text(0x0008, 0x103E, "LO", "SYNTHETIC")
         .text(0x0010, 0x0010, "PN", "Test^Patient")
         .text(0x0020, 0x000D, "UI", "1.2.3.4")
-        .text(0x0020, 0x000E, "UI", s.series)
-        .text(0x0020, 0x0013, "IS", &s.instance_number.to_string())
+        .text(0x0020, 0x000E, "UI", s.series);
+    if let Some(n) = s.acquisition_number {
+        b.text(0x0020, 0x0012, "IS", &n.to_string());
+    }
+    b.text(0x0020, 0x0013, "IS", &s.instance_number.to_string())
         .text(0x0020, 0x0032, "DS", &ds_list(&s.position))
         .text(0x0020, 0x0037, "DS", &ds_list(&s.orientation));
     if let Some(t) = s.temporal_index {
@@ -163,7 +169,29 @@ pub fn ct_slice(b: &mut Builder, s: &Slice<'_>) {
         .us(0x0028, 0x0101, 16)
         .us(0x0028, 0x0102, 15)
         .us(0x0028, 0x0103, 1)
-        .text(0x0028, 0x1052, "DS", "-1024")
-        .text(0x0028, 0x1053, "DS", "1")
-        .pixels_u16(&s.pixels);
+        .text(0x0028, 0x1052, "DS", "-1024");
+    if s.slope_as_un {
+        b.raw(0x0028, 0x1053, "UN", b"2 ", 0);
+    } else {
+        b.text(0x0028, 0x1053, "DS", "1");
+    }
+    b.pixels_u16(&s.pixels);
+}
+
+/// A 2x2 slice with default attributes, to be adjusted by the caller.
+pub fn default_slice<'a>(sop_instance: &'a str, series: &'a str, pixels: Vec<u16>) -> Slice<'a> {
+    Slice {
+        sop_instance,
+        series,
+        instance_number: 1,
+        position: [0.0, 0.0, 0.0],
+        orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        temporal_index: None,
+        acquisition_time: "120000",
+        rows: 2,
+        columns: 2,
+        pixels,
+        slope_as_un: false,
+        acquisition_number: None,
+    }
 }
