@@ -58,6 +58,7 @@ struct Header {
     path: PathBuf,
     instance: Instance,
     digest: (u64, usize),
+    has_pixels: bool,
 }
 
 /// Decodes every series found in `paths` (files of one study, in arrival order).
@@ -113,10 +114,10 @@ fn read_header(path: &Path) -> Result<Header, RejectedFile> {
             return Err(reject(ReadError::MissingAttribute { name }, instance.series_instance_uid()));
         }
     }
-    instance.data_set.elements.remove(&PIXEL_DATA);
+    let has_pixels = instance.data_set.elements.remove(&PIXEL_DATA).is_some();
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
-    Ok(Header { path: path.to_path_buf(), instance, digest: (hasher.finish(), bytes.len()) })
+    Ok(Header { path: path.to_path_buf(), instance, digest: (hasher.finish(), bytes.len()), has_pixels })
 }
 
 /// Files a header under its series, setting aside repeated SOP Instance UIDs.
@@ -147,6 +148,9 @@ fn add_header(header: Header, groups: &mut Vec<(String, Vec<Header>, Vec<String>
 
 /// Assembles one series and reads its pixels.
 fn decode_series(headers: &[Header], mut warnings: Vec<String>) -> Result<DecodedSeries, SeriesError> {
+    if !headers.iter().any(|h| h.has_pixels) {
+        return Err(SeriesError::NoImages);
+    }
     let instances: Vec<Instance> = headers.iter().map(|h| h.instance.clone()).collect();
     let names: Vec<String> = headers.iter().map(|h| h.path.display().to_string()).collect();
     let view = SeriesHeaders { instances: &instances, names: &names };
