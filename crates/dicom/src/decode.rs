@@ -1,6 +1,6 @@
 //! A study's files to decoded series.
 //!
-//! Files are read twice: once for headers (pixel data dropped at once, so memory holds one file
+//! Files are read twice: once for headers (pixel data dropped at once, so memory keeps one file
 //! at a time), then per series to fill the volume. A series with any rejected instance is
 //! rejected whole with the reason; it is never half-used. An instance whose SOP Instance UID
 //! repeats an earlier one with different content is set aside and reported; an identical copy is
@@ -154,6 +154,7 @@ fn decode_series(headers: &[Header], mut warnings: Vec<String>) -> Result<Decode
     let instances: Vec<Instance> = headers.iter().map(|h| h.instance.clone()).collect();
     let names: Vec<String> = headers.iter().map(|h| h.path.display().to_string()).collect();
     let view = SeriesHeaders { instances: &instances, names: &names };
+
     for instance in &instances {
         for warning in &instance.warnings {
             if !warnings.contains(warning) {
@@ -161,6 +162,7 @@ fn decode_series(headers: &[Header], mut warnings: Vec<String>) -> Result<Decode
             }
         }
     }
+
     let slices = volume::slices(&view, &mut warnings)?;
     let layout = volume::layout(slices, &view)?;
     let (volume, slice_sources, fill_warnings) = volume::fill(layout, &view, |i| {
@@ -172,6 +174,7 @@ fn decode_series(headers: &[Header], mut warnings: Vec<String>) -> Result<Decode
             warnings.push(warning);
         }
     }
+
     let set = &instances[0].data_set;
     let modality = set.string(tags::MODALITY).unwrap_or_default();
     let image_type = set.strings(tags::IMAGE_TYPE);
@@ -182,6 +185,7 @@ fn decode_series(headers: &[Header], mut warnings: Vec<String>) -> Result<Decode
         series_description: description.as_deref(),
         time_points: volume.frames(),
     });
+
     let info = SeriesInfo {
         study_instance_uid: instances[0].study_instance_uid().unwrap_or_default(),
         series_instance_uid: instances[0].series_instance_uid().unwrap_or_default(),

@@ -93,7 +93,7 @@ impl Rescale {
     pub const IDENTITY: Rescale = Rescale { slope: 1.0, intercept: 0.0 };
 }
 
-/// Checks that native pixel data holds every declared frame; other instances pass unchecked.
+/// Checks that native pixel data contains every declared frame; other instances pass unchecked.
 pub(crate) fn check_native_length(instance: &Instance) -> Result<(), ReadError> {
     let Some(Value::Bytes(bytes)) = pixel_value(instance) else {
         return Ok(());

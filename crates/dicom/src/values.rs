@@ -179,7 +179,7 @@ fn parse_list<'a>(parts: impl Iterator<Item = &'a str>, expected: usize) -> Opti
 }
 
 /// Returns the standard spelling of a SpecificCharacterSet value, or `None` when the value is
-/// not one Penumbra knows.
+/// not a character set Penumbra recognises.
 pub fn canonical_charset(value: &str) -> Option<&'static str> {
     let key: String = value.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_uppercase();
     let canonical = match key.as_str() {

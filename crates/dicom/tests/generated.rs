@@ -48,7 +48,7 @@ fn rescale_slope_in_un_uses_the_dictionary_vr() {
     assert!(warnings.iter().any(|w| w.contains("(0028,1053) arrived with VR UN")), "{warnings:?}");
 }
 
-/// An Implicit VR LE item holding one UI element, with undefined length and its delimiter.
+/// Builds an Implicit VR LE item containing one UI element, with undefined length and its delimiter.
 fn implicit_item(element: u16, uid: &str) -> Vec<u8> {
     let mut content = Builder::implicit_le();
     content.text(0x0008, element, "UI", uid);
@@ -274,6 +274,34 @@ fn garbage_number_is_never_zero() {
     assert!(study.series.is_empty());
     let message = study.rejected_series[0].error.to_string();
     assert!(message.contains("PixelSpacing"), "{message}");
-    assert!(matches!(read_bytes(&bytes), Ok(_)));
+    assert!(read_bytes(&bytes).is_ok());
     assert_ne!(read_bytes(&[0u8; 3]).unwrap_err(), ReadError::Empty);
+}
+
+#[test]
+fn per_image_temporal_index_falls_back_to_time() {
+    // TemporalPositionIndex numbers every image (1..4), so it cannot fill a time point; the
+    // acquisition time (two values, 2 s apart) does.
+    let mut files = Vec::new();
+    for (t, time) in ["083000", "083002"].iter().enumerate() {
+        for z in 0..2 {
+            let uid = format!("1.2.3.3{t}{z}");
+            let mut slice = default_slice(&uid, "1.2.3.9", signed(&[(10 * t + z) as i16 + 1024; 4]));
+            slice.position = [0.0, 0.0, -3.0 * z as f64];
+            slice.acquisition_time = time;
+            slice.temporal_index = Some((2 * t + z + 1) as u32);
+            let mut b = Builder::explicit_le();
+            ct_slice(&mut b, &slice);
+            files.push((format!("t{t}z{z}.dcm"), b.part10(EXPLICIT_LE, CT_IMAGE_STORAGE, &uid)));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let study = decode_study(&write_files(&dir, files));
+    assert!(study.rejected_series.is_empty(), "{:?}", study.rejected_series);
+    let series = &study.series[0];
+    assert_eq!(series.volume.frame_times_s, vec![0.0, 2.0]);
+    // Positions descend with z in the files, so sorted index 0 is the slice at -3 mm (z = 1).
+    assert_eq!(series.volume.geometry.origin_mm, [0.0, 0.0, -3.0]);
+    assert_eq!(series.volume.voxels[[1, 0, 0, 0]], 11.0);
+    assert_eq!(series.volume.voxels[[0, 1, 0, 0]], 0.0);
 }

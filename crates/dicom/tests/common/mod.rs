@@ -178,7 +178,7 @@ pub fn ct_slice(b: &mut Builder, s: &Slice<'_>) {
     b.pixels_u16(&s.pixels);
 }
 
-/// A 2x2 slice with default attributes, to be adjusted by the caller.
+/// Returns a 2x2 slice with default attributes, for the caller to adjust.
 pub fn default_slice<'a>(sop_instance: &'a str, series: &'a str, pixels: Vec<u16>) -> Slice<'a> {
     Slice {
         sop_instance,
