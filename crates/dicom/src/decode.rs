@@ -7,6 +7,7 @@
 //! dropped with a warning.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,16 @@ pub struct StudyDecode {
     pub rejected_series: Vec<RejectedSeries>,
 }
 
+/// The headers of one series, in arrival order.
+#[derive(Default)]
+struct SeriesGroup {
+    series_uid: String,
+    headers: Vec<Header>,
+    warnings: Vec<String>,
+    /// Index in `headers` of each SOP Instance UID seen.
+    seen: HashMap<String, usize>,
+}
+
 /// One readable file's header.
 struct Header {
     path: PathBuf,
@@ -64,14 +75,14 @@ struct Header {
 /// Decodes every series found in `paths` (files of one study, in arrival order).
 pub fn decode_study(paths: &[PathBuf]) -> StudyDecode {
     let mut out = StudyDecode::default();
-    let mut groups: Vec<(String, Vec<Header>, Vec<String>)> = Vec::new();
+    let mut groups: Vec<SeriesGroup> = Vec::new();
     for path in paths {
         match read_header(path) {
             Ok(header) => add_header(header, &mut groups, &mut out.rejected),
             Err(rejected) => out.rejected.push(rejected),
         }
     }
-    for (series_uid, headers, warnings) in groups {
+    for SeriesGroup { series_uid, headers, warnings, .. } in groups {
         let tainted = out.rejected.iter().find(|r| {
             r.series_instance_uid.as_deref() == Some(series_uid.as_str()) && !matches!(r.error, ReadError::DuplicateInstance { .. })
         });
@@ -121,28 +132,31 @@ fn read_header(path: &Path) -> Result<Header, RejectedFile> {
 }
 
 /// Files a header under its series, setting aside repeated SOP Instance UIDs.
-fn add_header(header: Header, groups: &mut Vec<(String, Vec<Header>, Vec<String>)>, rejected: &mut Vec<RejectedFile>) {
+fn add_header(header: Header, groups: &mut Vec<SeriesGroup>, rejected: &mut Vec<RejectedFile>) {
     let series_uid = header.instance.series_instance_uid().unwrap_or_default();
     let sop_uid = header.instance.sop_instance_uid().unwrap_or_default();
-    let index = match groups.iter().position(|g| g.0 == series_uid) {
+    let index = match groups.iter().position(|g| g.series_uid == series_uid) {
         Some(i) => i,
         None => {
-            groups.push((series_uid.clone(), Vec::new(), Vec::new()));
+            groups.push(SeriesGroup { series_uid: series_uid.clone(), ..SeriesGroup::default() });
             groups.len() - 1
         }
     };
-    let (_, headers, warnings) = &mut groups[index];
-    let earlier = headers.iter().find(|h| h.instance.sop_instance_uid().as_deref() == Some(sop_uid.as_str()));
-    match earlier {
+    let group = &mut groups[index];
+
+    match group.seen.get(&sop_uid).map(|&i| &group.headers[i]) {
         Some(first) if first.digest == header.digest => {
-            warnings.push(format!("identical copy of SOP Instance {sop_uid} ignored"));
+            group.warnings.push(format!("identical copy of SOP Instance {sop_uid} ignored"));
         }
         Some(first) => {
             let error = ReadError::DuplicateInstance { sop_instance_uid: sop_uid, kept: first.path.display().to_string() };
             tracing::warn!(series_instance_uid = %series_uid, %error, "duplicate instance set aside");
             rejected.push(RejectedFile { path: header.path, series_instance_uid: Some(series_uid), error });
         }
-        None => headers.push(header),
+        None => {
+            group.seen.insert(sop_uid, group.headers.len());
+            group.headers.push(header);
+        }
     }
 }
 

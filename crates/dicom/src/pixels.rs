@@ -161,17 +161,19 @@ pub fn decode_pixels(instance: &Instance, warnings: &mut Vec<String>) -> Result<
     }
     let rescales = frame_rescales(instance, format.frames, warnings);
     let (raw, big_endian) = native_bytes(instance, &format)?;
-    let mut out = Array3::<f32>::zeros((format.frames, format.rows, format.columns));
     let per_frame = format.rows * format.columns;
     let samples = stored_values(&raw, &format, big_endian);
-    for (i, value) in samples.take(per_frame * format.frames).enumerate() {
-        let rescale = rescales[i / per_frame];
-        let physical = value as f64 * rescale.slope + rescale.intercept;
-        if let Some(slot) = out.as_slice_mut().and_then(|s| s.get_mut(i)) {
-            *slot = physical as f32;
-        }
-    }
-    Ok(out)
+    let physical: Vec<f32> = samples
+        .take(per_frame * format.frames)
+        .enumerate()
+        .map(|(i, value)| {
+            let rescale = rescales[i / per_frame];
+            (value as f64 * rescale.slope + rescale.intercept) as f32
+        })
+        .collect();
+
+    let shape = (format.frames, format.rows, format.columns);
+    Array3::from_shape_vec(shape, physical).map_err(|e| ReadError::UnsupportedPixels { reason: format!("pixel array shape {shape:?}: {e}") })
 }
 
 /// Returns native pixel bytes of all frames and whether 16/32-bit samples are big endian.
