@@ -84,6 +84,23 @@ impl Builder {
         self.raw(0x7FE0, 0x0010, "OW", &b, 0)
     }
 
+    /// Writes encapsulated pixel data: an empty basic offset table, then one fragment per frame.
+    pub fn encapsulated(&mut self, frames: &[Vec<u8>]) -> &mut Self {
+        self.header(0x7FE0, 0x0010, "OB", 0xFFFF_FFFF);
+        self.bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        for frame in frames {
+            let mut fragment = frame.clone();
+            if fragment.len() % 2 == 1 {
+                fragment.push(0);
+            }
+            self.bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+            self.bytes.extend_from_slice(&(fragment.len() as u32).to_le_bytes());
+            self.bytes.extend_from_slice(&fragment);
+        }
+        self.bytes.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        self
+    }
+
     /// Writes a defined-length sequence of items, each built by the builders in `items`.
     pub fn sequence(&mut self, group: u16, element: u16, items: &[Vec<u8>]) -> &mut Self {
         let content_len: usize = items.iter().map(|i| i.len() + 8).sum();
