@@ -2,8 +2,8 @@
 //!
 //! Files are read twice: once for headers (pixel data dropped at once, so memory keeps one file
 //! at a time), then per series to fill the volume. A series with any rejected instance is
-//! rejected whole with the reason; it is never half-used. An instance whose SOP Instance UID
-//! repeats an earlier one with different content is set aside and reported; an identical copy is
+//! rejected whole with the reason, so it is never half-used. An instance that repeats an earlier
+//! SOP Instance UID with different content is set aside and reported. An identical copy is
 //! dropped with a warning.
 
 use std::collections::hash_map::DefaultHasher;

@@ -1,6 +1,6 @@
 //! Pixel data to physical values.
 //!
-//! Native pixel data is read directly; encapsulated pixel data (JPEG Lossless, RLE, JPEG 2000,
+//! Native pixel data is read directly. Encapsulated pixel data (JPEG Lossless, RLE, JPEG 2000,
 //! ...) is decoded one frame at a time by the dicom-rs transfer syntax adapters. Stored values are
 //! masked to BitsStored, sign-extended when PixelRepresentation is 1, and rescaled in f64 before
 //! narrowing to f32.
@@ -234,7 +234,8 @@ fn decode_encapsulated(instance: &Instance, format: &PixelFormat, offset_table: 
     let per_frame = split_frames(format.frames, offset_table, fragments).ok_or_else(|| {
         error(format!("cannot map {} fragments onto {} frames (offset table has {} entries)", fragments.len(), format.frames, offset_table.len()))
     })?;
-    let mut out = Vec::with_capacity(format.total_bytes() as usize);
+    // No reservation up front: the declared size is not trusted until frames decode.
+    let mut out = Vec::new();
     for (i, frame) in per_frame.into_iter().enumerate() {
         let view = FrameView { ts, format, fragments: frame };
         let before = out.len();
