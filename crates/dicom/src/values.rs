@@ -150,8 +150,11 @@ pub(crate) fn parse_decimals(text: &str, expected: usize) -> Parsed {
     if let Some(values) = parse_list(text.split('\\'), expected) {
         return Parsed::Ok(values);
     }
-    if !text.contains(',') || text.contains('\\') {
+    if !text.contains(',') {
         return Parsed::Garbage;
+    }
+    if text.contains('\\') {
+        return parse_decimal_commas(text, expected);
     }
     // A comma with dots elsewhere, or as many comma parts as values wanted with each part
     // holding a dot, is a separator; a lone comma in a single wanted value is a decimal mark.
@@ -169,6 +172,21 @@ pub(crate) fn parse_decimals(text: &str, expected: usize) -> Parsed {
         }
     }
     Parsed::Garbage
+}
+
+/// Parses backslash-separated values that use a decimal comma ("0,66\\0,66"). A value with a
+/// dot as well as a comma is ambiguous and makes the whole text garbage.
+fn parse_decimal_commas(text: &str, expected: usize) -> Parsed {
+    let parts: Vec<&str> = text.split('\\').collect();
+    let plain = parts.iter().all(|p| p.matches(',').count() <= 1 && !p.contains('.'));
+    if parts.len() != expected || !plain {
+        return Parsed::Garbage;
+    }
+    let fixed: Vec<String> = parts.iter().map(|p| p.replace(',', ".")).collect();
+    match parse_list(fixed.iter().map(String::as_str), expected) {
+        Some(values) => Parsed::Repaired(values, "uses decimal commas"),
+        None => Parsed::Garbage,
+    }
 }
 
 fn parse_list<'a>(parts: impl Iterator<Item = &'a str>, expected: usize) -> Option<Vec<f64>> {
@@ -220,6 +238,13 @@ mod tests {
     }
 
     #[test]
+    fn decimal_commas_in_a_list_are_repaired() {
+        assert_eq!(parse_decimals("0,66\\0,66", 2), Parsed::Repaired(vec![0.66, 0.66], "uses decimal commas"));
+        assert_eq!(parse_decimals("1,5\\2", 2), Parsed::Repaired(vec![1.5, 2.0], "uses decimal commas"));
+        assert_eq!(parse_decimals("1,024.5\\2", 2), Parsed::Garbage);
+    }
+
+    #[test]
     fn ambiguous_and_garbage_are_never_zero() {
         // "0,66" for two values could be 0 and 66 or one value 0.66: neither is safe.
         assert_eq!(parse_decimals("0,66", 2), Parsed::Garbage);
@@ -227,6 +252,7 @@ mod tests {
         assert_eq!(parse_decimals("nan", 1), Parsed::Garbage);
         assert_eq!(parse_decimals("1\\2\\3", 2), Parsed::Garbage);
         assert_eq!(parse_decimals("  ", 1), Parsed::Empty);
+        assert_eq!(parse_decimals("1,024.5", 1), Parsed::Garbage);
     }
 
     #[test]
