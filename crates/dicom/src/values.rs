@@ -1,8 +1,8 @@
 //! Typed, lenient access to attribute values.
 //!
-//! Numbers in text (DS, IS) are parsed leniently but never into a silent 0: a comma used as a
-//! separator or decimal mark is accepted with a warning, an empty value counts as absent with a
-//! warning, and anything that is not a number counts as absent with a warning.
+//! Numbers in text (DS, IS) are parsed leniently but never into a silent 0. A comma used as a
+//! separator or decimal mark is accepted with a warning. An empty value, or anything that is not
+//! a number, counts as absent with a warning.
 
 use dicom_core::{Tag, VR};
 
@@ -76,8 +76,8 @@ impl DataSet {
         self.decimals(tag, name, 1, warnings).map(|v| v[0])
     }
 
-    /// Returns the integer value of an IS attribute or a binary integer; a value like "3.0" is
-    /// accepted with a warning, garbage counts as absent with a warning.
+    /// Returns the integer value of an IS attribute or a binary integer. A value like "3.0" is
+    /// accepted with a warning, and garbage counts as absent with a warning.
     pub fn integer(&self, tag: Tag, name: &str, warnings: &mut Vec<String>) -> Option<i64> {
         let element = self.get(tag)?;
         if matches!(element.vr, VR::US | VR::UL | VR::SS | VR::SL) {
@@ -156,8 +156,8 @@ pub(crate) fn parse_decimals(text: &str, expected: usize) -> Parsed {
     if text.contains('\\') {
         return parse_decimal_commas(text, expected);
     }
-    // A comma with dots elsewhere, or as many comma parts as values wanted with each part
-    // holding a dot, is a separator; a lone comma in a single wanted value is a decimal mark.
+    // A comma is a separator when it splits the text into the expected number of values, each
+    // with a dot. A lone comma in a single expected value is a decimal mark.
     let parts: Vec<&str> = text.split(',').collect();
     let dotted = parts.iter().all(|p| p.contains('.'));
     if parts.len() == expected && (expected > 1 && dotted) {
