@@ -96,7 +96,10 @@ pub fn build_series(
 ) -> Series {
     let shape = voxels.shape();
     let spatial = [shape[1], shape[2], shape[3]];
-    let source: Vec<f32> = voxels.iter().copied().collect();
+    let source: Vec<f32> = match voxels.as_slice() {
+        Some(contiguous) => contiguous.to_vec(),
+        None => voxels.iter().copied().collect(),
+    };
     let n = spatial.iter().product::<usize>();
 
     if !resample {
@@ -140,15 +143,22 @@ pub fn baseline_noise_sd(series: &Series, window: &BaselineWindow, select: &[boo
         return None;
     }
     let n = series.voxels();
+    let mut sum = vec![0.0f64; n];
+    let mut sum_sq = vec![0.0f64; n];
+    for t in window.start..window.end {
+        for ((s, q), &value) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(series.frame(t)) {
+            let value = value as f64;
+            *s += value;
+            *q += value * value;
+        }
+    }
+
+    let count = window.len() as f64;
     let mut sds: Vec<f64> = (0..n)
-        .into_par_iter()
         .filter(|&v| select[v])
         .map(|v| {
-            let values: Vec<f64> =
-                (window.start..window.end).map(|t| series.data[t * n + v] as f64).collect();
-            let mean = values.iter().sum::<f64>() / values.len() as f64;
-            let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
-                / (values.len() - 1) as f64;
+            let mean = sum[v] / count;
+            let var = ((sum_sq[v] - count * mean * mean) / (count - 1.0)).max(0.0);
             var.sqrt()
         })
         .collect();

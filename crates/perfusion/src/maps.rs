@@ -4,6 +4,8 @@
 //! area(tissue) / area(AIF) (mL/100 g, the frame interval cancels in the ratio); MTT = 60 *
 //! CBV / CBF (s); Tmax = argmax k (s, relative to the AIF, negative delays clamped to 0).
 
+use std::time::Instant;
+
 use ndarray::{Array3, Axis};
 use rayon::prelude::*;
 use tracing::{debug, info, warn};
@@ -64,6 +66,8 @@ pub struct PerfusionResult {
 pub fn compute_maps(ctp: &Volume, params: &PerfusionParams) -> Result<PerfusionResult, PerfusionError> {
     params.validate()?;
     check_shape(ctp)?;
+    let started = Instant::now();
+    let lap = |step: &str| debug!(step, elapsed_ms = started.elapsed().as_millis() as u64, "perfusion step done");
     let (dt_s, resampled) = concentration::uniform_step(&ctp.frame_times_s)?;
     let mut series = concentration::build_series(&ctp.voxels, &ctp.frame_times_s, dt_s, resampled);
     let mut warnings = Vec::new();
@@ -71,6 +75,7 @@ pub fn compute_maps(ctp: &Volume, params: &PerfusionParams) -> Result<PerfusionR
         warnings.push(format!("irregular frame times were resampled to a uniform {dt_s:.2} s grid"));
     }
 
+    lap("series");
     let finite = finite_mask(&series);
     let window = find_baseline(&series, &finite, params)?;
     let baseline = concentration::baseline_image(&series, &window);
@@ -82,21 +87,25 @@ pub fn compute_maps(ctp: &Volume, params: &PerfusionParams) -> Result<PerfusionR
         return Err(PerfusionError::NoBrain { min_hu, max_hu });
     }
 
+    lap("masks");
     let intracranial_flat = flat(&intracranial);
     let noise_sd_hu = concentration::baseline_noise_sd(&series, &window, &brain_flat);
     let motion_mm = quality::estimate_motion_mm(&series, ctp.geometry.spacing_mm, &intracranial_flat);
     concentration::subtract_baseline(&mut series, &baseline);
     sanitize(&mut series, &finite);
+    lap("concentration");
 
     let inputs = select_input_curves(&series, &intracranial_flat, &params.aif)?;
     let (aif, scale, scale_applied) = scale_for_partial_volume(inputs.aif, inputs.vof.as_ref(), params, &mut warnings);
     let tissue_truncation_curve = series.mean_curve(&brain_flat);
 
+    lap("input functions");
     let early_vessels = early_vessel_mask(&series, &brain_flat, params.masks.vessel_peak_hu);
     let weights: Vec<bool> = brain_flat.iter().zip(&early_vessels).map(|(&b, &v)| b && !v).collect();
     let spacing = ctp.geometry.spacing_mm;
     denoise::smooth_in_plane(&mut series, &weights, params.denoise.spatial_sigma_mm, [spacing[1], spacing[2]]);
 
+    lap("spatial smoothing");
     let temporal = denoise::temporal_matrix(series.frames, params.denoise.temporal_sigma_frames);
     let deconvolver = Deconvolver::new(
         &aif.values_hu,
@@ -108,6 +117,7 @@ pub fn compute_maps(ctp: &Volume, params: &PerfusionParams) -> Result<PerfusionR
     )?;
     let mut maps = deconvolve_all(&series, &brain_flat, &deconvolver, params, ctp.geometry.clone());
     maps.vessel_mask = vessel_mask(&maps, &early_vessels, params.masks.vessel_cbv_ml_100g);
+    lap("deconvolution");
 
     let truncation_curve = inputs.vof.as_ref().map_or(tissue_truncation_curve, |v| v.values_hu.clone());
     let quality = assess_quality(QualityInputs {

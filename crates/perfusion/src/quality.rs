@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use rayon::prelude::*;
+
 use crate::concentration::Series;
 
 /// Baseline noise above this adds a warning, in HU.
@@ -77,9 +79,10 @@ pub fn estimate_motion_mm(series: &Series, spacing_mm: [f64; 3], exclude: &[bool
         return 0.0;
     };
     (1..series.frames)
+        .into_par_iter()
         .filter_map(centroid)
         .map(|c| (0..3).map(|a| (c[a] - first[a]).powi(2)).sum::<f64>().sqrt())
-        .fold(0.0, f64::max)
+        .reduce(|| 0.0, f64::max)
 }
 
 /// Returns whether `curve` ends above [`TRUNCATION_FRACTION`] of its peak.
