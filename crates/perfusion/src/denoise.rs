@@ -75,34 +75,89 @@ pub fn smooth_in_plane(series: &mut Series, weights: &[bool], sigma_mm: f64, spa
     let ky = gaussian_kernel(sigma_mm / spacing_yx_mm[0]);
     let kx = gaussian_kernel(sigma_mm / spacing_yx_mm[1]);
 
+    // Inputs outside the weighted pixels are zero, so convolving only the bounding box of the
+    // weights (with zero padding) gives the same values inside it at a fraction of the cost.
+    let boxes: Vec<Option<BoundingBox>> = (0..nz).map(|z| BoundingBox::of(&weights[z * plane..(z + 1) * plane], ny, nx)).collect();
     let norms: Vec<Vec<f32>> = (0..nz)
         .into_par_iter()
-        .map(|z| {
-            let w: Vec<f32> = weights[z * plane..(z + 1) * plane].iter().map(|&b| b as u8 as f32).collect();
-            let mut scratch = vec![0.0; plane];
-            let mut out = vec![0.0; plane];
-            convolve_plane(&w, ny, nx, &ky, &kx, &mut scratch, &mut out);
-            out
+        .map(|z| match &boxes[z] {
+            Some(bounds) => {
+                let w = &weights[z * plane..(z + 1) * plane];
+                let ones = vec![1.0f32; plane];
+                bounds.convolve(&ones, w, nx, &ky, &kx)
+            }
+            None => Vec::new(),
         })
         .collect();
 
     series.data.par_chunks_mut(plane).enumerate().for_each(|(index, values)| {
         let z = index % nz;
-        let w = &weights[z * plane..(z + 1) * plane];
-        if !w.iter().any(|&b| b) {
+        let Some(bounds) = &boxes[z] else {
             return;
-        }
-        let masked: Vec<f32> = values.iter().zip(w).map(|(&v, &b)| if b { v } else { 0.0 }).collect();
-        let mut scratch = vec![0.0; plane];
-        let mut out = vec![0.0; plane];
-        convolve_plane(&masked, ny, nx, &ky, &kx, &mut scratch, &mut out);
+        };
+        let w = &weights[z * plane..(z + 1) * plane];
+        let smoothed = bounds.convolve(values, w, nx, &ky, &kx);
 
-        for (((value, &smoothed), &norm), &b) in values.iter_mut().zip(&out).zip(&norms[z]).zip(w) {
-            if b && norm > 0.0 {
-                *value = smoothed / norm;
+        for y in bounds.y0..bounds.y1 {
+            for x in bounds.x0..bounds.x1 {
+                let local = (y - bounds.y0) * bounds.width() + (x - bounds.x0);
+                let norm = norms[z][local];
+                if w[y * nx + x] && norm > 0.0 {
+                    values[y * nx + x] = smoothed[local] / norm;
+                }
             }
         }
     });
+}
+
+/// Rows `y0..y1` and columns `x0..x1` of a plane.
+struct BoundingBox {
+    y0: usize,
+    y1: usize,
+    x0: usize,
+    x1: usize,
+}
+
+impl BoundingBox {
+    /// Returns the smallest box holding every true pixel of `mask`, or `None` when none is true.
+    fn of(mask: &[bool], ny: usize, nx: usize) -> Option<Self> {
+        let mut bounds: Option<Self> = None;
+        for y in 0..ny {
+            for x in 0..nx {
+                if mask[y * nx + x] {
+                    let b = bounds.get_or_insert(Self { y0: y, y1: y + 1, x0: x, x1: x + 1 });
+                    b.y0 = b.y0.min(y);
+                    b.y1 = b.y1.max(y + 1);
+                    b.x0 = b.x0.min(x);
+                    b.x1 = b.x1.max(x + 1);
+                }
+            }
+        }
+        bounds
+    }
+
+    fn width(&self) -> usize {
+        self.x1 - self.x0
+    }
+
+    /// Convolves the pixels of `values` where `mask` is true (others count as 0) inside the
+    /// box, with zero padding at its edges; returns the box, row-major.
+    fn convolve(&self, values: &[f32], mask: &[bool], nx: usize, ky: &[f32], kx: &[f32]) -> Vec<f32> {
+        let (h, w) = (self.y1 - self.y0, self.width());
+        let mut local = vec![0.0f32; h * w];
+        for y in self.y0..self.y1 {
+            let row = &mut local[(y - self.y0) * w..(y - self.y0 + 1) * w];
+            let source = &values[y * nx + self.x0..y * nx + self.x1];
+            let inside = &mask[y * nx + self.x0..y * nx + self.x1];
+            for ((l, &v), &m) in row.iter_mut().zip(source).zip(inside) {
+                *l = if m { v } else { 0.0 };
+            }
+        }
+        let mut scratch = vec![0.0f32; h * w];
+        let mut out = vec![0.0f32; h * w];
+        convolve_plane(&local, h, w, ky, kx, &mut scratch, &mut out);
+        out
+    }
 }
 
 /// Returns the `frames x frames` temporal smoothing matrix for a Gaussian of `sigma_frames`;
