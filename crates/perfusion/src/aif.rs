@@ -2,8 +2,8 @@
 //!
 //! Candidates are the intracranial voxels with the highest peak enhancement. Their first
 //! moments (bolus centre times) are split into an early and a late cluster by 1-D 2-means. The
-//! AIF averages the early voxels with the highest peak-to-width ratio (early, high, narrow);
-//! the VOF averages the late voxels with the largest area under the curve (e.g. the sinus).
+//! AIF averages the early voxels with the highest peak-to-width ratio (early, high, narrow).
+//! The VOF averages the late voxels with the largest area under the curve, such as the sinus.
 
 use serde::{Deserialize, Serialize};
 
@@ -253,8 +253,8 @@ mod tests {
     #[test]
     fn aif_and_vof_picked_from_vessels() {
         // 1 slice of 10x10, 40 frames. Tissue enhances 20 HU late and wide. Artery voxels
-        // (row 0, x 0..4) peak 400 HU early and narrow; a partial-volume artery voxel
-        // (row 0, x 4) peaks 120 HU; vein voxels (row 9, x 0..4) peak 300 HU late.
+        // (row 0, x 0..4) peak 400 HU early and narrow. A partial-volume artery voxel
+        // (row 0, x 4) peaks 120 HU. Vein voxels (row 9, x 0..4) peak 300 HU late.
         let frames = 40;
         let n = 100;
         let mut data = vec![0.0f32; frames * n];

@@ -18,7 +18,7 @@ impl BaselineWindow {
         self.end - self.start
     }
 
-    /// Returns true when the window holds no frame; [`detect_baseline`] never returns one.
+    /// Returns true when the window contains no frame, which [`detect_baseline`] never returns one.
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }

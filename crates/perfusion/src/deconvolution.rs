@@ -8,7 +8,7 @@
 //! bSVD drops singular values below `lambda * sigma_max`. oSVD sweeps the truncation from 5 % to
 //! 95 % of `sigma_max` in steps of 5 % and keeps, per voxel, the first (lowest) level whose
 //! oscillation index `OI = sum_j |k_j - 2 k_(j-1) + k_(j-2)| / (L * max k)` is below the
-//! threshold; when no level passes, the 95 % level is used. The 5 % solution comes from one
+//! threshold. When no level passes, the 95 % level is used. The 5 % solution comes from one
 //! matrix product, and each higher level subtracts the components it drops.
 
 use nalgebra::DMatrix;
@@ -113,7 +113,7 @@ impl Deconvolver {
         }
 
         // Only the first N entries of the padded tissue curve are non-zero, so only the first
-        // N columns of U^T matter; the smoothing matrix then acts on the raw curve.
+        // N columns of U^T matter. Multiplying by the smoothing matrix applies it to the raw curve.
         let project = |i: usize| -> Vec<f64> {
             (0..frames)
                 .map(|t| (0..frames).map(|s| u[(s, i)] * temporal[(s, t)]).sum::<f64>() / sigma[i])
@@ -277,7 +277,9 @@ pub fn oscillation_index(k: &[f32]) -> f32 {
 /// Computes `out = a (rows x inner, row-major) * b (inner x cols, row-major)` and stores the
 /// result column by column: `out[j * rows + i]`.
 fn multiply(a: &[f32], rows: usize, inner: usize, b: &[f32], cols: usize, out: &mut [f32]) {
-    assert!(a.len() >= rows * inner && b.len() >= inner * cols && out.len() >= rows * cols);
+    assert!(a.len() >= rows * inner);
+    assert!(b.len() >= inner * cols);
+    assert!(out.len() >= rows * cols);
     // SAFETY: the asserts above bound every index sgemm touches with these strides:
     // a[i * inner + t], b[t * cols + j] and out[i + j * rows] for i < rows, t < inner, j < cols.
     unsafe {
@@ -342,7 +344,8 @@ mod tests {
 
         // Truncation smooths the peak at t = 0 a little, so the maximum is slightly low.
         let max = k.iter().copied().fold(f64::MIN, f64::max);
-        assert!(max / 0.01 > 0.85 && max / 0.01 < 1.02, "max k {max}");
+        assert!(max / 0.01 > 0.85, "max k {max}");
+        assert!(max / 0.01 < 1.02, "max k {max}");
     }
 
     #[test]

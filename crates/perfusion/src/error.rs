@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// Why perfusion maps could not be computed from a series.
+/// Failure to compute perfusion maps from a series.
 #[derive(Debug, Error)]
 pub enum PerfusionError {
     #[error("ctp volume has shape {shape:?} with an empty axis; pass a series with at least one voxel per frame")]

@@ -3,7 +3,7 @@
 //! Relative thresholds divide by a reference taken from healthy contralateral tissue: brain
 //! voxels (no vessel) on the side opposite the lesion with Tmax below the healthy limit, whose
 //! median is used. The midline is the brain mask's in-plane principal (anterior-posterior)
-//! axis through its centroid; the lesion side is the one with more voxels above the Tmax limit.
+//! axis through its centroid. The lesion side is the one with more voxels above the Tmax limit.
 
 use ndarray::{Array3, Zip};
 use serde::{Deserialize, Serialize};
@@ -15,14 +15,14 @@ use crate::concentration::median_in_place;
 use crate::masks::{remove_small_components, Connectivity};
 use crate::maps::PerfusionMaps;
 
-/// Fewest healthy contralateral voxels for a reference; below it the whole brain is used.
+/// Minimum healthy contralateral voxels for a reference. With fewer, the whole brain is used.
 const MIN_REFERENCE_VOXELS: usize = 20;
 
 /// In-plane eigenvalue ratio below which the brain is too round for a principal axis, and the
 /// image x axis is taken as left-right.
 const MIN_AXIS_ANISOTROPY: f64 = 1.05;
 
-/// Which voxels are ischemic core.
+/// Rule for ischemic core voxels.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum CoreRule {
@@ -32,7 +32,7 @@ pub enum CoreRule {
     CbvBelow { ml_100g: f32 },
 }
 
-/// Which voxels are hypoperfused (core plus penumbra).
+/// Rule for hypoperfused voxels (core plus penumbra).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum HypoperfusionRule {
@@ -108,7 +108,7 @@ impl Default for LabelParams {
     }
 }
 
-/// How the reference tissue was chosen.
+/// Selection method of the reference tissue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReferenceMethod {
@@ -257,7 +257,7 @@ fn threshold(tissue: &Array3<bool>, map: &Array3<f32>, rule: impl Fn(f32) -> boo
     Zip::from(tissue).and(map).map_collect(|&inside, &value| inside && rule(value))
 }
 
-/// The midline plane: centroid (voxel units) and in-plane unit normal in mm space `(y, x)`.
+/// Returns the midline plane: centroid (voxel units) and in-plane unit normal in mm `(y, x)`.
 fn midline(tissue: &Array3<bool>, spacing_mm: [f64; 3]) -> ([f64; 3], [f64; 2]) {
     let mut count = 0.0;
     let mut sum = [0.0f64; 3];
@@ -374,7 +374,7 @@ mod tests {
     use super::*;
     use penumbra_imaging::Geometry;
 
-    /// A 1-slice 20x10 brain (y long axis), 1 mL voxels; left half x < 5, right half x >= 5.
+    /// Builds a 1-slice 20x10 brain (y long axis) of 1 mL voxels: left half x < 5, right x >= 5.
     fn maps_with(cbf: impl Fn(usize, usize) -> f32, tmax: impl Fn(usize, usize) -> f32) -> PerfusionMaps {
         let shape = (1, 20, 10);
         let cbf = Array3::from_shape_fn(shape, |(_, y, x)| cbf(y, x));
@@ -465,7 +465,8 @@ mod tests {
         assert_eq!(result.core_volume_ml, 12.0);
         assert_eq!(result.hypoperfused_volume_ml, 24.0);
         assert_eq!(result.mismatch_ratio, Some(2.0));
-        assert!(result.defuse3.core_ok && result.defuse3.mismatch_ratio_ok);
+        assert!(result.defuse3.core_ok);
+        assert!(result.defuse3.mismatch_ratio_ok);
         assert!(!result.defuse3.mismatch_volume_ok);
         assert!(!result.defuse3.met);
         assert!(result.extend.met);

@@ -22,7 +22,7 @@ use crate::masks;
 use crate::params::{MaskParams, PerfusionParams};
 use crate::quality::{self, InputQuality};
 
-/// Fewest frames a series needs: a baseline, the bolus and some wash-out.
+/// Minimum frames of a series: a baseline, the bolus and some wash-out.
 pub const MIN_FRAMES: usize = 8;
 
 /// Voxels deconvolved per matrix product.
@@ -159,7 +159,7 @@ fn check_shape(ctp: &Volume) -> Result<(), PerfusionError> {
     Ok(())
 }
 
-/// Returns, per voxel, whether every frame holds a finite value.
+/// Returns, per voxel, whether every frame contains a finite value.
 fn finite_mask(series: &Series) -> Array3<bool> {
     let mut finite = vec![true; series.voxels()];
     for t in 0..series.frames {

@@ -19,7 +19,7 @@ const MOTION_BONE_HU: f32 = 300.0;
 /// With fewer bone voxels than this per frame, motion is tracked on all voxels above -200 HU.
 const MIN_BONE_VOXELS: usize = 50;
 
-/// What the input looked like and what the pipeline had to assume.
+/// Input quality figures and the warnings raised while computing maps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputQuality {
     /// The VOF (or, without one, the mean brain tissue curve) is still above 35 % of its peak

@@ -1,7 +1,7 @@
 //! Timing of `compute_maps` on a 16-slice, 40-frame, 512 x 512 study; run by hand with
 //! `cargo test -p penumbra-perfusion --test benchmark -- --ignored --nocapture`.
 //!
-//! It prints wall time, voxels per second and the load average; it asserts only that maps
+//! It prints wall time, voxels per second and the load average. It asserts only that maps
 //! come out, because a timed assertion fails on a busy machine.
 
 mod common;
