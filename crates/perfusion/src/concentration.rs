@@ -15,6 +15,10 @@ const UNIFORM_TOLERANCE: f64 = 0.05;
 /// Finest grid step used when resampling irregular acquisitions, in seconds.
 const MIN_RESAMPLED_STEP_S: f64 = 0.5;
 
+/// Most frames on the analysis grid; the circulant has twice as many rows and columns, and its
+/// SVD grows with the cube of that.
+pub const MAX_ANALYSIS_FRAMES: usize = 256;
+
 /// A dynamic series stored frame-major: `data[t * voxels + v]`, voxels in `(z, y, x)` order.
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -82,7 +86,9 @@ pub fn uniform_step(times_s: &[f64]) -> Result<(f64, bool), PerfusionError> {
     if (max - min) <= UNIFORM_TOLERANCE * mean {
         Ok((mean, false))
     } else {
-        Ok((min.max(MIN_RESAMPLED_STEP_S), true))
+        let span = times_s[times_s.len() - 1] - times_s[0];
+        let coarsest = span / (MAX_ANALYSIS_FRAMES - 1) as f64;
+        Ok((min.max(MIN_RESAMPLED_STEP_S).max(coarsest), true))
     }
 }
 
@@ -212,6 +218,14 @@ mod tests {
         assert!(matches!(err, PerfusionError::FrameTimesNotIncreasing { index: 2, .. }));
         let err = uniform_step(&[0.0, f64::NAN]).unwrap_err();
         assert!(matches!(err, PerfusionError::NonFiniteFrameTime { index: 1, .. }));
+    }
+
+    #[test]
+    fn uniform_step_caps_grid_length() {
+        // Irregular times over 1000 s: a 0.5 s grid would have 2001 frames.
+        let (dt, resample) = uniform_step(&[0.0, 1.0, 3.0, 1000.0]).unwrap();
+        assert!(resample);
+        assert!((dt - 1000.0 / 255.0).abs() < 1e-12);
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub enum PerfusionError {
     #[error("frame time {time_s} s at frame {index} does not follow {previous_s} s; sort frames by acquisition time and drop duplicates")]
     FrameTimesNotIncreasing { index: usize, time_s: f64, previous_s: f64 },
 
+    #[error("ctp volume has {frames} frames on the analysis grid, at most {max} are supported; pass only the dynamic perfusion frames")]
+    TooManyFrames { frames: usize, max: usize },
+
+    #[error("voxel spacing {spacing_mm:?} mm is invalid: every spacing must be finite and above 0; check PixelSpacing and slice positions")]
+    InvalidSpacing { spacing_mm: [f64; 3] },
+
     #[error("invalid parameter {name} = {value}: expected {expected}")]
     InvalidParameter { name: &'static str, value: String, expected: &'static str },
 

@@ -11,6 +11,9 @@
 //! Units: CBF in mL/100 g/min, CBV in mL/100 g, MTT and Tmax in seconds, curves in ΔHU.
 //! The crate does no I/O.
 
+// Negated comparisons such as `!(x > 0.0)` are deliberate: they also reject NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod aif;
 pub mod baseline;
 pub mod concentration;

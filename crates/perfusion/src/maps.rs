@@ -147,7 +147,7 @@ pub fn compute_maps(ctp: &Volume, params: &PerfusionParams) -> Result<PerfusionR
 
 fn check_shape(ctp: &Volume) -> Result<(), PerfusionError> {
     let shape = ctp.voxels.shape().to_vec();
-    if shape.iter().any(|&s| s == 0) {
+    if shape.contains(&0) {
         return Err(PerfusionError::EmptyVolume { shape });
     }
     if ctp.frame_times_s.len() != shape[0] {
@@ -155,6 +155,13 @@ fn check_shape(ctp: &Volume) -> Result<(), PerfusionError> {
     }
     if shape[0] < MIN_FRAMES {
         return Err(PerfusionError::TooFewFrames { frames: shape[0], min: MIN_FRAMES });
+    }
+    if shape[0] > concentration::MAX_ANALYSIS_FRAMES {
+        return Err(PerfusionError::TooManyFrames { frames: shape[0], max: concentration::MAX_ANALYSIS_FRAMES });
+    }
+    let spacing_mm = ctp.geometry.spacing_mm;
+    if !spacing_mm.iter().all(|s| s.is_finite() && *s > 0.0) {
+        return Err(PerfusionError::InvalidSpacing { spacing_mm });
     }
     Ok(())
 }
@@ -466,5 +473,12 @@ mod tests {
 
         let flat = Volume { voxels: Array4::from_elem((10, 1, 2, 2), 30.0), geometry: geometry(), frame_times_s: (0..10).map(f64::from).collect() };
         assert!(matches!(compute_maps(&flat, &PerfusionParams::default()), Err(PerfusionError::NoBolus)));
+
+        let mut bad_spacing = flat.clone();
+        bad_spacing.geometry.spacing_mm[1] = f64::NAN;
+        assert!(matches!(compute_maps(&bad_spacing, &PerfusionParams::default()), Err(PerfusionError::InvalidSpacing { .. })));
+
+        let nan = Volume { voxels: Array4::from_elem((10, 1, 2, 2), f32::NAN), ..flat };
+        assert!(matches!(compute_maps(&nan, &PerfusionParams::default()), Err(PerfusionError::NoBolus)));
     }
 }

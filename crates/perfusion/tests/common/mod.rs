@@ -99,12 +99,12 @@ impl Builder {
 
     /// Sets voxel `(z, y, x)` to `baseline_hu + curve[t]` plus noise in every frame.
     pub fn set(&mut self, z: usize, y: usize, x: usize, baseline_hu: f64, curve: &[f64]) {
-        for t in 0..self.frames {
+        for (t, &value) in curve.iter().enumerate().take(self.frames) {
             let noise = match &mut self.noise {
                 Some((rng, normal)) => normal.sample(rng),
                 None => 0.0,
             };
-            self.voxels[(t, z, y, x)] = (baseline_hu + curve[t] + noise) as f32;
+            self.voxels[(t, z, y, x)] = (baseline_hu + value + noise) as f32;
         }
     }
 
