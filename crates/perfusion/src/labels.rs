@@ -42,8 +42,9 @@ pub enum HypoperfusionRule {
     RelativeMttAbove { fraction: f32 },
 }
 
-/// Thresholds and clean-up for [`label`].
+/// Thresholds and clean-up for [`label`]; missing fields take the RAPID preset's values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LabelParams {
     /// Preset name, reported with the result.
     pub name: String,

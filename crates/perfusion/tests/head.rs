@@ -219,3 +219,28 @@ fn head_inputs_found() {
     assert!(matches!(tissue_at(z, y, x), Tissue::Csf));
     assert!(!result.maps.brain_mask[(z, y, x)]);
 }
+
+#[test]
+fn head_with_irregular_sampling() {
+    // Canon-like timing: every 2 s up to 28 s, then every 5 s up to 58 s (21 frames). The
+    // series is resampled onto a 2 s grid.
+    let full = head(8.0, 13);
+    let times: Vec<usize> = (0..=28).step_by(2).chain((33..=58).step_by(5)).collect();
+    let voxels = full.ctp.voxels.select(ndarray::Axis(0), &times);
+    let ctp = penumbra_imaging::Volume {
+        voxels,
+        geometry: full.ctp.geometry.clone(),
+        frame_times_s: times.iter().map(|&t| t as f64).collect(),
+    };
+
+    let result = compute_maps(&ctp, &PerfusionParams::default()).unwrap();
+    let labelled = label(&result.maps, &LabelParams::rapid());
+    let hypoperfused: Vec<bool> = labelled.labels.iter().map(|&l| l >= 1).collect();
+    let hypo_dice = dice(&hypoperfused, full.truth_hypoperfused.iter()).unwrap();
+    println!("irregular sampling: hypoperfused dice {hypo_dice:.3}, warnings {:?}", result.quality.warnings);
+
+    assert!(result.quality.resampled);
+    assert_eq!(result.quality.frame_interval_s, 2.0);
+    assert_eq!(result.aif.values_hu.len(), 30);
+    assert!(hypo_dice >= 0.80, "hypoperfused dice {hypo_dice}");
+}
