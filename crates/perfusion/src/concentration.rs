@@ -44,7 +44,9 @@ impl Series {
     /// Returns the time curve of voxel `v`.
     pub fn curve(&self, v: usize) -> Vec<f64> {
         let n = self.voxels();
-        (0..self.frames).map(|t| self.data[t * n + v] as f64).collect()
+        (0..self.frames)
+            .map(|t| self.data[t * n + v] as f64)
+            .collect()
     }
 
     /// Returns the mean of each frame over the voxels where `select` is true.
@@ -74,7 +76,11 @@ pub fn uniform_step(times_s: &[f64]) -> Result<(f64, bool), PerfusionError> {
         }
         if index > 0 && time_s <= times_s[index - 1] {
             let previous_s = times_s[index - 1];
-            return Err(PerfusionError::FrameTimesNotIncreasing { index, time_s, previous_s });
+            return Err(PerfusionError::FrameTimesNotIncreasing {
+                index,
+                time_s,
+                previous_s,
+            });
         }
     }
 
@@ -109,7 +115,12 @@ pub fn build_series(
     let n = spatial.iter().product::<usize>();
 
     if !resample {
-        return Series { data: source, frames: shape[0], shape: spatial, dt_s };
+        return Series {
+            data: source,
+            frames: shape[0],
+            shape: spatial,
+            dt_s,
+        };
     }
 
     let span = times_s[times_s.len() - 1] - times_s[0];
@@ -117,15 +128,25 @@ pub fn build_series(
     let mut data = vec![0.0f32; frames * n];
     data.par_chunks_mut(n).enumerate().for_each(|(k, out)| {
         let t = times_s[0] + k as f64 * dt_s;
-        let upper = times_s.partition_point(|&s| s < t).clamp(1, times_s.len() - 1);
+        let upper = times_s
+            .partition_point(|&s| s < t)
+            .clamp(1, times_s.len() - 1);
         let lower = upper - 1;
         let w = ((t - times_s[lower]) / (times_s[upper] - times_s[lower])).clamp(0.0, 1.0) as f32;
-        let (a, b) = (&source[lower * n..(lower + 1) * n], &source[upper * n..(upper + 1) * n]);
+        let (a, b) = (
+            &source[lower * n..(lower + 1) * n],
+            &source[upper * n..(upper + 1) * n],
+        );
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o = x + w * (y - x);
         }
     });
-    Series { data, frames, shape: spatial, dt_s }
+    Series {
+        data,
+        frames,
+        shape: spatial,
+        dt_s,
+    }
 }
 
 /// Returns the per-voxel mean HU over the baseline frames, shaped `(z, y, x)`.
@@ -174,7 +195,9 @@ pub fn baseline_noise_sd(series: &Series, window: &BaselineWindow, select: &[boo
 /// Subtracts the baseline image from every frame, turning HU into ΔHU in place.
 pub fn subtract_baseline(series: &mut Series, baseline: &Array3<f32>) {
     let n = series.voxels();
-    let base = baseline.as_slice().expect("baseline image is in standard layout");
+    let base = baseline
+        .as_slice()
+        .expect("baseline image is in standard layout");
     series.data.par_chunks_mut(n).for_each(|frame| {
         for (value, &b) in frame.iter_mut().zip(base) {
             *value -= b;
@@ -215,9 +238,15 @@ mod tests {
     #[test]
     fn uniform_step_rejects_unsorted_times() {
         let err = uniform_step(&[0.0, 2.0, 2.0]).unwrap_err();
-        assert!(matches!(err, PerfusionError::FrameTimesNotIncreasing { index: 2, .. }));
+        assert!(matches!(
+            err,
+            PerfusionError::FrameTimesNotIncreasing { index: 2, .. }
+        ));
         let err = uniform_step(&[0.0, f64::NAN]).unwrap_err();
-        assert!(matches!(err, PerfusionError::NonFiniteFrameTime { index: 1, .. }));
+        assert!(matches!(
+            err,
+            PerfusionError::NonFiniteFrameTime { index: 1, .. }
+        ));
     }
 
     #[test]
@@ -243,11 +272,17 @@ mod tests {
     #[test]
     fn baseline_subtraction_and_noise() {
         // Two voxels, four frames; baseline frames 0..3.
-        let voxels =
-            Array4::from_shape_vec((4, 1, 1, 2), vec![10.0, 0.0, 12.0, 0.0, 14.0, 0.0, 50.0, 5.0])
-                .unwrap();
+        let voxels = Array4::from_shape_vec(
+            (4, 1, 1, 2),
+            vec![10.0, 0.0, 12.0, 0.0, 14.0, 0.0, 50.0, 5.0],
+        )
+        .unwrap();
         let mut series = build_series(&voxels, &[0.0, 1.0, 2.0, 3.0], 1.0, false);
-        let window = BaselineWindow { start: 0, end: 3, arrival: 3 };
+        let window = BaselineWindow {
+            start: 0,
+            end: 3,
+            arrival: 3,
+        };
         let base = baseline_image(&series, &window);
         assert_eq!(base.as_slice().unwrap(), &[12.0, 0.0]);
 

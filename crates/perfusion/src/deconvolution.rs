@@ -78,7 +78,14 @@ enum Kind {
     /// `L x N` pseudo-inverse at the lowest level, `R x N` projection onto its components
     /// divided by their singular values, `R x L` right singular vectors (strongest first), and
     /// per level, from 5 % up, the number of components kept.
-    Oscillation { pinv: Vec<f32>, projection: Vec<f32>, basis: Vec<f32>, components: usize, level_counts: Vec<usize>, threshold: f32 },
+    Oscillation {
+        pinv: Vec<f32>,
+        projection: Vec<f32>,
+        basis: Vec<f32>,
+        components: usize,
+        level_counts: Vec<usize>,
+        threshold: f32,
+    },
 }
 
 impl Deconvolver {
@@ -100,7 +107,9 @@ impl Deconvolver {
         }
 
         let matrix = circulant_matrix(smoothed_aif.as_slice(), dt_s);
-        let svd = matrix.try_svd(true, true, f64::EPSILON, 0).ok_or(PerfusionError::DecompositionFailed)?;
+        let svd = matrix
+            .try_svd(true, true, f64::EPSILON, 0)
+            .ok_or(PerfusionError::DecompositionFailed)?;
         let (Some(u), Some(v_t)) = (svd.u, svd.v_t) else {
             return Err(PerfusionError::DecompositionFailed);
         };
@@ -116,36 +125,84 @@ impl Deconvolver {
         // N columns of U^T matter. Multiplying by the smoothing matrix applies it to the raw curve.
         let project = |i: usize| -> Vec<f64> {
             (0..frames)
-                .map(|t| (0..frames).map(|s| u[(s, i)] * temporal[(s, t)]).sum::<f64>() / sigma[i])
+                .map(|t| {
+                    (0..frames)
+                        .map(|s| u[(s, i)] * temporal[(s, t)])
+                        .sum::<f64>()
+                        / sigma[i]
+                })
                 .collect()
         };
 
         let kind = match method {
             DeconvolutionMethod::Bsvd => {
-                let kept: Vec<usize> = order.iter().copied().filter(|&i| sigma[i] >= lambda * sigma_max).collect();
-                let projection: Vec<f32> = kept.iter().flat_map(|&i| project(i)).map(|x| x as f32).collect();
+                let kept: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| sigma[i] >= lambda * sigma_max)
+                    .collect();
+                let projection: Vec<f32> = kept
+                    .iter()
+                    .flat_map(|&i| project(i))
+                    .map(|x| x as f32)
+                    .collect();
                 let v_t = &v_t;
-                let basis: Vec<f32> = kept.iter().flat_map(|&i| (0..len).map(move |l| v_t[(i, l)] as f32)).collect();
-                Kind::Truncated { pinv: pseudo_inverse(&projection, &basis, kept.len(), len, frames) }
+                let basis: Vec<f32> = kept
+                    .iter()
+                    .flat_map(|&i| (0..len).map(move |l| v_t[(i, l)] as f32))
+                    .collect();
+                Kind::Truncated {
+                    pinv: pseudo_inverse(&projection, &basis, kept.len(), len, frames),
+                }
             }
             DeconvolutionMethod::Osvd => {
                 let floor = OSVD_LEVELS[OSVD_LEVELS.len() - 1] * sigma_max;
-                let kept: Vec<usize> = order.iter().copied().filter(|&i| sigma[i] >= floor).collect();
-                let projection: Vec<f32> = kept.iter().flat_map(|&i| project(i)).map(|x| x as f32).collect();
+                let kept: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| sigma[i] >= floor)
+                    .collect();
+                let projection: Vec<f32> = kept
+                    .iter()
+                    .flat_map(|&i| project(i))
+                    .map(|x| x as f32)
+                    .collect();
                 let v_t = &v_t;
-                let basis: Vec<f32> = kept.iter().flat_map(|&i| (0..len).map(move |l| v_t[(i, l)] as f32)).collect();
+                let basis: Vec<f32> = kept
+                    .iter()
+                    .flat_map(|&i| (0..len).map(move |l| v_t[(i, l)] as f32))
+                    .collect();
                 let level_counts = OSVD_LEVELS
                     .iter()
                     .rev()
                     .map(|&p| kept.iter().filter(|&&i| sigma[i] >= p * sigma_max).count())
                     .collect();
-                let (r, pinv) = (kept.len(), pseudo_inverse(&projection, &basis, kept.len(), len, frames));
-                Kind::Oscillation { pinv, projection, basis, components: r, level_counts, threshold: oscillation_index as f32 }
+                let (r, pinv) = (
+                    kept.len(),
+                    pseudo_inverse(&projection, &basis, kept.len(), len, frames),
+                );
+                Kind::Oscillation {
+                    pinv,
+                    projection,
+                    basis,
+                    components: r,
+                    level_counts,
+                    threshold: oscillation_index as f32,
+                }
             }
         };
 
-        let area_weights = (0..frames).map(|t| (0..frames).map(|s| temporal[(s, t)]).sum::<f64>() as f32).collect();
-        Ok(Self { frames, len, dt_s, kind, area_weights, aif_area })
+        let area_weights = (0..frames)
+            .map(|t| (0..frames).map(|s| temporal[(s, t)]).sum::<f64>() as f32)
+            .collect();
+        Ok(Self {
+            frames,
+            len,
+            dt_s,
+            kind,
+            area_weights,
+            aif_area,
+        })
     }
 
     /// Returns the number of frames N each tissue curve must have.
@@ -180,13 +237,26 @@ impl Deconvolver {
     pub fn deconvolve_block(&self, block: &[f32], count: usize) -> Vec<VoxelResidue> {
         let mut results = Vec::with_capacity(count);
         self.residues_into(block, count, |j, residue| {
-            let (argmax, max_k) = residue
-                .iter()
-                .copied()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, v)| if v > best.1 { (i, v) } else { best });
-            let area = (0..self.frames).map(|t| self.area_weights[t] * block[t * count + j]).sum();
-            results.push(VoxelResidue { max_k: max_k.max(0.0), argmax, area });
+            let (argmax, max_k) =
+                residue
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, v)| {
+                        if v > best.1 {
+                            (i, v)
+                        } else {
+                            best
+                        }
+                    });
+            let area = (0..self.frames)
+                .map(|t| self.area_weights[t] * block[t * count + j])
+                .sum();
+            results.push(VoxelResidue {
+                max_k: max_k.max(0.0),
+                argmax,
+                area,
+            });
         });
         results
     }
@@ -202,7 +272,14 @@ impl Deconvolver {
                     visit(j, &out[j * self.len..(j + 1) * self.len]);
                 }
             }
-            Kind::Oscillation { pinv, projection, basis, components, level_counts, threshold } => {
+            Kind::Oscillation {
+                pinv,
+                projection,
+                basis,
+                components,
+                level_counts,
+                threshold,
+            } => {
                 let r = *components;
                 let mut full = vec![0.0f32; self.len * count];
                 multiply(pinv, self.len, n, block, count, &mut full);
@@ -233,7 +310,13 @@ impl Deconvolver {
 }
 
 /// Returns `basis^T * projection` (`len x frames`, row-major) from `components` rows of each.
-fn pseudo_inverse(projection: &[f32], basis: &[f32], components: usize, len: usize, frames: usize) -> Vec<f32> {
+fn pseudo_inverse(
+    projection: &[f32],
+    basis: &[f32],
+    components: usize,
+    len: usize,
+    frames: usize,
+) -> Vec<f32> {
     let mut pinv = vec![0.0f64; len * frames];
     for c in 0..components {
         let row = &projection[c * frames..(c + 1) * frames];
@@ -257,7 +340,12 @@ pub fn oscillation_index(k: &[f32]) -> f32 {
             *m = if v > *m { v } else { *m };
         }
     }
-    let max = chunks.remainder().iter().chain(&lanes_max).copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes_max)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     if !(max > 0.0) {
         return f32::INFINITY;
     }
@@ -310,7 +398,11 @@ mod tests {
         (0..frames)
             .map(|i| {
                 let s = i as f64 - 4.0;
-                if s <= 0.0 { 0.0 } else { 400.0 * (s / 4.5).powi(3) * (3.0 - s / 1.5).exp() }
+                if s <= 0.0 {
+                    0.0
+                } else {
+                    400.0 * (s / 4.5).powi(3) * (3.0 - s / 1.5).exp()
+                }
             })
             .collect()
     }
@@ -333,13 +425,22 @@ mod tests {
         // Tissue = D k for a known exponential k; with light truncation k comes back.
         let aif = gamma_aif(40);
         let dt = 1.0;
-        let truth: Vec<f64> = (0..80).map(|i| if i < 40 { 0.01 * (-(i as f64) / 8.0).exp() } else { 0.0 }).collect();
+        let truth: Vec<f64> = (0..80)
+            .map(|i| {
+                if i < 40 {
+                    0.01 * (-(i as f64) / 8.0).exp()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let d = circulant_matrix(&aif, dt);
         let tissue = &d * nalgebra::DVector::from_vec(truth.clone());
         let curve: Vec<f64> = tissue.iter().take(40).copied().collect();
 
         let identity = DMatrix::identity(40, 40);
-        let deconvolver = Deconvolver::new(&aif, dt, DeconvolutionMethod::Bsvd, 0.02, 0.035, &identity).unwrap();
+        let deconvolver =
+            Deconvolver::new(&aif, dt, DeconvolutionMethod::Bsvd, 0.02, 0.035, &identity).unwrap();
         let k = deconvolver.residue(&curve);
 
         // Truncation smooths the peak at t = 0 a little, so the maximum is slightly low.
@@ -351,18 +452,27 @@ mod tests {
     #[test]
     fn bsvd_matches_explicit_pseudo_inverse() {
         let aif = gamma_aif(20);
-        let curve: Vec<f64> = (0..20).map(|i| (i as f64 * 0.3).sin().abs() * 10.0).collect();
+        let curve: Vec<f64> = (0..20)
+            .map(|i| (i as f64 * 0.3).sin().abs() * 10.0)
+            .collect();
         let identity = DMatrix::identity(20, 20);
-        let deconvolver = Deconvolver::new(&aif, 1.5, DeconvolutionMethod::Bsvd, 0.1, 0.035, &identity).unwrap();
+        let deconvolver =
+            Deconvolver::new(&aif, 1.5, DeconvolutionMethod::Bsvd, 0.1, 0.035, &identity).unwrap();
         let k = deconvolver.residue(&curve);
 
         let d = circulant_matrix(&aif, 1.5);
-        let pinv = d.clone().pseudo_inverse(0.1 * d.clone().singular_values().max()).unwrap();
+        let pinv = d
+            .clone()
+            .pseudo_inverse(0.1 * d.clone().singular_values().max())
+            .unwrap();
         let mut padded = curve.clone();
         padded.resize(40, 0.0);
         let expected = pinv * nalgebra::DVector::from_vec(padded);
         for (i, (&a, &b)) in k.iter().zip(expected.iter()).enumerate() {
-            assert!((a - b).abs() < 1e-4 * expected.amax().max(1e-9), "index {i}: {a} vs {b}");
+            assert!(
+                (a - b).abs() < 1e-4 * expected.amax().max(1e-9),
+                "index {i}: {a} vs {b}"
+            );
         }
     }
 
@@ -371,9 +481,14 @@ mod tests {
         let aif = gamma_aif(30);
         let identity = DMatrix::identity(30, 30);
         let smoothing = crate::denoise::temporal_matrix(30, 0.5);
-        for (method, matrix) in [(DeconvolutionMethod::Bsvd, &identity), (DeconvolutionMethod::Osvd, &smoothing)] {
+        for (method, matrix) in [
+            (DeconvolutionMethod::Bsvd, &identity),
+            (DeconvolutionMethod::Osvd, &smoothing),
+        ] {
             let deconvolver = Deconvolver::new(&aif, 1.0, method, 0.1, 0.035, matrix).unwrap();
-            let curves: Vec<Vec<f64>> = (0..3).map(|j| aif.iter().map(|a| a * 0.02 * (j + 1) as f64).collect()).collect();
+            let curves: Vec<Vec<f64>> = (0..3)
+                .map(|j| aif.iter().map(|a| a * 0.02 * (j + 1) as f64).collect())
+                .collect();
             let mut block = vec![0.0f32; 30 * 3];
             for (j, curve) in curves.iter().enumerate() {
                 for t in 0..30 {
@@ -402,7 +517,15 @@ mod tests {
     #[test]
     fn tmax_wraps_negative_delays() {
         let identity = DMatrix::identity(10, 10);
-        let deconvolver = Deconvolver::new(&gamma_aif(10), 2.0, DeconvolutionMethod::Bsvd, 0.1, 0.035, &identity).unwrap();
+        let deconvolver = Deconvolver::new(
+            &gamma_aif(10),
+            2.0,
+            DeconvolutionMethod::Bsvd,
+            0.1,
+            0.035,
+            &identity,
+        )
+        .unwrap();
         assert_eq!(deconvolver.tmax_s(3), 6.0);
         assert_eq!(deconvolver.tmax_s(15), 0.0);
     }

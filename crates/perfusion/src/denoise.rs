@@ -26,7 +26,15 @@ pub fn gaussian_kernel(sigma: f64) -> Vec<f32> {
 
 /// Convolves one `ny x nx` plane with separable kernels along y then x, ignoring samples outside
 /// the plane (zero padding).
-fn convolve_plane(plane: &[f32], ny: usize, nx: usize, ky: &[f32], kx: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+fn convolve_plane(
+    plane: &[f32],
+    ny: usize,
+    nx: usize,
+    ky: &[f32],
+    kx: &[f32],
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
     let ry = (ky.len() / 2) as isize;
     let rx = (kx.len() / 2) as isize;
 
@@ -54,7 +62,11 @@ fn convolve_plane(plane: &[f32], ny: usize, nx: usize, ky: &[f32], kx: &[f32], s
             let shift = i as isize - rx;
             let magnitude = shift.unsigned_abs().min(nx);
             let len = nx - magnitude;
-            let (d0, s0) = if shift >= 0 { (0, magnitude) } else { (magnitude, 0) };
+            let (d0, s0) = if shift >= 0 {
+                (0, magnitude)
+            } else {
+                (magnitude, 0)
+            };
             for (d, &s) in dst[d0..d0 + len].iter_mut().zip(&src[s0..s0 + len]) {
                 *d += w * s;
             }
@@ -66,7 +78,12 @@ fn convolve_plane(plane: &[f32], ny: usize, nx: usize, ky: &[f32], kx: &[f32], s
 /// `weights` (1 for tissue that takes part, 0 otherwise). Only voxels with weight 1 change.
 ///
 /// `spacing_yx_mm` is the in-plane pixel spacing (row spacing, column spacing).
-pub fn smooth_in_plane(series: &mut Series, weights: &[bool], sigma_mm: f64, spacing_yx_mm: [f64; 2]) {
+pub fn smooth_in_plane(
+    series: &mut Series,
+    weights: &[bool],
+    sigma_mm: f64,
+    spacing_yx_mm: [f64; 2],
+) {
     if !(sigma_mm > 0.0) {
         return;
     }
@@ -77,7 +94,9 @@ pub fn smooth_in_plane(series: &mut Series, weights: &[bool], sigma_mm: f64, spa
 
     // Inputs outside the weighted pixels are zero, so convolving only the bounding box of the
     // weights (with zero padding) gives the same values inside it at a fraction of the cost.
-    let boxes: Vec<Option<BoundingBox>> = (0..nz).map(|z| BoundingBox::of(&weights[z * plane..(z + 1) * plane], ny, nx)).collect();
+    let boxes: Vec<Option<BoundingBox>> = (0..nz)
+        .map(|z| BoundingBox::of(&weights[z * plane..(z + 1) * plane], ny, nx))
+        .collect();
     let norms: Vec<Vec<f32>> = (0..nz)
         .into_par_iter()
         .map(|z| match &boxes[z] {
@@ -90,24 +109,28 @@ pub fn smooth_in_plane(series: &mut Series, weights: &[bool], sigma_mm: f64, spa
         })
         .collect();
 
-    series.data.par_chunks_mut(plane).enumerate().for_each(|(index, values)| {
-        let z = index % nz;
-        let Some(bounds) = &boxes[z] else {
-            return;
-        };
-        let w = &weights[z * plane..(z + 1) * plane];
-        let smoothed = bounds.convolve(values, w, nx, &ky, &kx);
+    series
+        .data
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(index, values)| {
+            let z = index % nz;
+            let Some(bounds) = &boxes[z] else {
+                return;
+            };
+            let w = &weights[z * plane..(z + 1) * plane];
+            let smoothed = bounds.convolve(values, w, nx, &ky, &kx);
 
-        for y in bounds.y0..bounds.y1 {
-            for x in bounds.x0..bounds.x1 {
-                let local = (y - bounds.y0) * bounds.width() + (x - bounds.x0);
-                let norm = norms[z][local];
-                if w[y * nx + x] && norm > 0.0 {
-                    values[y * nx + x] = smoothed[local] / norm;
+            for y in bounds.y0..bounds.y1 {
+                for x in bounds.x0..bounds.x1 {
+                    let local = (y - bounds.y0) * bounds.width() + (x - bounds.x0);
+                    let norm = norms[z][local];
+                    if w[y * nx + x] && norm > 0.0 {
+                        values[y * nx + x] = smoothed[local] / norm;
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 /// Rows `y0..y1` and columns `x0..x1` of a plane.
@@ -125,7 +148,12 @@ impl BoundingBox {
         for y in 0..ny {
             for x in 0..nx {
                 if mask[y * nx + x] {
-                    let b = bounds.get_or_insert(Self { y0: y, y1: y + 1, x0: x, x1: x + 1 });
+                    let b = bounds.get_or_insert(Self {
+                        y0: y,
+                        y1: y + 1,
+                        x0: x,
+                        x1: x + 1,
+                    });
                     b.y0 = b.y0.min(y);
                     b.y1 = b.y1.max(y + 1);
                     b.x0 = b.x0.min(x);
@@ -142,7 +170,14 @@ impl BoundingBox {
 
     /// Convolves the pixels of `values` where `mask` is true (others count as 0) inside the
     /// box, with zero padding at its edges. The result covers the box, row-major.
-    fn convolve(&self, values: &[f32], mask: &[bool], nx: usize, ky: &[f32], kx: &[f32]) -> Vec<f32> {
+    fn convolve(
+        &self,
+        values: &[f32],
+        mask: &[bool],
+        nx: usize,
+        ky: &[f32],
+        kx: &[f32],
+    ) -> Vec<f32> {
         let (h, w) = (self.y1 - self.y0, self.width());
         let mut local = vec![0.0f32; h * w];
         for y in self.y0..self.y1 {
@@ -201,7 +236,12 @@ mod tests {
     fn in_plane_smoothing_ignores_masked_voxels() {
         // One frame, one slice 1x5: tissue 10, 20, 30 then a vessel of 500 and bone of 1000,
         // the last two with weight 0.
-        let mut series = Series { data: vec![10.0, 20.0, 30.0, 500.0, 1000.0], frames: 1, shape: [1, 1, 5], dt_s: 1.0 };
+        let mut series = Series {
+            data: vec![10.0, 20.0, 30.0, 500.0, 1000.0],
+            frames: 1,
+            shape: [1, 1, 5],
+            dt_s: 1.0,
+        };
         let weights = [true, true, true, false, false];
         smooth_in_plane(&mut series, &weights, 1.0, [1.0, 1.0]);
 
@@ -218,7 +258,12 @@ mod tests {
 
     #[test]
     fn constant_tissue_stays_constant() {
-        let mut series = Series { data: vec![7.0; 2 * 16], frames: 2, shape: [1, 4, 4], dt_s: 1.0 };
+        let mut series = Series {
+            data: vec![7.0; 2 * 16],
+            frames: 2,
+            shape: [1, 4, 4],
+            dt_s: 1.0,
+        };
         let mut weights = vec![true; 16];
         weights[5] = false;
         series.data[5] = 900.0;

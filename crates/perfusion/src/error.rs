@@ -18,7 +18,11 @@ pub enum PerfusionError {
     NonFiniteFrameTime { index: usize, time_s: f64 },
 
     #[error("frame time {time_s} s at frame {index} does not follow {previous_s} s; sort frames by acquisition time and drop duplicates")]
-    FrameTimesNotIncreasing { index: usize, time_s: f64, previous_s: f64 },
+    FrameTimesNotIncreasing {
+        index: usize,
+        time_s: f64,
+        previous_s: f64,
+    },
 
     #[error("ctp volume has {frames} frames on the analysis grid, at most {max} are supported; pass only the dynamic perfusion frames")]
     TooManyFrames { frames: usize, max: usize },
@@ -27,7 +31,11 @@ pub enum PerfusionError {
     InvalidSpacing { spacing_mm: [f64; 3] },
 
     #[error("invalid parameter {name} = {value}: expected {expected}")]
-    InvalidParameter { name: &'static str, value: String, expected: &'static str },
+    InvalidParameter {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 
     #[error("no brain voxels found: no voxel has a baseline between {min_hu} and {max_hu} HU inside the skull; check that the series is a head CT in HU")]
     NoBrain { min_hu: f32, max_hu: f32 },
@@ -45,5 +53,9 @@ pub enum PerfusionError {
     VendorMapNotStatic { name: &'static str, frames: usize },
 
     #[error("vendor map {name} has shape {found:?} but the cbf map has {expected:?}; pass maps of the same series")]
-    VendorShapeMismatch { name: &'static str, found: [usize; 3], expected: [usize; 3] },
+    VendorShapeMismatch {
+        name: &'static str,
+        found: [usize; 3],
+        expected: [usize; 3],
+    },
 }

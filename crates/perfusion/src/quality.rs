@@ -56,8 +56,17 @@ pub struct InputQuality {
 /// bolus) are ignored. Series without bone fall back to the centroid of all voxels above
 /// -200 HU.
 pub fn estimate_motion_mm(series: &Series, spacing_mm: [f64; 3], exclude: &[bool]) -> f64 {
-    let bone_count = series.frame(0).iter().zip(exclude).filter(|(&v, &e)| !e && v >= MOTION_BONE_HU).count();
-    let threshold = if bone_count >= MIN_BONE_VOXELS { MOTION_BONE_HU } else { -200.0 };
+    let bone_count = series
+        .frame(0)
+        .iter()
+        .zip(exclude)
+        .filter(|(&v, &e)| !e && v >= MOTION_BONE_HU)
+        .count();
+    let threshold = if bone_count >= MIN_BONE_VOXELS {
+        MOTION_BONE_HU
+    } else {
+        -200.0
+    };
     let [_, ny, nx] = series.shape;
 
     let centroid = |t: usize| -> Option<[f64; 3]> {
@@ -81,7 +90,12 @@ pub fn estimate_motion_mm(series: &Series, spacing_mm: [f64; 3], exclude: &[bool
     (1..series.frames)
         .into_par_iter()
         .filter_map(centroid)
-        .map(|c| (0..3).map(|a| (c[a] - first[a]).powi(2)).sum::<f64>().sqrt())
+        .map(|c| {
+            (0..3)
+                .map(|a| (c[a] - first[a]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
         .reduce(|| 0.0, f64::max)
 }
 
@@ -105,7 +119,12 @@ mod tests {
         let mut data = vec![-1000.0f32; 2 * 16];
         data[0] = 40.0;
         data[16 + 2] = 40.0;
-        let series = Series { data, frames: 2, shape: [1, 4, 4], dt_s: 1.0 };
+        let series = Series {
+            data,
+            frames: 2,
+            shape: [1, 4, 4],
+            dt_s: 1.0,
+        };
 
         // 2 columns of 0.5 mm.
         assert!((estimate_motion_mm(&series, [5.0, 0.5, 0.5], &[false; 16]) - 1.0).abs() < 1e-12);

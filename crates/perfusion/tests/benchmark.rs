@@ -54,7 +54,10 @@ fn study() -> penumbra_imaging::Volume {
 #[test]
 #[ignore = "benchmark: run by hand on an idle machine"]
 fn benchmark_512_study() {
-    tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).with_test_writer().init();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_test_writer()
+        .init();
     let ctp = study();
     let voxels = SHAPE.iter().product::<usize>();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -62,7 +65,10 @@ fn benchmark_512_study() {
     println!("threads: {}", rayon::current_num_threads());
 
     for method in [DeconvolutionMethod::Bsvd, DeconvolutionMethod::Osvd] {
-        let params = PerfusionParams { method, ..PerfusionParams::default() };
+        let params = PerfusionParams {
+            method,
+            ..PerfusionParams::default()
+        };
         let start = Instant::now();
         let result = compute_maps(&ctp, &params).unwrap();
         let seconds = start.elapsed().as_secs_f64();
