@@ -19,6 +19,11 @@ const MAX_PEAK_SHIFT_FRAMES: usize = 1;
 /// vessel population, and no VOF is reported.
 const MIN_VENOUS_DELAY_S: f64 = 1.0;
 
+/// Late voxels must peak at least at this fraction of the AIF peak to form the VOF. Sinus
+/// curves peak near or above arterial ones, while noisy tissue that passed the candidate
+/// threshold peaks far lower.
+const MIN_VOF_PEAK_FRACTION: f64 = 0.5;
+
 /// An averaged input or output curve in ΔHU on the analysis time grid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Curve {
@@ -146,8 +151,12 @@ pub fn select_input_curves(
     });
     let aif = average_curve(series, &aif_voxels);
 
-    let vof = if !late.is_empty() && late_centre - early_centre >= MIN_VENOUS_DELAY_S {
-        let vof_voxels = best_by(&late, params.voxel_count, |f| f.auc);
+    let venous: Vec<(usize, CurveFeatures)> = late
+        .into_iter()
+        .filter(|(_, f)| f.peak >= MIN_VOF_PEAK_FRACTION * aif.peak_hu)
+        .collect();
+    let vof = if !venous.is_empty() && late_centre - early_centre >= MIN_VENOUS_DELAY_S {
+        let vof_voxels = best_by(&venous, params.voxel_count, |f| f.auc);
         Some(average_curve(series, &vof_voxels))
     } else {
         None
@@ -347,6 +356,39 @@ mod tests {
         vof_voxels.sort();
         assert_eq!(vof_voxels, vec![[0, 9, 0], [0, 9, 1], [0, 9, 2], [0, 9, 3]]);
         assert_eq!(vof.time_to_peak_s, 17.0);
+    }
+
+    #[test]
+    fn vof_absent_without_high_late_peaks() {
+        // Arteries peak 400 HU early; the only late candidates peak 60 HU, below half the
+        // AIF peak, so no VOF is reported.
+        let frames = 40;
+        let n = 16;
+        let mut data = vec![0.0f32; frames * n];
+        let arterial = bolus(6.0, 400.0, 1.5, frames);
+        let late = bolus(14.0, 60.0, 3.0, frames);
+        for t in 0..frames {
+            for v in 0..4 {
+                data[t * n + v] = arterial[t];
+            }
+            for v in 4..8 {
+                data[t * n + v] = late[t];
+            }
+        }
+        let series = Series {
+            data,
+            frames,
+            shape: [1, 4, 4],
+            dt_s: 1.0,
+        };
+        let params = AifParams {
+            voxel_count: 4,
+            ..AifParams::default()
+        };
+        let curves = select_input_curves(&series, &[true; 16], &params).unwrap();
+
+        assert_eq!(curves.aif.voxels.len(), 4);
+        assert!(curves.vof.is_none());
     }
 
     #[test]
