@@ -2,7 +2,7 @@
 //!
 //! File system events (notify, recursive) and a periodic full rescan both feed a candidate list.
 //! A candidate is taken only once its size and modification time have not changed for
-//! `settle_ms`; names ending in `.part` or `.tmp`, and hidden names, are skipped until renamed.
+//! `settle_ms`. Names ending in `.part` or `.tmp`, and hidden names, are skipped until renamed.
 //! An input file is deleted only after its spool copy is fsynced; a file that is not a usable
 //! DICOM instance is moved to quarantine with its reason.
 
