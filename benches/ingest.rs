@@ -5,6 +5,8 @@
 //! Run: `cargo bench --bench ingest --profile dev` (the dev profile builds dependencies at
 //! opt-level 3). `PENUMBRA_BENCH_N` sets the image count (default 200) and
 //! `PENUMBRA_BENCH_ROUNDS` the number of alternating rounds (default 3).
+//! `PENUMBRA_BENCH_FSYNC=0` skips the fsync in the Penumbra sink, to compare the protocol path
+//! alone.
 //!
 //! NOTE: `storescp` 3.6.7 writes files without fsync, so the comparison favours DCMTK.
 
@@ -24,9 +26,10 @@ use penumbra::ingest::scp::{
     spawn_scp, InstanceIds, InstanceSink, ScpConfig, SinkError, StoreOutcome,
 };
 
-/// Stores each instance as `<uid>.dcm`, fsyncing the file before returning.
+/// Stores each instance as `<uid>.dcm`, fsyncing the file before returning when `fsync` is set.
 struct FsyncSink {
     dir: PathBuf,
+    fsync: bool,
 }
 
 impl InstanceSink for FsyncSink {
@@ -38,7 +41,9 @@ impl InstanceSink for FsyncSink {
         };
         let mut file = fs::File::create(&path).map_err(io)?;
         file.write_all(bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        if self.fsync {
+            file.sync_all().map_err(io)?;
+        }
         Ok(StoreOutcome::Stored)
     }
 
@@ -186,8 +191,10 @@ fn main() {
         min_free_disk_bytes: 0,
         ..ScpConfig::default()
     };
+    let fsync = env_usize("PENUMBRA_BENCH_FSYNC", 1) != 0;
     let sink = Arc::new(FsyncSink {
         dir: ours_dir.clone(),
+        fsync,
     });
     let scp = spawn_scp(config, sink, Arc::new(AtomicBool::new(false))).unwrap();
     let ours_port = scp.local_addr().port();
@@ -235,7 +242,8 @@ fn main() {
     let ours_median = median(&mut ours);
     let dcmtk_median = median(&mut dcmtk);
     println!("images: {count} of 512x512 16-bit, rounds: {rounds}");
-    println!("penumbra scp (fsync): {ours_median:.1} images/s (median)");
+    let mode = if fsync { "fsync" } else { "no fsync" };
+    println!("penumbra scp ({mode}): {ours_median:.1} images/s (median)");
     println!("dcmtk storescp:       {dcmtk_median:.1} images/s (median)");
     println!("ratio penumbra/storescp: {:.2}", ours_median / dcmtk_median);
 }

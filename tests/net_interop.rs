@@ -519,7 +519,7 @@ fn unsupported_sop_class_gets_0122() {
     assert_eq!(scp.sink.count(), 0);
 }
 
-/// Failures answered inside one association: each bad object gets its status and the good
+/// Failure statuses within one association: each bad object gets its status and the good
 /// object after them is still stored.
 #[test]
 fn bad_objects_keep_the_association() {
@@ -710,6 +710,30 @@ fn supported_classes_and_syntaxes_stored() {
         );
     }
     assert_eq!(scp.sink.count(), scp::sop::STORAGE_SOP_CLASSES.len() + 2);
+}
+
+#[test]
+fn unsupported_transfer_syntax_context_rejected() {
+    let scp = start_scp(|_| {});
+    let work = tempfile::tempdir().unwrap();
+    // JPEG-LS Lossless is not among the accepted transfer syntaxes.
+    let jpeg_ls = work.path().join("jls.dcm");
+    write_encapsulated(
+        &jpeg_ls,
+        "1.2.840.10008.1.2.4.80",
+        vec![0xFF, 0xD8, 0xFF, 0xF7],
+    );
+    let good = work.path().join("good.dcm");
+    write_ct(&good, uids::CT_IMAGE_STORAGE, "2.25.20", 16, 16);
+
+    let files = vec![
+        Part10File::read(&jpeg_ls).unwrap(),
+        Part10File::read(&good).unwrap(),
+    ];
+    let outcomes = scu::store(&target(&scp.addr(), SCP_AE), &files);
+    assert_eq!(outcomes[0], scu::SendOutcome::NoPresentationContext);
+    assert_eq!(store_status(&outcomes[1]), Some(0x0000));
+    assert_eq!(scp.sink.count(), 1);
 }
 
 #[test]

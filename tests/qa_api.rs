@@ -106,6 +106,11 @@ fn login_form_sets_cookie() {
         .send()
         .expect("sent");
     assert_eq!(outside.headers()[LOCATION], "/", "redirects never leave the site");
+
+    let logout = client().post(server.url("/logout")).header(COOKIE, &session).send().expect("sent");
+    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    let after = client().get(server.url("/")).header(COOKIE, &session).send().expect("sent");
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED, "the session ends at logout");
 }
 
 #[test]
@@ -300,6 +305,8 @@ fn pages_follow_language() {
     assert!(czech.contains("<html lang=\"cs\">"));
     assert!(czech.contains("Fronta k revizi"));
     assert!(czech.contains("Spolehlivost"));
+    assert!(czech.contains("<td>0,42</td>"), "Czech numbers use a decimal comma");
+    assert!(czech.contains("<td>12,5</td>"));
 
     let switched = client()
         .get(server.url("/?lang=en"))
@@ -312,6 +319,7 @@ fn pages_follow_language() {
     let english = switched.text().expect("html");
     assert!(english.contains("<html lang=\"en\">"));
     assert!(english.contains("Review queue"));
+    assert!(english.contains("<td>0.42</td>"));
 
     let remembered = client()
         .get(server.url("/case/1"))

@@ -137,6 +137,7 @@ impl Session {
         }
     }
 
+    /// Presses one key. Special keys use the WebDriver code points, e.g. `\u{E014}` for ArrowRight.
     fn press(&self, key: &str) {
         let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
             {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key},
@@ -196,6 +197,7 @@ fn browser_corrects_and_accepts() {
     session.type_into("#name", "Dr Dvořák");
     session.click("#login");
     session.wait_for("the queue after login", "return document.querySelectorAll('tr.case').length === 2;");
+    session.screenshot("queue.png");
 
     session.click(&format!("tr.case[data-case-id='{corrected_id}'] a"));
     session.wait_for("the case canvas", CANVAS_DRAWN);
@@ -205,6 +207,17 @@ fn browser_corrects_and_accepts() {
     session.press("b");
     session.wait_for("the brush", "return document.getElementById('tool-brush').classList.contains('active');");
     session.drag("#canvas-cbf", &[(-150, -120), (-120, -120), (-90, -120), (-60, -120)]);
+
+    // The eraser clears the U-Net core around the centre voxel (16, 20) on the Tmax canvas.
+    session.press("e");
+    session.wait_for("the eraser", "return document.getElementById('tool-eraser').classList.contains('active');");
+    session.drag("#canvas-tmax", &[(4, 4), (5, 5)]);
+
+    session.press("\u{E014}");
+    session.wait_for("the next slice", "return document.getElementById('slice-label').textContent === 'Slice 3 / 3';");
+    session.press("\u{E012}");
+    session.wait_for("the edited slice", "return document.getElementById('slice-label').textContent === 'Slice 2 / 3';");
+    session.wait_for("the edited slice drawn", CANVAS_DRAWN);
     let correction_shot = session.screenshot("case-correction.png");
 
     session.press("s");
@@ -223,6 +236,8 @@ fn browser_corrects_and_accepts() {
     let painted: Vec<u8> = (3..=13).map(|x| mask[(middle, 2, x)]).collect();
     assert!(painted.iter().all(|&v| v == 2), "row 2 of slice {middle} is painted core: {painted:?}");
     assert_eq!(mask[(middle, 30, 35)], 0, "far from the stroke stays background");
+    assert_eq!(mask[(middle, 16, 20)], 0, "the eraser cleared the core centre");
+    assert_eq!(mask[(middle, 16, 16)], 2, "core outside the eraser stays");
     let audit = server.store.audit(corrected_id).expect("audit");
     assert!(audit.iter().any(|e| e.what == "correct" && e.who == "Dr Dvořák"), "{audit:?}");
 

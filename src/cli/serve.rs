@@ -108,8 +108,8 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
     } else {
         tracing::warn!(unfinished = report.unfinished.len(), "Shutdown deadline passed; unfinished studies resume at the next start");
     }
-    // The logger thread ends when the last worker drops the outcome channel; a worker still
-    // running past the deadline would keep it open, so it is not joined.
+    // The logger thread ends when the last worker drops the outcome channel. A worker still
+    // running past the deadline would keep it open, so the thread is not joined.
     drop(outcome_logger);
     Ok(())
 }

@@ -24,7 +24,7 @@ use super::identify::InstanceIds;
 use super::spool::{Spool, SpooledInstance};
 use crate::pipeline::{Job, Runner, StateStore, StudyState};
 
-/// Longest grace after the last instance before a study with all its frames is dispatched.
+/// Maximum grace after the last instance before a study with all its frames is dispatched.
 const MAX_FRAME_GRACE: Duration = Duration::from_secs(2);
 
 /// Image positions are compared after rounding to this many millimetres.
@@ -258,8 +258,8 @@ fn dispatch(complete: &CompleteStudy, spool: &Spool, runner: &Runner) {
     }
 }
 
-/// Re-queues what a previous run left unfinished: studies recorded as queued, processing or
-/// waiting go straight to the runner; studies still receiving, without a record, or with
+/// Re-queues what a previous run left unfinished. Studies recorded as queued, processing or
+/// waiting go straight to the runner. Studies still receiving, without a record, or with
 /// instances added since their record are replayed through the assembler.
 ///
 /// Returns the number of studies re-queued and replayed.

@@ -1,8 +1,8 @@
 //! Reads the identifiers of a DICOM instance from its bytes, checking its structure first.
 //!
-//! A scan of the element headers runs before any parsing: it finds where the data set starts,
-//! which encoding it uses and where Pixel Data begins, and it rejects a file whose declared
-//! lengths run past its end before anything is allocated for them. dicom-object then parses
+//! A scan of the element headers runs before any parsing. It finds where the data set starts,
+//! which encoding it uses and where Pixel Data begins. It rejects a file whose declared lengths
+//! run past its end before anything is allocated for them. dicom-object then parses
 //! only the bytes before Pixel Data.
 
 use dicom_core::Tag;
@@ -21,7 +21,7 @@ const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 /// Nesting limit of sequences with undefined length that the scan follows.
 const MAX_SEQUENCE_DEPTH: usize = 16;
 
-/// What the spool and the assembler need to know about one instance.
+/// Identifiers and frame layout of one instance, as the spool and the assembler use them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceIds {
     pub study_instance_uid: String,
@@ -34,8 +34,8 @@ pub struct InstanceIds {
     pub image_position_patient: Option<[f64; 3]>,
 }
 
-/// Why a file could not be identified. [`IdentifyError::kind`] is the stable name written to
-/// quarantine records.
+/// Failure to identify a file. [`IdentifyError::kind`] is the stable name written to quarantine
+/// records.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum IdentifyError {
     #[error("empty file: it has zero bytes")]
@@ -105,7 +105,7 @@ pub fn identify(bytes: &[u8]) -> Result<InstanceIds, IdentifyError> {
     ids_from_object(&object, &layout)
 }
 
-/// Where the data set begins and how it is encoded, with SOP UIDs from the File Meta group.
+/// Start and encoding of the data set, with SOP UIDs from the File Meta group.
 struct Layout {
     data_set_start: usize,
     transfer_syntax: String,
@@ -142,9 +142,8 @@ impl Encoding {
 const LITTLE_EXPLICIT: Encoding = Encoding { explicit: true, big_endian: false };
 const LITTLE_IMPLICIT: Encoding = Encoding { explicit: false, big_endian: false };
 
-/// Finds the data set: after the 128-byte preamble and "DICM" when present, after the File Meta
-/// group (0002) when present; otherwise the encoding of a bare data set is detected from its
-/// first element.
+/// Finds the data set after the 128-byte preamble and "DICM" and after the File Meta group
+/// (0002), each when present. Without File Meta, the encoding is detected from the first element.
 fn locate_data_set(bytes: &[u8]) -> Result<Layout, IdentifyError> {
     let mut pos = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { 132 } else { 0 };
 
@@ -348,7 +347,7 @@ fn skip_value(bytes: &[u8], header: &Header, value_start: usize, encoding: Encod
         return Ok(value_start + length);
     }
 
-    // An undefined-length UN element holds Implicit VR Little Endian items.
+    // An undefined-length UN element contains Implicit VR Little Endian items.
     let inner = if header.vr == Some(*b"UN") { LITTLE_IMPLICIT } else { encoding };
     skip_sequence(bytes, value_start, inner, depth + 1)
 }

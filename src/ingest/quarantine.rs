@@ -22,7 +22,7 @@ pub struct Reason {
     pub reason: String,
     /// Stable fault name such as `empty_file`, `not_dicom`, `truncated` or `stage_failed`.
     pub kind: String,
-    /// Where the input came from: a file path, `scp:<calling AE>`, or a stage name.
+    /// Origin of the input: a file path, `scp:<calling AE>`, or a stage name.
     pub source: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub study_instance_uid: Option<String>,

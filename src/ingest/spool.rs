@@ -19,7 +19,7 @@ use super::identify::is_valid_uid;
 pub use super::identify::InstanceIds;
 use crate::config::Durability;
 
-/// Where an instance came from.
+/// Origin of an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum Source {
@@ -50,7 +50,7 @@ pub enum StoreOutcome {
     Stored { path: PathBuf },
     /// The same bytes were already spooled at `path`; nothing was written.
     Duplicate { path: PathBuf },
-    /// The SOP Instance UID was already spooled with other bytes at `existing`; the new bytes
+    /// The SOP Instance UID was already spooled with other bytes at `existing`. The new bytes
     /// were kept at `path` and are not part of the study.
     Conflict { path: PathBuf, existing: PathBuf },
 }
@@ -219,7 +219,7 @@ impl Spool {
         Ok(files)
     }
 
-    /// Returns the free space of the file system that holds the spool, in bytes available to
+    /// Returns the free space of the file system that contains the spool, in bytes available to
     /// unprivileged users.
     pub fn free_disk_bytes(&self) -> io::Result<u64> {
         free_disk_bytes(&self.root)
@@ -234,7 +234,7 @@ fn check_uid(name: &'static str, value: &str) -> Result<(), SpoolError> {
     }
 }
 
-/// Puts `bytes` at `final_path` unless that name (or a conflict copy) already holds them.
+/// Puts `bytes` at `final_path` unless that name (or a conflict copy) already contains them.
 fn place(folder: &Path, final_path: &Path, sop: &str, bytes: &[u8], fsync: bool) -> Result<StoreOutcome, SpoolError> {
     let temp = write_temp(folder, sop, bytes, fsync)?;
     let result = link_first_free(folder, final_path, sop, &temp, bytes, fsync);

@@ -2,7 +2,7 @@
 //!
 //! File system events (notify, recursive) and a periodic full rescan both feed a candidate list.
 //! A candidate is taken only once its size and modification time have not changed for
-//! `settle_ms`; names ending in `.part` or `.tmp`, and hidden names, are skipped until renamed.
+//! `settle_ms`. Names ending in `.part` or `.tmp`, and hidden names, are skipped until renamed.
 //! An input file is deleted only after its spool copy is fsynced; a file that is not a usable
 //! DICOM instance is moved to quarantine with its reason.
 
@@ -15,13 +15,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{unbounded, Receiver};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use thiserror::Error;
 
 use super::identify::identify;
 use super::quarantine::{Quarantine, Reason};
 use super::spool::{Source, Spool, StoreOutcome};
 use crate::config::WatchSettings;
+
+/// File system events handled before each check for settled files.
+const MAX_EVENTS_PER_TICK: usize = 10_000;
 
 #[derive(Debug, Error)]
 pub enum WatchError {
@@ -123,7 +126,9 @@ impl WatchLoop {
             match events.recv_timeout(tick) {
                 Ok(event) => {
                     self.note_event(event, &mut next_rescan);
-                    while let Ok(event) = events.try_recv() {
+                    // Bounded, so a flood of events cannot starve the settled-file check.
+                    for _ in 0..MAX_EVENTS_PER_TICK {
+                        let Ok(event) = events.try_recv() else { break };
                         self.note_event(event, &mut next_rescan);
                     }
                 }
@@ -138,6 +143,9 @@ impl WatchLoop {
     fn note_event(&mut self, event: notify::Result<notify::Event>, next_rescan: &mut Instant) {
         match event {
             Ok(event) if event.need_rescan() => *next_rescan = Instant::now(),
+            // Opening and reading files (the watcher's own scans included) raise access events,
+            // which would otherwise feed back into more scans. Removals need no action.
+            Ok(event) if matches!(event.kind, EventKind::Access(_) | EventKind::Remove(_)) => {}
             Ok(event) => {
                 for path in event.paths {
                     if path.is_dir() {

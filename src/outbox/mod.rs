@@ -10,8 +10,8 @@
 //! ```
 //!
 //! An item leaves the queue only after the destination returned a success or warning status,
-//! so each object is delivered at least once; the SOP Instance UID names the item, so enqueueing
-//! the same instance twice while it waits sends it once.
+//! so each object is delivered at least once. The SOP Instance UID names the item, so an
+//! instance enqueued twice while it waits is sent once.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

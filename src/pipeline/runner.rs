@@ -19,7 +19,7 @@ use super::state::{StateStore, StudyState};
 use crate::config::{PipelineSettings, StageSettings};
 use crate::ingest::quarantine::{Quarantine, Reason};
 
-/// What happened to one submitted study version.
+/// Outcome of one submitted study version.
 #[derive(Debug)]
 pub enum JobOutcome {
     /// Every stage finished.
@@ -36,7 +36,7 @@ pub enum RunnerError {
     ShuttingDown,
 }
 
-/// What was still in flight when [`Runner::shutdown`] returned.
+/// Studies still in flight when [`Runner::shutdown`] returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// (Study Instance UID, version) of studies that had not left the pipeline.
@@ -62,7 +62,7 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Starts worker pools for the registered stages. Stages run in [`StageName::ALL`] order; the
+    /// Starts worker pools for the registered stages, which run in [`StageName::ALL`] order. The
     /// chain ends at the first stage with no implementation, and studies that reach it are
     /// recorded as waiting for it. Registered stages after that gap are not run.
     pub fn start(

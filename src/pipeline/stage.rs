@@ -48,7 +48,7 @@ impl fmt::Display for StageName {
     }
 }
 
-/// Why a stage could not process a study. The runner quarantines the study with this message.
+/// Failure of a stage on one study. The runner quarantines the study with this message.
 #[derive(Debug, Error)]
 pub enum StageError {
     /// The study's data cannot be processed by this stage, e.g. no dynamic series.

@@ -1,4 +1,4 @@
-//! A persistent record per study, so a restart knows what is finished and what to re-queue.
+//! A persistent record per study, from which a restart finds what is finished and what to re-queue.
 //!
 //! Records are small JSON files at `<data_dir>/state/<study uid>.json`, each replaced atomically
 //! (temporary file, fsync, rename, fsync of the folder).
@@ -15,7 +15,7 @@ use super::stage::StageName;
 use crate::ingest::identify::is_valid_uid;
 use crate::ingest::spool::write_atomically;
 
-/// Where a study is in its life.
+/// Processing state of a study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StudyState {
@@ -85,8 +85,8 @@ pub enum StateError {
     Corrupt { path: PathBuf, source: serde_json::Error },
 }
 
-/// The state records of one data directory. Updates are serialized by a lock, so concurrent
-/// stage workers never lose each other's changes.
+/// The state records of one data directory. Updates within one process are serialized by a lock,
+/// so concurrent stage workers do not lose each other's changes.
 #[derive(Debug)]
 pub struct StateStore {
     root: PathBuf,

@@ -188,8 +188,8 @@ pub fn write_corrected_slice(dir: &Path, slice: usize, values: ArrayView2<u8>) -
     fs::rename(&temporary, &path).map_err(|e| QaError::io(&path, e))
 }
 
-/// A run-length encoded 2-D label slice in row-major order: `runs` is a list of
-/// `[value, count]` pairs whose counts add up to `width * height`.
+/// A run-length encoded 2-D label slice in row-major order. `runs` lists `[value, count]` pairs
+/// whose counts add up to `width * height`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RleMask {
     pub width: usize,

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Form, Path, Query, Request, State};
@@ -21,17 +22,20 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::files::{self, MapKind, MaskKind, RleMask};
-use super::i18n::{self, Language, Strings};
+use super::i18n::{self, Language};
 use super::store::{Action, CaseId, CaseRecord, CaseState, Decision, QaStore};
 use super::{read_token, QaConfig, QaError};
 
 const SESSION_COOKIE: &str = "penumbra_qa_session";
 const LANGUAGE_COOKIE: &str = "penumbra_qa_lang";
 const MAX_SESSIONS: usize = 1000;
+/// How long a sign-in lasts: one long shift.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Request body limit: a worst-case RLE mask of a 512 x 512 slice (alternating labels) is about 4 MiB.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const STYLE: &str = include_str!("ui/style.css");
 const APP_JS: &str = include_str!("ui/app.js");
+const LOCAL_TIME_JS: &str = include_str!("ui/local-time.js");
 
 /// Called after a reviewer decides a case (accept, accept_threshold, correct or reject), for
 /// example to re-export the study with the final labels. Runs on a blocking thread.
@@ -45,7 +49,9 @@ pub struct QaState {
     store: Arc<dyn QaStore>,
     token: Arc<str>,
     languages: Arc<[Language]>,
-    sessions: Arc<Mutex<HashMap<String, String>>>,
+    /// Session id to reviewer name and sign-in time. Sessions live in memory, so a restart signs
+    /// everyone out.
+    sessions: Arc<Mutex<HashMap<String, (String, Instant)>>>,
     hook: Option<Arc<dyn DecisionHook>>,
 }
 
@@ -85,6 +91,7 @@ pub fn router(state: QaState) -> Router {
         .route("/", get(queue_page))
         .route("/case/{id}", get(case_page))
         .route("/assets/app.js", get(app_js))
+        .route("/assets/local-time.js", get(local_time_js))
         .route("/logout", post(logout))
         .route("/api/cases", get(api_list))
         .route("/api/cases/{id}", get(api_get))
@@ -136,7 +143,10 @@ async fn require_auth(State(state): State<QaState>, mut request: Request, next: 
     } else {
         cookie(headers, SESSION_COOKIE).and_then(|session| {
             let sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.get(session).map(|name| Reviewer(Some(name.clone())))
+            sessions
+                .get(session)
+                .filter(|(_, signed_in)| signed_in.elapsed() < SESSION_LIFETIME)
+                .map(|(name, _)| Reviewer(Some(name.clone())))
         })
     };
 
@@ -311,14 +321,17 @@ async fn login(State(state): State<QaState>, headers: HeaderMap, Form(form): For
     let session = uuid::Uuid::new_v4().simple().to_string();
     {
         let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|_, (_, signed_in)| signed_in.elapsed() < SESSION_LIFETIME);
         if sessions.len() >= MAX_SESSIONS {
+            tracing::warn!(sessions = sessions.len(), "Too many QA sessions: signing everyone out");
             sessions.clear();
         }
-        sessions.insert(session.clone(), name.clone());
+        sessions.insert(session.clone(), (name.clone(), Instant::now()));
     }
     tracing::info!(reviewer = %name, "QA reviewer signed in");
 
-    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
+    let max_age = SESSION_LIFETIME.as_secs();
+    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
     let mut response = Redirect::to(&next).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -556,6 +569,10 @@ async fn app_js() -> Response {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS).into_response()
 }
 
+async fn local_time_js() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], LOCAL_TIME_JS).into_response()
+}
+
 fn with_language_cookie(mut response: Response, query: &PageQuery, language: Language) -> Response {
     if let Some((name, value)) = language_cookie(query.lang.as_deref(), language) {
         response.headers_mut().append(name, value);
@@ -583,7 +600,7 @@ fn render_queue(language: Language, state: &QaState, cases: &[CaseRecord], show_
     let s = language.strings();
     let mut rows = String::new();
     for case in cases {
-        rows.push_str(&render_queue_row(s, case));
+        rows.push_str(&render_queue_row(language, case));
     }
     let table = if cases.is_empty() {
         format!("<p class=\"empty\">{}</p>", s.queue_empty)
@@ -598,30 +615,38 @@ fn render_queue(language: Language, state: &QaState, cases: &[CaseRecord], show_
     let base = if show_all { "/?all=1" } else { "/" };
     format!(
         "<header><h1>{}</h1>{}<form method=\"post\" action=\"/logout\"><button type=\"submit\" id=\"logout\">{}</button></form>\
-         </header><main><p><a href=\"{toggle_href}\">{toggle_text}</a></p>{table}</main>",
+         </header><main><p><a href=\"{toggle_href}\">{toggle_text}</a></p>{table}</main>\
+         <script src=\"/assets/local-time.js\"></script>",
         s.queue_title,
         language_switch(language, state, base),
         s.logout
     )
 }
 
-fn render_queue_row(s: &Strings, case: &CaseRecord) -> String {
-    let confidence = if case.confidence.assessable {
-        format!("{:.2}", case.confidence.score)
-    } else {
-        format!("{:.2} ({})", case.confidence.score, s.not_assessable)
-    };
+/// Formats a number with the language's decimal separator (a comma in Czech).
+fn format_decimal(language: Language, value: f64, decimals: usize) -> String {
+    let text = format!("{value:.decimals$}");
+    match language {
+        Language::En => text,
+        Language::Cs => text.replace('.', ","),
+    }
+}
+
+fn render_queue_row(language: Language, case: &CaseRecord) -> String {
+    let s = language.strings();
+    let score = format_decimal(language, case.confidence.score, 2);
+    let confidence = if case.confidence.assessable { score } else { format!("{score} ({})", s.not_assessable) };
     format!(
         "<tr class=\"case\" data-case-id=\"{id}\" data-state=\"{state_code}\"><td><a href=\"/case/{id}\">{uid}</a></td>\
-         <td>{arrival}</td><td>{urgency}</td><td>{state}</td><td>{confidence}</td><td>{core:.1}</td><td>{hypo:.1}</td></tr>",
+         <td><time datetime=\"{arrival}\">{arrival}</time></td><td>{urgency}</td><td>{state}</td><td>{confidence}</td><td>{core}</td><td>{hypo}</td></tr>",
         id = case.id,
         state_code = case.state.as_str(),
         uid = escape(&case.study_uid),
         arrival = escape(&case.arrival),
         urgency = case.urgency,
         state = s.state_name(case.state.as_str()),
-        core = case.volumes.unet.core_ml,
-        hypo = case.volumes.unet.hypoperfused_ml,
+        core = format_decimal(language, case.volumes.unet.core_ml, 1),
+        hypo = format_decimal(language, case.volumes.unet.hypoperfused_ml, 1),
     )
 }
 

@@ -72,7 +72,7 @@ pub fn start_daemon(config: &Path, log_name: &str) -> Child {
         .expect("starting penumbra serve")
 }
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+/// Polls `condition` every 50 ms until it is true or `timeout` passes, and returns its last value.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

@@ -1,4 +1,4 @@
-//! What a series is: dynamic CT perfusion, a scanner's perfusion map, plain CT, or other.
+//! Series classification: dynamic CT perfusion, a scanner's perfusion map, plain CT, or other.
 //!
 //! Maps are recognised by keywords in ImageType values or SeriesDescription (whole words, any
 //! case: CBF/rCBF, CBV/rCBV, MTT, Tmax). A CT series with several time points at each slice

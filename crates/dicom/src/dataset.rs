@@ -13,7 +13,7 @@ use dicom_dictionary_std::StandardDataDictionary;
 
 use crate::read::ReadError;
 
-/// How deep sequences may nest before the file is rejected (real CT objects use at most 4).
+/// Maximum sequence nesting depth; deeper files are rejected (CT objects seen in practice nest 3 or 4 deep).
 pub const MAX_DEPTH: usize = 16;
 
 /// Marks an undefined length (PS3.5 section 7.1.1).
@@ -24,7 +24,7 @@ pub(crate) const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
 pub(crate) const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
 pub(crate) const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 
-/// How the elements of a data set are encoded.
+/// Element encoding of a data set: VR explicit or implicit, byte order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Encoding {
     pub explicit_vr: bool,
@@ -52,7 +52,7 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Element {
     pub tag: Tag,
-    /// The VR used to interpret the value (the dictionary VR when the file said UN).
+    /// The VR used to interpret the value (the dictionary VR when the file wrote UN).
     pub vr: VR,
     pub value: Value,
 }
@@ -97,7 +97,7 @@ impl DataSet {
     }
 }
 
-/// Where the top-level parse stops.
+/// Stopping point of a top-level parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StopAt {
     /// Parse everything.
@@ -108,7 +108,7 @@ pub(crate) enum StopAt {
     EndOfMetaGroup,
 }
 
-/// What a top-level parse produced.
+/// Result of a top-level parse.
 pub(crate) struct Parsed {
     pub data_set: DataSet,
     /// Offset just after the last element read.
@@ -399,7 +399,7 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// A top-level tag may not be in group 0000 (command elements) or FFFE (items).
+/// Returns false for tags that cannot start a top-level element: group 0000 (command elements) or FFFE (items).
 fn plausible_top_level(tag: Tag) -> bool {
     tag.0 != 0x0000 && tag.0 != 0xFFFE
 }

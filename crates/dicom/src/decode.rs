@@ -1,12 +1,13 @@
 //! A study's files to decoded series.
 //!
-//! Files are read twice: once for headers (pixel data dropped at once, so memory holds one file
+//! Files are read twice: once for headers (pixel data dropped at once, so memory keeps one file
 //! at a time), then per series to fill the volume. A series with any rejected instance is
-//! rejected whole with the reason; it is never half-used. An instance whose SOP Instance UID
-//! repeats an earlier one with different content is set aside and reported; an identical copy is
+//! rejected whole with the reason, so it is never half-used. An instance that repeats an earlier
+//! SOP Instance UID with different content is set aside and reported. An identical copy is
 //! dropped with a warning.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
@@ -53,24 +54,35 @@ pub struct StudyDecode {
     pub rejected_series: Vec<RejectedSeries>,
 }
 
+/// The headers of one series, in arrival order.
+#[derive(Default)]
+struct SeriesGroup {
+    series_uid: String,
+    headers: Vec<Header>,
+    warnings: Vec<String>,
+    /// Index in `headers` of each SOP Instance UID seen.
+    seen: HashMap<String, usize>,
+}
+
 /// One readable file's header.
 struct Header {
     path: PathBuf,
     instance: Instance,
     digest: (u64, usize),
+    has_pixels: bool,
 }
 
 /// Decodes every series found in `paths` (files of one study, in arrival order).
 pub fn decode_study(paths: &[PathBuf]) -> StudyDecode {
     let mut out = StudyDecode::default();
-    let mut groups: Vec<(String, Vec<Header>, Vec<String>)> = Vec::new();
+    let mut groups: Vec<SeriesGroup> = Vec::new();
     for path in paths {
         match read_header(path) {
             Ok(header) => add_header(header, &mut groups, &mut out.rejected),
             Err(rejected) => out.rejected.push(rejected),
         }
     }
-    for (series_uid, headers, warnings) in groups {
+    for SeriesGroup { series_uid, headers, warnings, .. } in groups {
         let tainted = out.rejected.iter().find(|r| {
             r.series_instance_uid.as_deref() == Some(series_uid.as_str()) && !matches!(r.error, ReadError::DuplicateInstance { .. })
         });
@@ -113,43 +125,50 @@ fn read_header(path: &Path) -> Result<Header, RejectedFile> {
             return Err(reject(ReadError::MissingAttribute { name }, instance.series_instance_uid()));
         }
     }
-    instance.data_set.elements.remove(&PIXEL_DATA);
+    let has_pixels = instance.data_set.elements.remove(&PIXEL_DATA).is_some();
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
-    Ok(Header { path: path.to_path_buf(), instance, digest: (hasher.finish(), bytes.len()) })
+    Ok(Header { path: path.to_path_buf(), instance, digest: (hasher.finish(), bytes.len()), has_pixels })
 }
 
 /// Files a header under its series, setting aside repeated SOP Instance UIDs.
-fn add_header(header: Header, groups: &mut Vec<(String, Vec<Header>, Vec<String>)>, rejected: &mut Vec<RejectedFile>) {
+fn add_header(header: Header, groups: &mut Vec<SeriesGroup>, rejected: &mut Vec<RejectedFile>) {
     let series_uid = header.instance.series_instance_uid().unwrap_or_default();
     let sop_uid = header.instance.sop_instance_uid().unwrap_or_default();
-    let index = match groups.iter().position(|g| g.0 == series_uid) {
+    let index = match groups.iter().position(|g| g.series_uid == series_uid) {
         Some(i) => i,
         None => {
-            groups.push((series_uid.clone(), Vec::new(), Vec::new()));
+            groups.push(SeriesGroup { series_uid: series_uid.clone(), ..SeriesGroup::default() });
             groups.len() - 1
         }
     };
-    let (_, headers, warnings) = &mut groups[index];
-    let earlier = headers.iter().find(|h| h.instance.sop_instance_uid().as_deref() == Some(sop_uid.as_str()));
-    match earlier {
+    let group = &mut groups[index];
+
+    match group.seen.get(&sop_uid).map(|&i| &group.headers[i]) {
         Some(first) if first.digest == header.digest => {
-            warnings.push(format!("identical copy of SOP Instance {sop_uid} ignored"));
+            group.warnings.push(format!("identical copy of SOP Instance {sop_uid} ignored"));
         }
         Some(first) => {
             let error = ReadError::DuplicateInstance { sop_instance_uid: sop_uid, kept: first.path.display().to_string() };
             tracing::warn!(series_instance_uid = %series_uid, %error, "duplicate instance set aside");
             rejected.push(RejectedFile { path: header.path, series_instance_uid: Some(series_uid), error });
         }
-        None => headers.push(header),
+        None => {
+            group.seen.insert(sop_uid, group.headers.len());
+            group.headers.push(header);
+        }
     }
 }
 
 /// Assembles one series and reads its pixels.
 fn decode_series(headers: &[Header], mut warnings: Vec<String>) -> Result<DecodedSeries, SeriesError> {
+    if !headers.iter().any(|h| h.has_pixels) {
+        return Err(SeriesError::NoImages);
+    }
     let instances: Vec<Instance> = headers.iter().map(|h| h.instance.clone()).collect();
     let names: Vec<String> = headers.iter().map(|h| h.path.display().to_string()).collect();
     let view = SeriesHeaders { instances: &instances, names: &names };
+
     for instance in &instances {
         for warning in &instance.warnings {
             if !warnings.contains(warning) {
@@ -157,6 +176,7 @@ fn decode_series(headers: &[Header], mut warnings: Vec<String>) -> Result<Decode
             }
         }
     }
+
     let slices = volume::slices(&view, &mut warnings)?;
     let layout = volume::layout(slices, &view)?;
     let (volume, slice_sources, fill_warnings) = volume::fill(layout, &view, |i| {
@@ -168,6 +188,7 @@ fn decode_series(headers: &[Header], mut warnings: Vec<String>) -> Result<Decode
             warnings.push(warning);
         }
     }
+
     let set = &instances[0].data_set;
     let modality = set.string(tags::MODALITY).unwrap_or_default();
     let image_type = set.strings(tags::IMAGE_TYPE);
@@ -178,6 +199,7 @@ fn decode_series(headers: &[Header], mut warnings: Vec<String>) -> Result<Decode
         series_description: description.as_deref(),
         time_points: volume.frames(),
     });
+
     let info = SeriesInfo {
         study_instance_uid: instances[0].study_instance_uid().unwrap_or_default(),
         series_instance_uid: instances[0].series_instance_uid().unwrap_or_default(),

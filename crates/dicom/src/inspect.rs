@@ -1,4 +1,4 @@
-//! What the decoder makes of a file or folder, as a JSON-ready report.
+//! A JSON-ready report of the decoder's result for a file or folder.
 //!
 //! The report carries UIDs, dimensions and reasons but no patient attributes, so it can be
 //! printed and attached to tickets.
@@ -41,7 +41,7 @@ pub struct InspectReport {
     pub rejected_series: Vec<RejectedSeries>,
 }
 
-/// Why a path could not be inspected at all.
+/// Failure to inspect a path at all.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error("cannot list {path}: {source}; pass an existing file or folder")]

@@ -1,6 +1,6 @@
 //! Pixel data to physical values.
 //!
-//! Native pixel data is read directly; encapsulated pixel data (JPEG Lossless, RLE, JPEG 2000,
+//! Native pixel data is read directly. Encapsulated pixel data (JPEG Lossless, RLE, JPEG 2000,
 //! ...) is decoded one frame at a time by the dicom-rs transfer syntax adapters. Stored values are
 //! masked to BitsStored, sign-extended when PixelRepresentation is 1, and rescaled in f64 before
 //! narrowing to f32.
@@ -93,7 +93,7 @@ impl Rescale {
     pub const IDENTITY: Rescale = Rescale { slope: 1.0, intercept: 0.0 };
 }
 
-/// Checks that native pixel data holds every declared frame; other instances pass unchecked.
+/// Checks that native pixel data contains every declared frame; other instances pass unchecked.
 pub(crate) fn check_native_length(instance: &Instance) -> Result<(), ReadError> {
     let Some(Value::Bytes(bytes)) = pixel_value(instance) else {
         return Ok(());
@@ -161,17 +161,19 @@ pub fn decode_pixels(instance: &Instance, warnings: &mut Vec<String>) -> Result<
     }
     let rescales = frame_rescales(instance, format.frames, warnings);
     let (raw, big_endian) = native_bytes(instance, &format)?;
-    let mut out = Array3::<f32>::zeros((format.frames, format.rows, format.columns));
     let per_frame = format.rows * format.columns;
     let samples = stored_values(&raw, &format, big_endian);
-    for (i, value) in samples.take(per_frame * format.frames).enumerate() {
-        let rescale = rescales[i / per_frame];
-        let physical = value as f64 * rescale.slope + rescale.intercept;
-        if let Some(slot) = out.as_slice_mut().and_then(|s| s.get_mut(i)) {
-            *slot = physical as f32;
-        }
-    }
-    Ok(out)
+    let physical: Vec<f32> = samples
+        .take(per_frame * format.frames)
+        .enumerate()
+        .map(|(i, value)| {
+            let rescale = rescales[i / per_frame];
+            (value as f64 * rescale.slope + rescale.intercept) as f32
+        })
+        .collect();
+
+    let shape = (format.frames, format.rows, format.columns);
+    Array3::from_shape_vec(shape, physical).map_err(|e| ReadError::UnsupportedPixels { reason: format!("pixel array shape {shape:?}: {e}") })
 }
 
 /// Returns native pixel bytes of all frames and whether 16/32-bit samples are big endian.
@@ -232,7 +234,8 @@ fn decode_encapsulated(instance: &Instance, format: &PixelFormat, offset_table: 
     let per_frame = split_frames(format.frames, offset_table, fragments).ok_or_else(|| {
         error(format!("cannot map {} fragments onto {} frames (offset table has {} entries)", fragments.len(), format.frames, offset_table.len()))
     })?;
-    let mut out = Vec::with_capacity(format.total_bytes() as usize);
+    // No reservation up front: the declared size is not trusted until frames decode.
+    let mut out = Vec::new();
     for (i, frame) in per_frame.into_iter().enumerate() {
         let view = FrameView { ts, format, fragments: frame };
         let before = out.len();

@@ -28,7 +28,7 @@ pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
 
-/// Why an instance could not be read. Messages name the fault and what to do about it.
+/// Failure to read an instance. Messages name the fault and what to do about it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ReadError {
     #[error("cannot read file {path}: {message}; check the path and its permissions")]
@@ -37,13 +37,13 @@ pub enum ReadError {
     Empty,
     #[error("not a DICOM file: {reason}")]
     NotDicom { reason: String },
-    #[error("truncated at byte {offset}: {reason}; the file was cut short, resend it once the transfer is complete")]
+    #[error("truncated at byte {offset} of the data set: {reason}; the file was cut short, resend it once the transfer is complete")]
     Truncated { offset: usize, reason: String },
     #[error(
         "element {tag} declares {declared} bytes but only {available} are present; the length is corrupt, the file cannot be read"
     )]
     DeclaredLengthTooLarge { tag: String, declared: u64, available: usize },
-    #[error("malformed data set at byte {offset}: {reason}")]
+    #[error("malformed data set at byte {offset} of the data set: {reason}")]
     Malformed { offset: usize, reason: String },
     #[error("sequence {tag} nests deeper than {max} levels; the file is corrupt or hostile")]
     NestingTooDeep { tag: String, max: usize },
@@ -106,7 +106,7 @@ pub struct Instance {
     pub data_set: DataSet,
     /// The transfer syntax from File Meta, or the detected one for files without it.
     pub transfer_syntax_uid: String,
-    /// How the data set was encoded.
+    /// Element encoding of the data set.
     pub encoding: Encoding,
     /// Repairs and assumptions made while reading, one sentence each.
     pub warnings: Vec<String>,
@@ -177,7 +177,7 @@ pub fn identify(bytes: &[u8]) -> Result<InstanceIds, ReadError> {
     })
 }
 
-/// Where the data set starts and what File Meta said.
+/// Data set start and the File Meta attributes that matter.
 struct Layout {
     body_start: usize,
     transfer_syntax: Option<String>,

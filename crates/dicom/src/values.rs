@@ -1,8 +1,8 @@
 //! Typed, lenient access to attribute values.
 //!
-//! Numbers in text (DS, IS) are parsed leniently but never into a silent 0: a comma used as a
-//! separator or decimal mark is accepted with a warning, an empty value counts as absent with a
-//! warning, and anything that is not a number counts as absent with a warning.
+//! Numbers in text (DS, IS) are parsed leniently but never into a silent 0. A comma used as a
+//! separator or decimal mark is accepted with a warning. An empty value, or anything that is not
+//! a number, counts as absent with a warning.
 
 use dicom_core::{Tag, VR};
 
@@ -76,8 +76,8 @@ impl DataSet {
         self.decimals(tag, name, 1, warnings).map(|v| v[0])
     }
 
-    /// Returns the integer value of an IS attribute or a binary integer; a value like "3.0" is
-    /// accepted with a warning, garbage counts as absent with a warning.
+    /// Returns the integer value of an IS attribute or a binary integer. A value like "3.0" is
+    /// accepted with a warning, and garbage counts as absent with a warning.
     pub fn integer(&self, tag: Tag, name: &str, warnings: &mut Vec<String>) -> Option<i64> {
         let element = self.get(tag)?;
         if matches!(element.vr, VR::US | VR::UL | VR::SS | VR::SL) {
@@ -150,11 +150,14 @@ pub(crate) fn parse_decimals(text: &str, expected: usize) -> Parsed {
     if let Some(values) = parse_list(text.split('\\'), expected) {
         return Parsed::Ok(values);
     }
-    if !text.contains(',') || text.contains('\\') {
+    if !text.contains(',') {
         return Parsed::Garbage;
     }
-    // A comma with dots elsewhere, or as many comma parts as values wanted with each part
-    // holding a dot, is a separator; a lone comma in a single wanted value is a decimal mark.
+    if text.contains('\\') {
+        return parse_decimal_commas(text, expected);
+    }
+    // A comma is a separator when it splits the text into the expected number of values, each
+    // with a dot. A lone comma in a single expected value is a decimal mark.
     let parts: Vec<&str> = text.split(',').collect();
     let dotted = parts.iter().all(|p| p.contains('.'));
     if parts.len() == expected && (expected > 1 && dotted) {
@@ -171,6 +174,21 @@ pub(crate) fn parse_decimals(text: &str, expected: usize) -> Parsed {
     Parsed::Garbage
 }
 
+/// Parses backslash-separated values that use a decimal comma ("0,66\\0,66"). A value with a
+/// dot as well as a comma is ambiguous and makes the whole text garbage.
+fn parse_decimal_commas(text: &str, expected: usize) -> Parsed {
+    let parts: Vec<&str> = text.split('\\').collect();
+    let plain = parts.iter().all(|p| p.matches(',').count() <= 1 && !p.contains('.'));
+    if parts.len() != expected || !plain {
+        return Parsed::Garbage;
+    }
+    let fixed: Vec<String> = parts.iter().map(|p| p.replace(',', ".")).collect();
+    match parse_list(fixed.iter().map(String::as_str), expected) {
+        Some(values) => Parsed::Repaired(values, "uses decimal commas"),
+        None => Parsed::Garbage,
+    }
+}
+
 fn parse_list<'a>(parts: impl Iterator<Item = &'a str>, expected: usize) -> Option<Vec<f64>> {
     let values: Vec<f64> = parts
         .map(|p| p.trim().trim_start_matches('+').parse::<f64>().ok().filter(|v| v.is_finite()))
@@ -179,7 +197,7 @@ fn parse_list<'a>(parts: impl Iterator<Item = &'a str>, expected: usize) -> Opti
 }
 
 /// Returns the standard spelling of a SpecificCharacterSet value, or `None` when the value is
-/// not one Penumbra knows.
+/// not a character set Penumbra recognises.
 pub fn canonical_charset(value: &str) -> Option<&'static str> {
     let key: String = value.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_uppercase();
     let canonical = match key.as_str() {
@@ -220,6 +238,13 @@ mod tests {
     }
 
     #[test]
+    fn decimal_commas_in_a_list_are_repaired() {
+        assert_eq!(parse_decimals("0,66\\0,66", 2), Parsed::Repaired(vec![0.66, 0.66], "uses decimal commas"));
+        assert_eq!(parse_decimals("1,5\\2", 2), Parsed::Repaired(vec![1.5, 2.0], "uses decimal commas"));
+        assert_eq!(parse_decimals("1,024.5\\2", 2), Parsed::Garbage);
+    }
+
+    #[test]
     fn ambiguous_and_garbage_are_never_zero() {
         // "0,66" for two values could be 0 and 66 or one value 0.66: neither is safe.
         assert_eq!(parse_decimals("0,66", 2), Parsed::Garbage);
@@ -227,6 +252,7 @@ mod tests {
         assert_eq!(parse_decimals("nan", 1), Parsed::Garbage);
         assert_eq!(parse_decimals("1\\2\\3", 2), Parsed::Garbage);
         assert_eq!(parse_decimals("  ", 1), Parsed::Empty);
+        assert_eq!(parse_decimals("1,024.5", 1), Parsed::Garbage);
     }
 
     #[test]

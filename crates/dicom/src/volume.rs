@@ -22,7 +22,7 @@ const POSITION_TOLERANCE_MM: f64 = 0.01;
 /// Direction cosines differing by more than this are a different orientation.
 const ORIENTATION_TOLERANCE: f64 = 1e-3;
 
-/// Why a series could not be assembled into a volume. Messages name the value and the fix.
+/// Failure to assemble a series into a volume. Messages name the value and the fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SeriesError {
     #[error("{what} is missing or invalid on {image}; the series has no usable geometry")]
@@ -117,7 +117,7 @@ pub(crate) fn slices(headers: &SeriesHeaders<'_>, warnings: &mut Vec<String>) ->
     Ok(out)
 }
 
-/// Where a frame's attributes live: per-frame group, shared group, then top level.
+/// Attribute sources of one frame, searched in order: per-frame group, shared group, top level.
 struct FrameGroups<'a> {
     top: &'a DataSet,
     per_frame: Option<&'a DataSet>,
@@ -125,8 +125,8 @@ struct FrameGroups<'a> {
 }
 
 impl<'a> FrameGroups<'a> {
-    /// Returns the item of functional group `sequence` that holds `tag`, else the top level if
-    /// it holds `tag`.
+    /// Returns the item of functional group `sequence` that contains `tag`, else the top level if
+    /// it contains `tag`.
     fn holder(&self, sequence: Tag, tag: Tag) -> Option<&'a DataSet> {
         [self.per_frame, self.shared]
             .into_iter()
@@ -331,29 +331,48 @@ fn split_time(slices: &[Slice], depth: &[f64], positions: &[f64]) -> Result<(Vec
         column.sort_by_key(|&i| z_of[i]);
         return Ok((vec![column], None));
     }
-    for key in 0..KEY_NAMES.len() {
+    // The first key that fills every time point wins. When none does, the first key that at
+    // least keeps positions apart names the incomplete time point.
+    let mut first_error = None;
+    for (key, &key_name) in KEY_NAMES.iter().enumerate() {
         let Some(groups) = group_by_key(slices, &z_of, key) else { continue };
-        let mut grid = Vec::with_capacity(groups.len());
-        for (t, (value, members)) in groups.into_iter().enumerate() {
-            let shown = format_key(key, value);
-            if members.len() != positions.len() {
-                let present: Vec<usize> = members.iter().map(|&i| z_of[i]).collect();
-                if let Some(z) = (0..positions.len()).find(|z| !present.contains(z)) {
-                    return Err(SeriesError::MissingSlice { time_point: t + 1, key: KEY_NAMES[key], value: shown, position_mm: positions[z] });
-                }
-                return Err(SeriesError::IncompleteTimePoint { time_point: t + 1, key: KEY_NAMES[key], value: shown, count: members.len(), expected: positions.len() });
+        match complete_grid(groups, &z_of, positions, key, key_name) {
+            Ok(grid) => return Ok((grid, Some(key))),
+            Err(error) => {
+                first_error.get_or_insert(error);
             }
-            let mut column = members;
-            column.sort_by_key(|&i| z_of[i]);
-            grid.push(column);
         }
-        return Ok((grid, Some(key)));
     }
-    Err(SeriesError::AmbiguousTime { count: slices.len(), positions: positions.len() })
+    Err(first_error.unwrap_or(SeriesError::AmbiguousTime { count: slices.len(), positions: positions.len() }))
+}
+
+/// Checks that every time point has one slice at each position and sorts each by position.
+fn complete_grid(
+    groups: Vec<(f64, Vec<usize>)>,
+    z_of: &[usize],
+    positions: &[f64],
+    key: usize,
+    key_name: &'static str,
+) -> Result<Vec<Vec<usize>>, SeriesError> {
+    let mut grid = Vec::with_capacity(groups.len());
+    for (t, (value, members)) in groups.into_iter().enumerate() {
+        let shown = format_key(key, value);
+        if members.len() != positions.len() {
+            let present: Vec<usize> = members.iter().map(|&i| z_of[i]).collect();
+            if let Some(z) = (0..positions.len()).find(|z| !present.contains(z)) {
+                return Err(SeriesError::MissingSlice { time_point: t + 1, key: key_name, value: shown, position_mm: positions[z] });
+            }
+            return Err(SeriesError::IncompleteTimePoint { time_point: t + 1, key: key_name, value: shown, count: members.len(), expected: positions.len() });
+        }
+        let mut column = members;
+        column.sort_by_key(|&i| z_of[i]);
+        grid.push(column);
+    }
+    Ok(grid)
 }
 
 /// Groups slices by temporal key `key`, ascending; `None` if a slice lacks the key or a group
-/// holds one position twice.
+/// contains one position twice.
 fn group_by_key(slices: &[Slice], z_of: &[usize], key: usize) -> Option<Vec<(f64, Vec<usize>)>> {
     let mut groups: Vec<(f64, Vec<usize>)> = Vec::new();
     for (i, slice) in slices.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! Writing Part 10 files atomically, shared by the phantom and export crates.
 //!
 //! The file is written to a temporary name in the destination folder, flushed to disk, then
-//! renamed over the destination, so a reader (or a crash) never sees a half-written file.
+//! renamed over the destination, so no reader finds a half-written file at the destination, even after a crash.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -20,7 +20,7 @@ pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.8962263755585878475167375656248
 /// Names the writing implementation in File Meta (at most 16 characters).
 pub const IMPLEMENTATION_VERSION_NAME: &str = "PENUMBRA_0_1";
 
-/// Why a file could not be written.
+/// Failure to write a file.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("{name} {value:?} is not a valid UID (digits and dots, at most 64 characters); pass a UID such as uid::new_uid()")]

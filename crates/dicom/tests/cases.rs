@@ -1,4 +1,5 @@
-//! Every file under /work/shared/cases/dicom behaves as its README says.
+//! The shared malformed-DICOM cases: each decodes to the documented HU range or fails with
+//! the documented kind of error.
 
 use std::path::{Path, PathBuf};
 
@@ -97,4 +98,61 @@ fn huge_declared_length_is_rejected() {
     let bytes = std::fs::read(case("g53_huge_declared_length.dcm")).unwrap();
     let err = read_bytes(&bytes).unwrap_err();
     assert_eq!(err.kind(), "declared_length_too_large", "{err}");
+}
+
+fn decode_one(name: &str) -> penumbra_dicom::StudyDecode {
+    penumbra_dicom::decode_study(&[case(name)])
+}
+
+#[test]
+fn comma_pixel_spacing_is_repaired_with_warning() {
+    let study = decode_one("g18_pixelspacing_comma.dcm");
+    let series = &study.series[0];
+    assert_eq!(series.volume.geometry.spacing_mm[1..], [0.661468, 0.661468]);
+    assert!(series.info.warnings.iter().any(|w| w.contains("PixelSpacing") && w.contains("commas")), "{:?}", series.info.warnings);
+}
+
+#[test]
+fn empty_pixel_spacing_rejects_series() {
+    assert!(read_file(&case("g17_empty_pixelspacing.dcm")).is_ok());
+    let study = decode_one("g17_empty_pixelspacing.dcm");
+    assert!(study.series.is_empty());
+    assert!(study.rejected.is_empty());
+    let message = study.rejected_series[0].error.to_string();
+    assert!(message.starts_with("PixelSpacing is missing or empty"), "{message}");
+}
+
+#[test]
+fn empty_slice_thickness_does_not_matter() {
+    // A single slice: spacing comes from SpacingBetweenSlices (5 mm), never the empty thickness.
+    let study = decode_one("g20_empty_slicethickness.dcm");
+    let series = &study.series[0];
+    assert_eq!(series.volume.geometry.spacing_mm[0], 5.0);
+    assert_eq!(series.volume.voxels.shape(), &[1, 1, 128, 128]);
+    assert_eq!(series.info.kind, penumbra_dicom::SeriesKind::PlainCt);
+}
+
+#[test]
+fn identify_reads_ids_without_pixels() {
+    let bytes = std::fs::read(case("g60_ctp_series/IM0004.dcm")).unwrap();
+    let ids = penumbra_dicom::identify(&bytes).unwrap();
+    assert_eq!(ids.sop_class_uid, "1.2.840.10008.5.1.4.1.1.2");
+    assert_eq!(ids.image_position_patient, Some([-158.135803, -179.035797, -75.0]));
+    assert!(ids.sop_instance_uid.ends_with("38996379358121494710286183358516815420"));
+    // Identification stops before PixelData, so a file cut inside it still identifies.
+    let truncated = std::fs::read(case("g02_truncated_half.dcm")).unwrap();
+    assert!(penumbra_dicom::identify(&truncated).is_ok());
+    assert_eq!(penumbra_dicom::identify(&[]).unwrap_err(), ReadError::Empty);
+}
+
+#[test]
+fn inspect_reports_series_and_rejections() {
+    let report = penumbra_dicom::inspect::inspect(&case("g60_ctp_series")).unwrap();
+    assert_eq!(report.files, 13);
+    assert_eq!(report.series[0].shape, [4, 3, 128, 128]);
+    assert_eq!(report.rejected_files.len(), 1);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["series"][0]["kind"], "dynamic_ctp");
+    assert_eq!(json["rejected_files"][0]["error"]["kind"], "duplicate_instance");
+    assert!(json["series"][0]["value_min"].as_f64().unwrap() >= -1024.0);
 }

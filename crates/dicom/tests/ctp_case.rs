@@ -65,7 +65,7 @@ fn sorted_into_four_time_points_of_three_slices() {
 }
 
 #[test]
-fn the_original_and_its_copy_differ() {
+fn duplicate_copy_has_other_pixels() {
     // Guards the test above: the copy must really carry other pixels.
     let a = decode_pixels(&read_file(&dir().join("IM0005.dcm")).unwrap(), &mut Vec::new()).unwrap();
     let b = decode_pixels(&read_file(&dir().join("IM0005_dup_uid.dcm")).unwrap(), &mut Vec::new()).unwrap();
@@ -73,18 +73,20 @@ fn the_original_and_its_copy_differ() {
 }
 
 #[test]
-fn a_missing_slice_rejects_the_series_naming_the_time_point() {
+fn missing_slice_names_time_point() {
     let paths: Vec<PathBuf> = files().into_iter().filter(|p| !p.ends_with("IM0008.dcm") && !p.ends_with("IM0005_dup_uid.dcm")).collect();
     let study = decode_study(&paths);
     assert!(study.series.is_empty());
     assert_eq!(study.rejected_series.len(), 1);
     let message = study.rejected_series[0].error.to_string();
-    assert!(message.contains("time point 3") && message.contains("TemporalPositionIndex 3") && message.contains("-70.00 mm"), "{message}");
+    assert!(message.contains("time point 3"), "{message}");
+    assert!(message.contains("TemporalPositionIndex 3"), "{message}");
+    assert!(message.contains("-70.00 mm"), "{message}");
     assert_eq!(study.rejected_series[0].files.len(), 11);
 }
 
 #[test]
-fn a_truncated_instance_rejects_its_whole_series() {
+fn truncated_instance_rejects_series() {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Vec::new();
     for file in files().into_iter().filter(|p| !p.ends_with("IM0005_dup_uid.dcm")) {
@@ -102,5 +104,6 @@ fn a_truncated_instance_rejects_its_whole_series() {
     assert_eq!(study.rejected[0].error.kind(), "truncated");
     assert!(study.rejected[0].series_instance_uid.is_some());
     let message = study.rejected_series[0].error.to_string();
-    assert!(message.contains("IM0007.dcm") && message.contains("truncated"), "{message}");
+    assert!(message.contains("IM0007.dcm"), "{message}");
+    assert!(message.contains("truncated"), "{message}");
 }

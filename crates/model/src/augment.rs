@@ -53,8 +53,18 @@ pub struct AugmentParams {
 }
 
 /// Draws transform parameters for a slice of `shape_yx` pixels.
-pub fn draw_params(config: &AugmentConfig, shape_yx: [usize; 2], rng: &mut impl Rng) -> AugmentParams {
-    let symmetric = |rng: &mut dyn rand::RngCore, limit: f64| if limit > 0.0 { rng.random_range(-limit..=limit) } else { 0.0 };
+pub fn draw_params(
+    config: &AugmentConfig,
+    shape_yx: [usize; 2],
+    rng: &mut impl Rng,
+) -> AugmentParams {
+    let symmetric = |rng: &mut dyn rand::RngCore, limit: f64| {
+        if limit > 0.0 {
+            rng.random_range(-limit..=limit)
+        } else {
+            0.0
+        }
+    };
     AugmentParams {
         rotation_rad: symmetric(rng, config.max_rotation_deg).to_radians(),
         shift_yx: [
@@ -69,7 +79,12 @@ pub fn draw_params(config: &AugmentConfig, shape_yx: [usize; 2], rng: &mut impl 
 
 /// Augments `(input, label)` in place if the label has a lesion pixel and augmentation is
 /// enabled. Returns whether it did.
-pub fn augment_if_lesion(input: &mut Array3<f32>, label: &mut Array2<u8>, config: &AugmentConfig, rng: &mut impl Rng) -> bool {
+pub fn augment_if_lesion(
+    input: &mut Array3<f32>,
+    label: &mut Array2<u8>,
+    config: &AugmentConfig,
+    rng: &mut impl Rng,
+) -> bool {
     if !config.enabled || label.iter().all(|&v| v == 0) {
         return false;
     }
@@ -89,14 +104,20 @@ pub fn augment_if_lesion(input: &mut Array3<f32>, label: &mut Array2<u8>, config
     *input = new_input;
     *label = new_label;
     for (c, factor) in factors.into_iter().enumerate() {
-        input.index_axis_mut(ndarray::Axis(0), c).mapv_inplace(|v| v * factor);
+        input
+            .index_axis_mut(ndarray::Axis(0), c)
+            .mapv_inplace(|v| v * factor);
     }
     true
 }
 
 /// Applies rotation about the centre, translation and flips: bilinear for inputs, nearest for
 /// labels.
-pub fn warp(input: &Array3<f32>, label: &Array2<u8>, params: &AugmentParams) -> (Array3<f32>, Array2<u8>) {
+pub fn warp(
+    input: &Array3<f32>,
+    label: &Array2<u8>,
+    params: &AugmentParams,
+) -> (Array3<f32>, Array2<u8>) {
     let (channels, ny, nx) = input.dim();
     let centre_y = (ny as f64 - 1.0) / 2.0;
     let centre_x = (nx as f64 - 1.0) / 2.0;
@@ -109,7 +130,10 @@ pub fn warp(input: &Array3<f32>, label: &Array2<u8>, params: &AugmentParams) -> 
         let x = if params.flip_lr { nx - 1 - x } else { x } as f64;
         let dy = y - params.shift_yx[0] - centre_y;
         let dx = x - params.shift_yx[1] - centre_x;
-        (centre_y + cos * dy + sin * dx, centre_x - sin * dy + cos * dx)
+        (
+            centre_y + cos * dy + sin * dx,
+            centre_x - sin * dy + cos * dx,
+        )
     };
 
     let mut out_input = Array3::<f32>::zeros((channels, ny, nx));
@@ -124,10 +148,17 @@ pub fn warp(input: &Array3<f32>, label: &Array2<u8>, params: &AugmentParams) -> 
             // The tolerance keeps exact rotations (e.g. 90 degrees) from losing edge pixels to
             // rounding in sin and cos.
             const TOLERANCE: f64 = 1e-9;
-            if sy < -TOLERANCE || sx < -TOLERANCE || sy > (ny - 1) as f64 + TOLERANCE || sx > (nx - 1) as f64 + TOLERANCE {
+            if sy < -TOLERANCE
+                || sx < -TOLERANCE
+                || sy > (ny - 1) as f64 + TOLERANCE
+                || sx > (nx - 1) as f64 + TOLERANCE
+            {
                 continue;
             }
-            let (sy, sx) = (sy.clamp(0.0, (ny - 1) as f64), sx.clamp(0.0, (nx - 1) as f64));
+            let (sy, sx) = (
+                sy.clamp(0.0, (ny - 1) as f64),
+                sx.clamp(0.0, (nx - 1) as f64),
+            );
             let (y0, x0) = (sy.floor() as usize, sx.floor() as usize);
             let (y1, x1) = ((y0 + 1).min(ny - 1), (x0 + 1).min(nx - 1));
             let (fy, fx) = ((sy - y0 as f64) as f32, (sx - x0 as f64) as f32);
@@ -144,15 +175,27 @@ pub fn warp(input: &Array3<f32>, label: &Array2<u8>, params: &AugmentParams) -> 
 /// Crops a `size x size` patch. Slices with a lesion are cropped around a randomly chosen lesion
 /// pixel, other slices at a random position. A `size` of 0 or at least the slice size returns
 /// the whole slice.
-pub fn crop_patch(input: &Array3<f32>, label: &Array2<u8>, size: usize, rng: &mut impl Rng) -> (Array3<f32>, Array2<u8>) {
+pub fn crop_patch(
+    input: &Array3<f32>,
+    label: &Array2<u8>,
+    size: usize,
+    rng: &mut impl Rng,
+) -> (Array3<f32>, Array2<u8>) {
     let (_, ny, nx) = input.dim();
     if size == 0 || size >= ny || size >= nx {
         return (input.clone(), label.clone());
     }
 
-    let lesion: Vec<(usize, usize)> = label.indexed_iter().filter(|(_, &v)| v != 0).map(|(p, _)| p).collect();
+    let lesion: Vec<(usize, usize)> = label
+        .indexed_iter()
+        .filter(|(_, &v)| v != 0)
+        .map(|(p, _)| p)
+        .collect();
     let (top, left) = if lesion.is_empty() {
-        (rng.random_range(0..=ny - size), rng.random_range(0..=nx - size))
+        (
+            rng.random_range(0..=ny - size),
+            rng.random_range(0..=nx - size),
+        )
     } else {
         let (cy, cx) = lesion[rng.random_range(0..lesion.len())];
         // The lesion pixel lands within a quarter patch of the patch centre, so it is inside.
@@ -164,8 +207,12 @@ pub fn crop_patch(input: &Array3<f32>, label: &Array2<u8>, size: usize, rng: &mu
         (place(cy, ny, rng), place(cx, nx, rng))
     };
 
-    let input_patch = input.slice(ndarray::s![.., top..top + size, left..left + size]).to_owned();
-    let label_patch = label.slice(ndarray::s![top..top + size, left..left + size]).to_owned();
+    let input_patch = input
+        .slice(ndarray::s![.., top..top + size, left..left + size])
+        .to_owned();
+    let label_patch = label
+        .slice(ndarray::s![top..top + size, left..left + size])
+        .to_owned();
     (input_patch, label_patch)
 }
 
@@ -203,7 +250,14 @@ mod tests {
     #[test]
     fn flip_lr_mirrors_columns() {
         let (input, label) = ramp();
-        let (out_input, out_label) = warp(&input, &label, &AugmentParams { flip_lr: true, ..identity() });
+        let (out_input, out_label) = warp(
+            &input,
+            &label,
+            &AugmentParams {
+                flip_lr: true,
+                ..identity()
+            },
+        );
         assert_eq!(out_input[[0, 2, 0]], 24.0);
         assert_eq!(out_label[[1, 1]], 2);
         assert_eq!(out_label[[1, 3]], 0);
@@ -212,7 +266,14 @@ mod tests {
     #[test]
     fn shift_moves_content_and_pads_zero() {
         let (input, label) = ramp();
-        let (out_input, out_label) = warp(&input, &label, &AugmentParams { shift_yx: [1.0, 0.0], ..identity() });
+        let (out_input, out_label) = warp(
+            &input,
+            &label,
+            &AugmentParams {
+                shift_yx: [1.0, 0.0],
+                ..identity()
+            },
+        );
         assert_eq!(out_input[[0, 2, 3]], 13.0);
         assert_eq!(out_input[[0, 0, 3]], 0.0);
         assert_eq!(out_label[[2, 3]], 2);
@@ -223,7 +284,10 @@ mod tests {
         // A 90 degree rotation maps the square's corners onto each other.
         let input = Array3::from_shape_fn((1, 3, 3), |(_, y, x)| (3 * y + x) as f32);
         let label = Array2::zeros((3, 3));
-        let params = AugmentParams { rotation_rad: std::f64::consts::FRAC_PI_2, ..identity() };
+        let params = AugmentParams {
+            rotation_rad: std::f64::consts::FRAC_PI_2,
+            ..identity()
+        };
         let (out, _) = warp(&input, &label, &params);
         // Output (0, 0) is centre (1, 1) plus the offset (-1, -1) rotated to (-1, +1), so it
         // samples source pixel (0, 2), whose value is 2.
@@ -237,11 +301,21 @@ mod tests {
         let mut augmented = input.clone();
         let mut label = Array2::zeros((8, 8));
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        assert!(!augment_if_lesion(&mut augmented, &mut label, &AugmentConfig::default(), &mut rng));
+        assert!(!augment_if_lesion(
+            &mut augmented,
+            &mut label,
+            &AugmentConfig::default(),
+            &mut rng
+        ));
         assert_eq!(augmented, input);
 
         label[[4, 4]] = 1;
-        assert!(augment_if_lesion(&mut augmented, &mut label, &AugmentConfig::default(), &mut rng));
+        assert!(augment_if_lesion(
+            &mut augmented,
+            &mut label,
+            &AugmentConfig::default(),
+            &mut rng
+        ));
     }
 
     #[test]

@@ -76,7 +76,9 @@ impl ModelCard {
                 self.format_version
             )));
         }
-        self.architecture.validate().map_err(|e| invalid(e.to_string()))?;
+        self.architecture
+            .validate()
+            .map_err(|e| invalid(e.to_string()))?;
         if self.normalization.channels.len() != self.architecture.in_channels {
             return Err(invalid(format!(
                 "normalization lists {} channels but architecture.in_channels is {}",
@@ -98,7 +100,8 @@ impl ModelCard {
     /// Reads and validates `card.json` from a model folder.
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join(CARD_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io("reading model card", &path, e))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ModelError::io("reading model card", &path, e))?;
         let card: ModelCard = serde_json::from_str(&text).map_err(|e| ModelError::Card {
             path: path.clone(),
             reason: e.to_string(),
@@ -109,7 +112,8 @@ impl ModelCard {
 
     /// Writes `card.json` into a model folder, creating the folder if needed.
     pub fn write(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io("creating model folder", dir, e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ModelError::io("creating model folder", dir, e))?;
         let path = dir.join(CARD_FILE);
         let text = serde_json::to_string_pretty(self).map_err(|e| ModelError::Card {
             path: path.clone(),
@@ -137,11 +141,16 @@ pub fn format_utc(seconds: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
 
     format!(

@@ -46,7 +46,9 @@ impl Dataset {
     /// MTT, Tmax).
     pub fn new(channel_names: Vec<String>) -> Result<Self, ModelError> {
         if channel_names.is_empty() {
-            return Err(ModelError::Dataset("a dataset needs at least one input channel name".into()));
+            return Err(ModelError::Dataset(
+                "a dataset needs at least one input channel name".into(),
+            ));
         }
         Ok(Dataset {
             channel_names,
@@ -115,7 +117,12 @@ impl Dataset {
 
     /// Adds every slice of a study: `input` is `(z, c, y, x)` (the layout of the model grid) and
     /// `labels` is `(z, y, x)`.
-    pub fn push_study(&mut self, study_id: &str, input: &Array4<f32>, labels: &Array3<u8>) -> Result<(), ModelError> {
+    pub fn push_study(
+        &mut self,
+        study_id: &str,
+        input: &Array4<f32>,
+        labels: &Array3<u8>,
+    ) -> Result<(), ModelError> {
         if input.dim().0 != labels.dim().0 {
             return Err(ModelError::Dataset(format!(
                 "study {study_id} has {} input slices but {} label slices",
@@ -123,7 +130,11 @@ impl Dataset {
                 labels.dim().0
             )));
         }
-        for (z, (slice, label)) in input.axis_iter(Axis(0)).zip(labels.axis_iter(Axis(0))).enumerate() {
+        for (z, (slice, label)) in input
+            .axis_iter(Axis(0))
+            .zip(labels.axis_iter(Axis(0)))
+            .enumerate()
+        {
             self.push(TrainingSample {
                 study_id: study_id.to_string(),
                 slice_index: z,
@@ -160,7 +171,8 @@ impl Dataset {
         }
 
         studies.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let count = ((validation_fraction * studies.len() as f64).round() as usize).clamp(1, studies.len() - 1);
+        let count = ((validation_fraction * studies.len() as f64).round() as usize)
+            .clamp(1, studies.len() - 1);
         let validation_studies: BTreeSet<String> = studies[..count].iter().cloned().collect();
 
         let mut split = Split::default();
@@ -214,10 +226,14 @@ mod tests {
         assert_eq!(split.validation.len(), 6);
         assert_eq!(split.training.len(), 9);
         for &i in &split.validation {
-            assert!(split.validation_studies.contains(&dataset.samples()[i].study_id));
+            assert!(split
+                .validation_studies
+                .contains(&dataset.samples()[i].study_id));
         }
         for &i in &split.training {
-            assert!(split.training_studies.contains(&dataset.samples()[i].study_id));
+            assert!(split
+                .training_studies
+                .contains(&dataset.samples()[i].study_id));
         }
         assert_eq!(split, dataset.split_by_study(0.4, 7).unwrap());
     }
@@ -225,7 +241,10 @@ mod tests {
     #[test]
     fn push_rejects_wrong_channels_and_labels() {
         let mut dataset = Dataset::new(vec!["cbf".into()]).unwrap();
-        assert!(matches!(dataset.push(sample("a", 0, 0)), Err(ModelError::Dataset(_))));
+        assert!(matches!(
+            dataset.push(sample("a", 0, 0)),
+            Err(ModelError::Dataset(_))
+        ));
 
         let mut dataset = Dataset::new(vec!["cbf".into(), "tmax".into()]).unwrap();
         let error = dataset.push(sample("a", 0, 3)).unwrap_err().to_string();

@@ -47,7 +47,11 @@ pub enum ModelError {
 
 impl ModelError {
     /// Wraps an I/O error with the operation and the path it concerned.
-    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         ModelError::Io {
             operation,
             path: path.into(),

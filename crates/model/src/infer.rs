@@ -14,7 +14,17 @@ use ndarray::{s, Array4};
 
 use crate::card::{ModelCard, WEIGHTS_FILE};
 use crate::error::ModelError;
+use crate::resample::{argmax_labels, probabilities_to_native, to_model_grid};
 use crate::unet::UNet;
+
+/// A native-grid segmentation: class probabilities and the labels picked from them.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    /// Softmax probabilities `(3, z, y, x)` resampled to the native grid.
+    pub probabilities: Array4<f32>,
+    /// Argmax of `probabilities`: 0 background, 1 penumbra, 2 core.
+    pub labels: penumbra_imaging::LabelVolume,
+}
 
 /// A trained U-Net with its model card, ready to predict.
 pub struct Segmenter {
@@ -26,7 +36,10 @@ pub struct Segmenter {
 
 impl std::fmt::Debug for Segmenter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segmenter").field("architecture", &self.card.architecture).field("channels", &self.card.input_channels()).finish()
+        f.debug_struct("Segmenter")
+            .field("architecture", &self.card.architecture)
+            .field("channels", &self.card.input_channels())
+            .finish()
     }
 }
 
@@ -39,10 +52,11 @@ pub fn load(dir: &Path) -> Result<Segmenter, ModelError> {
     let card = ModelCard::read(dir)?;
     let path = dir.join(WEIGHTS_FILE);
     let device = Device::Cpu;
-    let tensors = candle_core::safetensors::load(&path, &device).map_err(|e| ModelError::CardMismatch {
-        path: path.clone(),
-        reason: format!("cannot read the safetensors file: {e}"),
-    })?;
+    let tensors =
+        candle_core::safetensors::load(&path, &device).map_err(|e| ModelError::CardMismatch {
+            path: path.clone(),
+            reason: format!("cannot read the safetensors file: {e}"),
+        })?;
     check_tensors(&card, &tensors, &path)?;
 
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
@@ -61,19 +75,34 @@ pub fn load(dir: &Path) -> Result<Segmenter, ModelError> {
 /// Returns the name and shape of every variable the architecture in `card` creates.
 pub(crate) fn expected_shapes(card: &ModelCard) -> Result<HashMap<String, Vec<usize>>, ModelError> {
     let varmap = VarMap::new();
-    UNet::new(&card.architecture, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
-    let data = varmap.data().lock().map_err(|_| ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into()))?;
-    Ok(data.iter().map(|(name, var)| (name.clone(), var.dims().to_vec())).collect())
+    UNet::new(
+        &card.architecture,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )?;
+    let data = varmap.data().lock().map_err(|_| {
+        ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into())
+    })?;
+    Ok(data
+        .iter()
+        .map(|(name, var)| (name.clone(), var.dims().to_vec()))
+        .collect())
 }
 
-fn check_tensors(card: &ModelCard, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
+fn check_tensors(
+    card: &ModelCard,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(), ModelError> {
     let mismatch = |reason: String| ModelError::CardMismatch {
         path: path.to_path_buf(),
         reason,
     };
     let expected = expected_shapes(card)?;
 
-    let mut missing: Vec<&String> = expected.keys().filter(|name| !tensors.contains_key(*name)).collect();
+    let mut missing: Vec<&String> = expected
+        .keys()
+        .filter(|name| !tensors.contains_key(*name))
+        .collect();
     missing.sort();
     if let Some(name) = missing.first() {
         return Err(mismatch(format!(
@@ -81,15 +110,22 @@ fn check_tensors(card: &ModelCard, tensors: &HashMap<String, Tensor>, path: &Pat
             missing.len()
         )));
     }
-    let mut extra: Vec<&String> = tensors.keys().filter(|name| !expected.contains_key(*name)).collect();
+    let mut extra: Vec<&String> = tensors
+        .keys()
+        .filter(|name| !expected.contains_key(*name))
+        .collect();
     extra.sort();
     if let Some(name) = extra.first() {
-        return Err(mismatch(format!("tensor {name} is not part of the card's architecture")));
+        return Err(mismatch(format!(
+            "tensor {name} is not part of the card's architecture"
+        )));
     }
     for (name, shape) in &expected {
         let found = tensors[name].dims();
         if found != shape.as_slice() {
-            return Err(mismatch(format!("tensor {name} has shape {found:?}; the card's architecture needs {shape:?}")));
+            return Err(mismatch(format!(
+                "tensor {name} has shape {found:?}; the card's architecture needs {shape:?}"
+            )));
         }
         if card.tensors.get(name) != Some(shape) {
             return Err(mismatch(format!(
@@ -109,10 +145,32 @@ fn check_tensors(card: &ModelCard, tensors: &HashMap<String, Tensor>, path: &Pat
 }
 
 impl Segmenter {
+    /// Segments native `(c, z, y, x)` channels with in-plane `spacing_yx` (mm): resamples to
+    /// the model grid, predicts, and maps the probabilities back before taking the argmax.
+    pub fn segment(
+        &self,
+        channels: &Array4<f32>,
+        spacing_yx: [f64; 2],
+        batch: usize,
+        tta_flip: bool,
+    ) -> Result<Segmentation, ModelError> {
+        let (model_input, transform) = to_model_grid(channels, spacing_yx)?;
+        let model_probabilities = self.predict(&model_input, batch, tta_flip)?;
+        let probabilities = probabilities_to_native(&model_probabilities, &transform)?;
+        let labels = argmax_labels(&probabilities);
+        Ok(Segmentation {
+            probabilities,
+            labels,
+        })
+    }
+
     /// Wraps a freshly trained model held in `varmap`.
     pub fn from_varmap(varmap: &VarMap, card: ModelCard) -> Result<Self, ModelError> {
         let device = Device::Cpu;
-        let model = UNet::new(&card.architecture, VarBuilder::from_varmap(varmap, DType::F32, &device))?;
+        let model = UNet::new(
+            &card.architecture,
+            VarBuilder::from_varmap(varmap, DType::F32, &device),
+        )?;
         Ok(Segmenter {
             model,
             card,
@@ -127,9 +185,15 @@ impl Segmenter {
     }
 
     /// Checks that the configured input channels are the card's channels, in the same order.
+    /// Names are compared ignoring ASCII case, so `Tmax` matches `tmax`.
     pub fn require_channels(&self, configured: &[String]) -> Result<(), ModelError> {
         let card = self.card.input_channels();
-        if card.len() != configured.len() || card.iter().zip(configured).any(|(a, b)| !a.eq_ignore_ascii_case(b)) {
+        if card.len() != configured.len()
+            || card
+                .iter()
+                .zip(configured)
+                .any(|(a, b)| !a.eq_ignore_ascii_case(b))
+        {
             return Err(ModelError::ChannelMismatch {
                 configured: configured.to_vec(),
                 card,
@@ -141,13 +205,19 @@ impl Segmenter {
     /// Runs later predictions in a dedicated rayon pool of `threads` threads.
     pub fn set_threads(&mut self, threads: usize) -> Result<(), ModelError> {
         if threads == 0 {
-            return Err(ModelError::InvalidInput("thread count must be at least 1".into()));
+            return Err(ModelError::InvalidInput(
+                "thread count must be at least 1".into(),
+            ));
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("penumbra-model-{i}"))
             .build()
-            .map_err(|e| ModelError::InvalidInput(format!("cannot start {threads} inference threads: {e}")))?;
+            .map_err(|e| {
+                ModelError::InvalidInput(format!(
+                    "starting {threads} inference threads failed: {e}"
+                ))
+            })?;
         self.pool = Some(pool);
         Ok(())
     }
@@ -158,11 +228,18 @@ impl Segmenter {
     /// [`crate::resample::to_model_grid`]); this method applies the card's normalization. Slices
     /// run `batch` at a time. With `tta_flip`, each batch also runs mirrored left to right and
     /// the two probability maps are averaged, which doubles the run time.
-    pub fn predict(&self, input: &Array4<f32>, batch: usize, tta_flip: bool) -> Result<Array4<f32>, ModelError> {
+    pub fn predict(
+        &self,
+        input: &Array4<f32>,
+        batch: usize,
+        tta_flip: bool,
+    ) -> Result<Array4<f32>, ModelError> {
         let (slices, channels, ny, nx) = input.dim();
         self.model.check_input(&[slices.max(1), channels, ny, nx])?;
         if batch == 0 {
-            return Err(ModelError::InvalidInput("batch size must be at least 1".into()));
+            return Err(ModelError::InvalidInput(
+                "batch size must be at least 1".into(),
+            ));
         }
 
         let mut normalized = input.to_owned();
@@ -175,7 +252,12 @@ impl Segmenter {
         }
     }
 
-    fn predict_normalized(&self, input: &Array4<f32>, batch: usize, tta_flip: bool) -> Result<Array4<f32>, ModelError> {
+    fn predict_normalized(
+        &self,
+        input: &Array4<f32>,
+        batch: usize,
+        tta_flip: bool,
+    ) -> Result<Array4<f32>, ModelError> {
         let (slices, _, ny, nx) = input.dim();
         let classes = self.card.architecture.classes;
         let mut output = Array4::<f32>::zeros((slices, classes, ny, nx));
@@ -186,12 +268,15 @@ impl Segmenter {
             let x = array_to_tensor(&chunk.to_owned(), &self.device)?;
             let mut probs = candle_nn::ops::softmax(&self.model.forward(&x)?, 1)?;
             if tta_flip {
-                let flipped = candle_nn::ops::softmax(&self.model.forward(&x.flip(&[3])?)?, 1)?.flip(&[3])?;
+                let flipped =
+                    candle_nn::ops::softmax(&self.model.forward(&x.flip(&[3])?)?, 1)?.flip(&[3])?;
                 probs = ((probs + flipped)? * 0.5)?;
             }
             let values = probs.flatten_all()?.to_vec1::<f32>()?;
-            let block = Array4::from_shape_vec((end - start, classes, ny, nx), values)
-                .map_err(|e| ModelError::InvalidInput(format!("model output has an unexpected shape: {e}")))?;
+            let block =
+                Array4::from_shape_vec((end - start, classes, ny, nx), values).map_err(|e| {
+                    ModelError::InvalidInput(format!("model output has an unexpected shape: {e}"))
+                })?;
             output.slice_mut(s![start..end, .., .., ..]).assign(&block);
         }
         Ok(output)
@@ -204,4 +289,3 @@ pub(crate) fn array_to_tensor(array: &Array4<f32>, device: &Device) -> Result<Te
     let values: Vec<f32> = array.iter().copied().collect();
     Ok(Tensor::from_vec(values, dims, device)?)
 }
-

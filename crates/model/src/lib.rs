@@ -29,9 +29,12 @@ pub mod unet;
 pub use card::ModelCard;
 pub use dataset::{Dataset, TrainingSample};
 pub use error::ModelError;
-pub use infer::{load, Segmenter};
+pub use infer::{load, Segmentation, Segmenter};
 pub use loss::LossKind;
 pub use normalize::Normalization;
-pub use resample::{labels_to_model_grid, labels_to_native, probabilities_to_native, to_model_grid, GridTransform, CLASSES, MODEL_SIZE};
+pub use resample::{
+    labels_to_model_grid, labels_to_native, probabilities_to_native, to_model_grid, GridTransform,
+    CLASSES, MODEL_SIZE,
+};
 pub use train::{train, TrainConfig, TrainOutcome};
 pub use unet::{Norm, UNet, UNetConfig};

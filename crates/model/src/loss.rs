@@ -33,7 +33,10 @@ pub enum LossKind {
 impl Default for LossKind {
     /// Tversky with alpha 0.3 on false positives and beta 0.7 on false negatives.
     fn default() -> Self {
-        LossKind::Tversky { alpha: 0.3, beta: 0.7 }
+        LossKind::Tversky {
+            alpha: 0.3,
+            beta: 0.7,
+        }
     }
 }
 
@@ -42,7 +45,9 @@ impl LossKind {
     pub fn compute(&self, probs: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
         match *self {
             LossKind::Tversky { alpha, beta } => tversky_loss(probs, targets, alpha, beta),
-            LossKind::FocalTversky { alpha, beta, gamma } => focal_tversky_loss(probs, targets, alpha, beta, gamma),
+            LossKind::FocalTversky { alpha, beta, gamma } => {
+                focal_tversky_loss(probs, targets, alpha, beta, gamma)
+            }
             LossKind::Dice => dice_loss(probs, targets),
             LossKind::CrossEntropy => cross_entropy(probs, targets),
         }
@@ -51,8 +56,15 @@ impl LossKind {
 
 /// Returns the per-class Tversky index `(TP + s) / (TP + alpha FP + beta FN + s)` as a
 /// `(classes,)` tensor.
-pub fn tversky_index(probs: &Tensor, targets: &Tensor, alpha: f64, beta: f64) -> candle_core::Result<Tensor> {
-    let per_class = |t: &Tensor| -> candle_core::Result<Tensor> { t.transpose(0, 1)?.flatten_from(1)?.sum(D::Minus1) };
+pub fn tversky_index(
+    probs: &Tensor,
+    targets: &Tensor,
+    alpha: f64,
+    beta: f64,
+) -> candle_core::Result<Tensor> {
+    let per_class = |t: &Tensor| -> candle_core::Result<Tensor> {
+        t.transpose(0, 1)?.flatten_from(1)?.sum(D::Minus1)
+    };
     let true_positive = per_class(&(probs * targets)?)?;
     let false_positive = per_class(&probs.mul(&targets.affine(-1.0, 1.0)?)?)?;
     let false_negative = per_class(&probs.affine(-1.0, 1.0)?.mul(targets)?)?;
@@ -63,14 +75,29 @@ pub fn tversky_index(probs: &Tensor, targets: &Tensor, alpha: f64, beta: f64) ->
 }
 
 /// Returns the mean over classes of `1 - Tversky index`.
-pub fn tversky_loss(probs: &Tensor, targets: &Tensor, alpha: f64, beta: f64) -> candle_core::Result<Tensor> {
-    tversky_index(probs, targets, alpha, beta)?.affine(-1.0, 1.0)?.mean_all()
+pub fn tversky_loss(
+    probs: &Tensor,
+    targets: &Tensor,
+    alpha: f64,
+    beta: f64,
+) -> candle_core::Result<Tensor> {
+    tversky_index(probs, targets, alpha, beta)?
+        .affine(-1.0, 1.0)?
+        .mean_all()
 }
 
 /// Returns the mean over classes of `(1 - Tversky index)^gamma`.
-pub fn focal_tversky_loss(probs: &Tensor, targets: &Tensor, alpha: f64, beta: f64, gamma: f64) -> candle_core::Result<Tensor> {
+pub fn focal_tversky_loss(
+    probs: &Tensor,
+    targets: &Tensor,
+    alpha: f64,
+    beta: f64,
+    gamma: f64,
+) -> candle_core::Result<Tensor> {
     // Clamping keeps the power's gradient finite when a class is segmented perfectly.
-    let complement = tversky_index(probs, targets, alpha, beta)?.affine(-1.0, 1.0)?.clamp(1e-7, 1.0)?;
+    let complement = tversky_index(probs, targets, alpha, beta)?
+        .affine(-1.0, 1.0)?
+        .clamp(1e-7, 1.0)?;
     complement.powf(gamma)?.mean_all()
 }
 
@@ -97,8 +124,16 @@ mod tests {
     fn tiny() -> (Tensor, Tensor) {
         let p0 = [0.8f32, 0.6, 0.3, 0.1];
         let g0 = [1f32, 1.0, 0.0, 0.0];
-        let probs: Vec<f32> = p0.iter().copied().chain(p0.iter().map(|p| 1.0 - p)).collect();
-        let targets: Vec<f32> = g0.iter().copied().chain(g0.iter().map(|g| 1.0 - g)).collect();
+        let probs: Vec<f32> = p0
+            .iter()
+            .copied()
+            .chain(p0.iter().map(|p| 1.0 - p))
+            .collect();
+        let targets: Vec<f32> = g0
+            .iter()
+            .copied()
+            .chain(g0.iter().map(|g| 1.0 - g))
+            .collect();
         let probs = Tensor::from_vec(probs, (1, 2, 2, 2), &Device::Cpu).unwrap();
         let targets = Tensor::from_vec(targets, (1, 2, 2, 2), &Device::Cpu).unwrap();
         (probs, targets)
@@ -132,7 +167,10 @@ mod tests {
         let (p, g) = tiny();
         let expected = ((1.0 - 1.4 / 1.94f64).powf(0.75) + (1.0 - 1.6 / 2.06f64).powf(0.75)) / 2.0;
         let got = scalar(focal_tversky_loss(&p, &g, 0.3, 0.7, 0.75).unwrap());
-        assert!((got - expected).abs() < 1e-5, "got {got}, expected {expected}");
+        assert!(
+            (got - expected).abs() < 1e-5,
+            "got {got}, expected {expected}"
+        );
     }
 
     #[test]
@@ -141,7 +179,10 @@ mod tests {
         // Class 0: 2.8 / (2.8 + 1.0) ; class 1: 3.2 / (3.2 + 1.0).
         let expected = 1.0 - (2.8 / 3.8 + 3.2 / 4.2) / 2.0;
         let got = scalar(dice_loss(&p, &g).unwrap());
-        assert!((got - expected).abs() < 1e-5, "got {got}, expected {expected}");
+        assert!(
+            (got - expected).abs() < 1e-5,
+            "got {got}, expected {expected}"
+        );
     }
 
     #[test]
@@ -150,7 +191,10 @@ mod tests {
         // Pixels: -ln 0.8, -ln 0.6, -ln 0.7, -ln 0.9, averaged.
         let expected = -(0.8f64.ln() + 0.6f64.ln() + 0.7f64.ln() + 0.9f64.ln()) / 4.0;
         let got = scalar(cross_entropy(&p, &g).unwrap());
-        assert!((got - expected).abs() < 1e-5, "got {got}, expected {expected}");
+        assert!(
+            (got - expected).abs() < 1e-5,
+            "got {got}, expected {expected}"
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub struct Confusion {
 
 impl Confusion {
     /// Counts over two masks of the same length.
-    pub fn from_masks(predicted: impl IntoIterator<Item = bool>, reference: impl IntoIterator<Item = bool>) -> Self {
+    pub fn from_masks(
+        predicted: impl IntoIterator<Item = bool>,
+        reference: impl IntoIterator<Item = bool>,
+    ) -> Self {
         let mut counts = Confusion::default();
         for (p, r) in predicted.into_iter().zip(reference) {
             match (p, r) {
@@ -63,14 +66,24 @@ impl Confusion {
     /// Returns `TP / (TP + alpha FP + beta FN)`, `None` when both masks are empty.
     pub fn tversky(&self, alpha: f64, beta: f64) -> Option<f64> {
         let tp = self.true_positive as f64;
-        let denominator = tp + alpha * self.false_positive as f64 + beta * self.false_negative as f64;
+        let denominator =
+            tp + alpha * self.false_positive as f64 + beta * self.false_negative as f64;
         (denominator > 0.0).then(|| tp / denominator)
     }
 }
 
+/// A class name and the test for whether a label value belongs to it.
+type ClassDefinition = (&'static str, fn(u8) -> bool);
+
 /// Scores `predicted` against `reference` label volumes `(z, y, x)` with voxel spacing
 /// `(z, y, x)` in mm.
-pub fn evaluate(predicted: &Array3<u8>, reference: &Array3<u8>, spacing_mm: [f64; 3], alpha: f64, beta: f64) -> Result<Evaluation, ModelError> {
+pub fn evaluate(
+    predicted: &Array3<u8>,
+    reference: &Array3<u8>,
+    spacing_mm: [f64; 3],
+    alpha: f64,
+    beta: f64,
+) -> Result<Evaluation, ModelError> {
     if predicted.dim() != reference.dim() {
         return Err(ModelError::InvalidInput(format!(
             "predicted labels {:?} and reference labels {:?} differ in shape",
@@ -79,16 +92,25 @@ pub fn evaluate(predicted: &Array3<u8>, reference: &Array3<u8>, spacing_mm: [f64
         )));
     }
     if spacing_mm.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(ModelError::InvalidInput(format!("voxel spacing {spacing_mm:?} mm must be finite and positive")));
+        return Err(ModelError::InvalidInput(format!(
+            "voxel spacing {spacing_mm:?} mm must be finite and positive"
+        )));
     }
     let voxel_ml = spacing_mm.iter().product::<f64>() / 1000.0;
 
-    let classes: [(&str, fn(u8) -> bool); 3] = [("penumbra", |v| v == 1), ("core", |v| v == 2), ("lesion", |v| v != 0)];
+    let classes: [ClassDefinition; 3] = [
+        ("penumbra", |v| v == 1),
+        ("core", |v| v == 2),
+        ("lesion", |v| v != 0),
+    ];
     let mut results = Vec::with_capacity(classes.len());
     for (name, member) in classes {
         let predicted_mask = predicted.mapv(member);
         let reference_mask = reference.mapv(member);
-        let counts = Confusion::from_masks(predicted_mask.iter().copied(), reference_mask.iter().copied());
+        let counts = Confusion::from_masks(
+            predicted_mask.iter().copied(),
+            reference_mask.iter().copied(),
+        );
         let predicted_ml = (counts.true_positive + counts.false_positive) as f64 * voxel_ml;
         let reference_ml = (counts.true_positive + counts.false_negative) as f64 * voxel_ml;
         results.push(ClassMetrics {
@@ -113,7 +135,13 @@ pub fn evaluate(predicted: &Array3<u8>, reference: &Array3<u8>, spacing_mm: [f64
 fn surface(mask: &Array3<bool>) -> Vec<[usize; 3]> {
     let (nz, ny, nx) = mask.dim();
     let inside = |z: i64, y: i64, x: i64| {
-        z >= 0 && y >= 0 && x >= 0 && (z as usize) < nz && (y as usize) < ny && (x as usize) < nx && mask[[z as usize, y as usize, x as usize]]
+        z >= 0
+            && y >= 0
+            && x >= 0
+            && (z as usize) < nz
+            && (y as usize) < ny
+            && (x as usize) < nx
+            && mask[[z as usize, y as usize, x as usize]]
     };
     let mut points = Vec::new();
     for ((z, y, x), &value) in mask.indexed_iter() {
@@ -121,7 +149,14 @@ fn surface(mask: &Array3<bool>) -> Vec<[usize; 3]> {
             continue;
         }
         let (z, y, x) = (z as i64, y as i64, x as i64);
-        let neighbours = [(z - 1, y, x), (z + 1, y, x), (z, y - 1, x), (z, y + 1, x), (z, y, x - 1), (z, y, x + 1)];
+        let neighbours = [
+            (z - 1, y, x),
+            (z + 1, y, x),
+            (z, y - 1, x),
+            (z, y + 1, x),
+            (z, y, x - 1),
+            (z, y, x + 1),
+        ];
         if neighbours.iter().any(|&(a, b, c)| !inside(a, b, c)) {
             points.push([z as usize, y as usize, x as usize]);
         }
@@ -133,7 +168,11 @@ fn surface(mask: &Array3<bool>) -> Vec<[usize; 3]> {
 /// surface voxel of one mask to the nearest surface voxel of the other, in both directions.
 ///
 /// `None` when either mask is empty. Cost grows with the product of the two surface sizes.
-pub fn hd95(predicted: &Array3<bool>, reference: &Array3<bool>, spacing_mm: [f64; 3]) -> Option<f64> {
+pub fn hd95(
+    predicted: &Array3<bool>,
+    reference: &Array3<bool>,
+    spacing_mm: [f64; 3],
+) -> Option<f64> {
     let a = surface(predicted);
     let b = surface(reference);
     if a.is_empty() || b.is_empty() {
@@ -150,7 +189,11 @@ pub fn hd95(predicted: &Array3<bool>, reference: &Array3<bool>, spacing_mm: [f64
             .fold(f64::INFINITY, f64::min)
             .sqrt()
     };
-    let mut distances: Vec<f64> = a.iter().map(|p| nearest(p, &b)).chain(b.iter().map(|p| nearest(p, &a))).collect();
+    let mut distances: Vec<f64> = a
+        .iter()
+        .map(|p| nearest(p, &b))
+        .chain(b.iter().map(|p| nearest(p, &a)))
+        .collect();
     distances.sort_by(f64::total_cmp);
     Some(percentile_sorted(&distances, 0.95))
 }
@@ -168,13 +211,26 @@ mod tests {
     use super::*;
 
     fn line(range: std::ops::Range<usize>, length: usize, label: u8) -> Array3<u8> {
-        Array3::from_shape_fn((1, 1, length), |(_, _, x)| if range.contains(&x) { label } else { 0 })
+        Array3::from_shape_fn(
+            (1, 1, length),
+            |(_, _, x)| if range.contains(&x) { label } else { 0 },
+        )
     }
 
     #[test]
     fn confusion_hand_values() {
-        let counts = Confusion::from_masks([true, true, true, false, false], [true, false, false, true, false]);
-        assert_eq!(counts, Confusion { true_positive: 1, false_positive: 2, false_negative: 1 });
+        let counts = Confusion::from_masks(
+            [true, true, true, false, false],
+            [true, false, false, true, false],
+        );
+        assert_eq!(
+            counts,
+            Confusion {
+                true_positive: 1,
+                false_positive: 2,
+                false_negative: 1
+            }
+        );
         assert_eq!(counts.dice(), Some(2.0 / 5.0));
         assert_eq!(counts.tversky(0.3, 0.7), Some(1.0 / (1.0 + 0.6 + 0.7)));
         assert_eq!(Confusion::default().dice(), None);
@@ -188,7 +244,10 @@ mod tests {
         let reference = line(3..4, 8, 2).mapv(|v| v == 2);
         let got = hd95(&predicted, &reference, [1.0, 1.0, 0.5]).unwrap();
         assert!((got - 1.4).abs() < 1e-12, "got {got}");
-        assert_eq!(hd95(&predicted, &Array3::from_elem((1, 1, 8), false), [1.0; 3]), None);
+        assert_eq!(
+            hd95(&predicted, &Array3::from_elem((1, 1, 8), false), [1.0; 3]),
+            None
+        );
     }
 
     #[test]
@@ -204,7 +263,9 @@ mod tests {
         assert!((core.volume_error_ml - 0.003).abs() < 1e-12);
         assert_eq!(evaluation.classes[0].dice, None, "no penumbra anywhere");
         assert_eq!(evaluation.classes[2].dice, core.dice);
-        assert!(serde_json::to_string(&evaluation).unwrap().contains("\"hd95_mm\""));
+        assert!(serde_json::to_string(&evaluation)
+            .unwrap()
+            .contains("\"hd95_mm\""));
     }
 
     #[test]

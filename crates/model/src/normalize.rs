@@ -28,7 +28,10 @@ pub struct Normalization {
 impl Normalization {
     /// Fits mean and standard deviation per channel over `(c, y, x)` slices, ignoring
     /// non-finite values.
-    pub fn fit<'a>(names: &[String], slices: impl IntoIterator<Item = ArrayView3<'a, f32>>) -> Result<Self, ModelError> {
+    pub fn fit<'a>(
+        names: &[String],
+        slices: impl IntoIterator<Item = ArrayView3<'a, f32>>,
+    ) -> Result<Self, ModelError> {
         let mut count = vec![0u64; names.len()];
         let mut sum = vec![0f64; names.len()];
         let mut sum_squares = vec![0f64; names.len()];
@@ -84,7 +87,13 @@ impl Normalization {
         }
         for (stats, mut channel) in self.channels.iter().zip(slice.axis_iter_mut(Axis(0))) {
             let std = stats.std.max(MIN_STD);
-            channel.mapv_inplace(|v| if v.is_finite() { ((v as f64 - stats.mean) / std) as f32 } else { 0.0 });
+            channel.mapv_inplace(|v| {
+                if v.is_finite() {
+                    ((v as f64 - stats.mean) / std) as f32
+                } else {
+                    0.0
+                }
+            });
         }
         Ok(())
     }
@@ -108,7 +117,9 @@ mod tests {
         let names = vec!["cbf".to_string(), "tmax".to_string()];
         // Channel 0 contains 1, 2, 3, 4 (mean 2.5, population std sqrt(1.25)); channel 1 is
         // constant 7 with one NaN that must be ignored.
-        let slice = Array3::from_shape_vec((2, 2, 2), vec![1.0, 2.0, 3.0, 4.0, 7.0, 7.0, f32::NAN, 7.0]).unwrap();
+        let slice =
+            Array3::from_shape_vec((2, 2, 2), vec![1.0, 2.0, 3.0, 4.0, 7.0, 7.0, f32::NAN, 7.0])
+                .unwrap();
         let stats = Normalization::fit(&names, [slice.view()]).unwrap();
         assert!((stats.channels[0].mean - 2.5).abs() < 1e-12);
         assert!((stats.channels[0].std - 1.25f64.sqrt()).abs() < 1e-9);
@@ -124,7 +135,11 @@ mod tests {
     #[test]
     fn apply_rejects_wrong_channel_count() {
         let stats = Normalization {
-            channels: vec![ChannelStats { name: "cbf".into(), mean: 0.0, std: 1.0 }],
+            channels: vec![ChannelStats {
+                name: "cbf".into(),
+                mean: 0.0,
+                std: 1.0,
+            }],
         };
         let mut stack = Array4::<f32>::zeros((1, 2, 2, 2));
         assert!(stats.apply(&mut stack).is_err());

@@ -70,19 +70,28 @@ impl Canvas {
 }
 
 /// Draws the two loss series (one value per epoch) and writes the PNG to `path`.
-pub fn write_loss_curve(path: &Path, training: &[f64], validation: &[f64]) -> Result<(), ModelError> {
+pub fn write_loss_curve(
+    path: &Path,
+    training: &[f64],
+    validation: &[f64],
+) -> Result<(), ModelError> {
     let plot_error = |reason: String| ModelError::Plot {
         path: path.to_path_buf(),
         reason,
     };
     let canvas = draw(training, validation);
 
-    let file = std::fs::File::create(path).map_err(|e| ModelError::io("creating loss-curve image", path, e))?;
+    let file = std::fs::File::create(path)
+        .map_err(|e| ModelError::io("creating loss-curve image", path, e))?;
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), WIDTH as u32, HEIGHT as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| plot_error(e.to_string()))?;
-    writer.write_image_data(&canvas.pixels).map_err(|e| plot_error(e.to_string()))?;
+    let mut writer = encoder
+        .write_header()
+        .map_err(|e| plot_error(e.to_string()))?;
+    writer
+        .write_image_data(&canvas.pixels)
+        .map_err(|e| plot_error(e.to_string()))?;
     writer.finish().map_err(|e| plot_error(e.to_string()))
 }
 
@@ -112,7 +121,11 @@ fn draw(training: &[f64], validation: &[f64]) -> Canvas {
         return canvas;
     }
     let to_pixel = |epoch: usize, loss: f64| -> (i64, i64) {
-        let fraction_x = if epochs == 1 { 0.0 } else { epoch as f64 / (epochs - 1) as f64 };
+        let fraction_x = if epochs == 1 {
+            0.0
+        } else {
+            epoch as f64 / (epochs - 1) as f64
+        };
         let fraction_y = (loss / max_loss).clamp(0.0, 1.0);
         (
             left + (fraction_x * (right - left) as f64).round() as i64,
@@ -151,9 +164,15 @@ mod tests {
         // Training falls from the maximum (top-left corner) to 0 (bottom-right corner).
         let canvas = draw(&[2.0, 1.0, 0.0], &[1.0, 1.0, 1.0]);
         assert_eq!(colour_at(&canvas, MARGIN, MARGIN), TRAINING_COLOUR);
-        assert_eq!(colour_at(&canvas, WIDTH - MARGIN, HEIGHT - MARGIN), TRAINING_COLOUR);
+        assert_eq!(
+            colour_at(&canvas, WIDTH - MARGIN, HEIGHT - MARGIN),
+            TRAINING_COLOUR
+        );
         // Validation is flat at half height.
-        assert_eq!(colour_at(&canvas, WIDTH / 2 + 50, (MARGIN + HEIGHT - MARGIN) / 2), VALIDATION_COLOUR);
+        assert_eq!(
+            colour_at(&canvas, WIDTH / 2 + 50, (MARGIN + HEIGHT - MARGIN) / 2),
+            VALIDATION_COLOUR
+        );
         assert_eq!(colour_at(&canvas, WIDTH / 2, MARGIN / 2), WHITE);
     }
 
@@ -162,7 +181,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("loss.png");
         write_loss_curve(&path, &[1.0, 0.5], &[1.2, 0.9]).unwrap();
-        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
         let reader = decoder.read_info().unwrap();
         assert_eq!(reader.info().width, WIDTH as u32);
         assert_eq!(reader.info().height, HEIGHT as u32);

@@ -38,7 +38,11 @@ pub struct GridTransform {
 
 impl GridTransform {
     /// Builds the transform for a native grid, rejecting empty shapes and non-positive spacings.
-    pub fn new(slices: usize, native_shape_yx: [usize; 2], native_spacing_yx: [f64; 2]) -> Result<Self, ModelError> {
+    pub fn new(
+        slices: usize,
+        native_shape_yx: [usize; 2],
+        native_spacing_yx: [f64; 2],
+    ) -> Result<Self, ModelError> {
         if slices == 0 || native_shape_yx[0] == 0 || native_shape_yx[1] == 0 {
             return Err(ModelError::InvalidInput(format!(
                 "native grid has an empty dimension: {slices} slices of {native_shape_yx:?} pixels"
@@ -70,7 +74,8 @@ impl GridTransform {
     /// (0 for y, 1 for x).
     fn content_in_model(&self, axis: usize) -> (f64, f64) {
         let start = self.offset_yx[axis];
-        let length = self.native_shape_yx[axis] as f64 * self.native_spacing_yx[axis] / self.model_spacing_mm;
+        let length = self.native_shape_yx[axis] as f64 * self.native_spacing_yx[axis]
+            / self.model_spacing_mm;
         (start, start + length)
     }
 
@@ -78,7 +83,13 @@ impl GridTransform {
     fn model_to_native_axis(&self, axis: usize) -> AxisMap {
         let ratio = self.native_spacing_yx[axis] / self.model_spacing_mm;
         let (start, end) = self.content_in_model(axis);
-        AxisMap::new(self.native_shape_yx[axis], MODEL_SIZE, ratio, start, (start, end))
+        AxisMap::new(
+            self.native_shape_yx[axis],
+            MODEL_SIZE,
+            ratio,
+            start,
+            (start, end),
+        )
     }
 
     /// Returns how model pixels along `axis` are computed from native pixels.
@@ -147,7 +158,9 @@ fn area_taps(lo: f64, hi: f64, valid: (usize, usize)) -> Vec<(usize, f32)> {
         let nearest = (((lo + hi) / 2.0).floor().max(0.0) as usize).clamp(valid.0, valid.1);
         return vec![(nearest, 1.0)];
     }
-    taps.into_iter().map(|(k, w)| (k, (w / total) as f32)).collect()
+    taps.into_iter()
+        .map(|(k, w)| (k, (w / total) as f32))
+        .collect()
 }
 
 /// Returns bilinear taps at input coordinate `centre` (edges at integers, so pixel `k` has its
@@ -165,7 +178,11 @@ fn bilinear_taps(centre: f64, valid: (usize, usize)) -> Vec<(usize, f32)> {
 }
 
 /// Resamples one 2-D image with separable maps, writing 0 wherever either axis is padding.
-fn resample_plane(input: ArrayView2<f32>, map_y: &AxisMap, map_x: &AxisMap) -> ndarray::Array2<f32> {
+fn resample_plane(
+    input: ArrayView2<f32>,
+    map_y: &AxisMap,
+    map_x: &AxisMap,
+) -> ndarray::Array2<f32> {
     let (n_in_y, _) = input.dim();
     let n_out_x = map_x.taps.len();
     let mut along_x = ndarray::Array2::<f32>::zeros((n_in_y, n_out_x));
@@ -195,7 +212,10 @@ fn resample_plane(input: ArrayView2<f32>, map_y: &AxisMap, map_x: &AxisMap) -> n
 ///
 /// `spacing_yx` is the native pixel spacing `(row spacing, column spacing)` in millimetres. Padding
 /// is 0 in the channel's physical units, so resample before normalizing.
-pub fn to_model_grid(volume: &Array4<f32>, spacing_yx: [f64; 2]) -> Result<(Array4<f32>, GridTransform), ModelError> {
+pub fn to_model_grid(
+    volume: &Array4<f32>,
+    spacing_yx: [f64; 2],
+) -> Result<(Array4<f32>, GridTransform), ModelError> {
     let (channels, slices, ny, nx) = volume.dim();
     if channels == 0 {
         return Err(ModelError::InvalidInput("volume has no channels".into()));
@@ -210,7 +230,10 @@ pub fn to_model_grid(volume: &Array4<f32>, spacing_yx: [f64; 2]) -> Result<(Arra
             let plane = volume.index_axis(Axis(0), c);
             let plane = plane.index_axis(Axis(0), z);
             let resampled = resample_plane(plane, &map_y, &map_x);
-            output.index_axis_mut(Axis(0), z).index_axis_mut(Axis(0), c).assign(&resampled);
+            output
+                .index_axis_mut(Axis(0), z)
+                .index_axis_mut(Axis(0), c)
+                .assign(&resampled);
         }
     }
     Ok((output, transform))
@@ -220,7 +243,10 @@ pub fn to_model_grid(volume: &Array4<f32>, spacing_yx: [f64; 2]) -> Result<(Arra
 ///
 /// Take the argmax over axis 0 of the result to get native labels: this keeps thin structures
 /// better than nearest-neighbour label lookup when the native grid is finer than the model grid.
-pub fn probabilities_to_native(probs: &Array4<f32>, t: &GridTransform) -> Result<Array4<f32>, ModelError> {
+pub fn probabilities_to_native(
+    probs: &Array4<f32>,
+    t: &GridTransform,
+) -> Result<Array4<f32>, ModelError> {
     let (slices, classes, ny, nx) = probs.dim();
     check_model_stack(slices, ny, nx, t, "probabilities")?;
     let map_y = t.model_to_native_axis(0);
@@ -233,7 +259,10 @@ pub fn probabilities_to_native(probs: &Array4<f32>, t: &GridTransform) -> Result
             let plane = probs.index_axis(Axis(0), z);
             let plane = plane.index_axis(Axis(0), c);
             let resampled = resample_plane(plane, &map_y, &map_x);
-            output.index_axis_mut(Axis(0), c).index_axis_mut(Axis(0), z).assign(&resampled);
+            output
+                .index_axis_mut(Axis(0), c)
+                .index_axis_mut(Axis(0), z)
+                .assign(&resampled);
         }
     }
     Ok(output)
@@ -244,7 +273,8 @@ pub fn labels_to_native(labels: &Array3<u8>, t: &GridTransform) -> Result<Array3
     let (slices, ny, nx) = labels.dim();
     check_model_stack(slices, ny, nx, t, "labels")?;
     let nearest = |axis: usize, i: usize| {
-        let native_centre = (i as f64 + 0.5) * t.native_spacing_yx[axis] / t.model_spacing_mm + t.offset_yx[axis];
+        let native_centre =
+            (i as f64 + 0.5) * t.native_spacing_yx[axis] / t.model_spacing_mm + t.offset_yx[axis];
         (native_centre.floor().max(0.0) as usize).min(MODEL_SIZE - 1)
     };
     let rows: Vec<usize> = (0..t.native_shape_yx[0]).map(|y| nearest(0, y)).collect();
@@ -261,7 +291,10 @@ pub fn labels_to_native(labels: &Array3<u8>, t: &GridTransform) -> Result<Array3
 ///
 /// Each class is resampled as a one-hot probability map and the most probable class wins, with
 /// ties going to the lower label. Padding is background.
-pub fn labels_to_model_grid(labels: &Array3<u8>, spacing_yx: [f64; 2]) -> Result<(Array3<u8>, GridTransform), ModelError> {
+pub fn labels_to_model_grid(
+    labels: &Array3<u8>,
+    spacing_yx: [f64; 2],
+) -> Result<(Array3<u8>, GridTransform), ModelError> {
     let (slices, ny, nx) = labels.dim();
     if let Some(&bad) = labels.iter().find(|&&v| v as usize >= CLASSES) {
         return Err(ModelError::InvalidInput(format!(
@@ -294,10 +327,18 @@ pub(crate) fn argmax_class(value: impl Fn(usize) -> f32, classes: usize) -> u8 {
 /// Converts `(3, z, y, x)` class probabilities to a `(z, y, x)` label volume by argmax.
 pub fn argmax_labels(probs: &Array4<f32>) -> Array3<u8> {
     let (classes, slices, ny, nx) = probs.dim();
-    Array3::from_shape_fn((slices, ny, nx), |(z, y, x)| argmax_class(|c| probs[[c, z, y, x]], classes))
+    Array3::from_shape_fn((slices, ny, nx), |(z, y, x)| {
+        argmax_class(|c| probs[[c, z, y, x]], classes)
+    })
 }
 
-fn check_model_stack(slices: usize, ny: usize, nx: usize, t: &GridTransform, what: &str) -> Result<(), ModelError> {
+fn check_model_stack(
+    slices: usize,
+    ny: usize,
+    nx: usize,
+    t: &GridTransform,
+    what: &str,
+) -> Result<(), ModelError> {
     // A transform deserialized or built by hand gets the same checks as one from `new`.
     let rebuilt = GridTransform::new(t.slices, t.native_shape_yx, t.native_spacing_yx)?;
     let offsets_finite = t.offset_yx.iter().all(|o| o.is_finite());
@@ -368,7 +409,8 @@ mod tests {
     #[test]
     fn shrinking_averages_areas() {
         // 512x512 at 0.5 mm to 256x256 at 1 mm: each model pixel is the mean of a 2x2 block.
-        let volume = Array4::from_shape_fn((1, 1, 512, 512), |(_, _, y, x)| (y % 2 * 2 + x % 2) as f32);
+        let volume =
+            Array4::from_shape_fn((1, 1, 512, 512), |(_, _, y, x)| (y % 2 * 2 + x % 2) as f32);
         let (grid, _) = to_model_grid(&volume, [0.5, 0.5]).unwrap();
         assert_eq!(grid.dim(), (1, 1, 256, 256));
         assert!(grid.iter().all(|&v| (v - 1.5).abs() < 1e-6));
@@ -385,7 +427,11 @@ mod tests {
         // Model column 128 has its centre at native coordinate (128.5 - 12.8) * 0.78125 = 90.39,
         // so the ramp value there is 10 + 90.39 - 0.5.
         let expected = 10.0 + (128.5 - t.offset_yx[1]) * 0.78125 - 0.5;
-        assert!((grid[[0, 0, 100, 128]] as f64 - expected).abs() < 1e-4, "{}", grid[[0, 0, 100, 128]]);
+        assert!(
+            (grid[[0, 0, 100, 128]] as f64 - expected).abs() < 1e-4,
+            "{}",
+            grid[[0, 0, 100, 128]]
+        );
     }
 
     #[test]
@@ -394,7 +440,12 @@ mod tests {
         let (model_labels, t) = labels_to_model_grid(&labels, [0.5, 0.5]).unwrap();
         assert_eq!(labels_to_native(&model_labels, &t).unwrap(), labels);
 
-        let probs = to_model_grid(&one_hot(&labels).permuted_axes([1, 0, 2, 3]).to_owned(), [0.5, 0.5]).unwrap().0;
+        let probs = to_model_grid(
+            &one_hot(&labels).permuted_axes([1, 0, 2, 3]).to_owned(),
+            [0.5, 0.5],
+        )
+        .unwrap()
+        .0;
         let native = probabilities_to_native(&probs, &t).unwrap();
         assert_eq!(native.dim(), (3, 2, 512, 512));
         assert_eq!(argmax_labels(&native), labels);
@@ -405,14 +456,21 @@ mod tests {
         let labels = blocky_labels(1, 200, 180);
         let spacing = [1.0, 1.0];
         let (model_labels, t) = labels_to_model_grid(&labels, spacing).unwrap();
-        assert_eq!(labels_to_native(&model_labels, &t).unwrap(), labels, "nearest-neighbour round trip");
+        assert_eq!(
+            labels_to_native(&model_labels, &t).unwrap(),
+            labels,
+            "nearest-neighbour round trip"
+        );
 
         let channels_first = one_hot(&labels).permuted_axes([1, 0, 2, 3]).to_owned();
         let probs = to_model_grid(&channels_first, spacing).unwrap().0;
         let native = probabilities_to_native(&probs, &t).unwrap();
         assert_eq!(argmax_labels(&native), labels, "probability round trip");
         for column in native.index_axis(Axis(1), 0).lanes(Axis(0)) {
-            assert!((column.sum() - 1.0).abs() < 1e-4, "probabilities still sum to 1");
+            assert!(
+                (column.sum() - 1.0).abs() < 1e-4,
+                "probabilities still sum to 1"
+            );
         }
     }
 

@@ -88,12 +88,21 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    fn validate(&self, architecture: &UNetConfig, dataset: &Dataset) -> Result<[usize; 2], ModelError> {
+    fn validate(
+        &self,
+        architecture: &UNetConfig,
+        dataset: &Dataset,
+    ) -> Result<[usize; 2], ModelError> {
         let invalid = |message: String| Err(ModelError::InvalidInput(message));
         if self.epochs == 0 || self.batch_size == 0 {
-            return invalid(format!("epochs ({}) and batch size ({}) must be at least 1", self.epochs, self.batch_size));
+            return invalid(format!(
+                "epochs ({}) and batch size ({}) must be at least 1",
+                self.epochs, self.batch_size
+            ));
         }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) || !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+        let learning_rate_valid = self.learning_rate.is_finite() && self.learning_rate > 0.0;
+        let weight_decay_valid = self.weight_decay.is_finite() && self.weight_decay >= 0.0;
+        if !(learning_rate_valid && weight_decay_valid) {
             return invalid(format!(
                 "learning rate {} must be positive and weight decay {} non-negative",
                 self.learning_rate, self.weight_decay
@@ -153,12 +162,15 @@ pub struct TrainOutcome {
 impl TrainOutcome {
     /// Writes `model.safetensors` and `card.json` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io("creating model folder", dir, e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ModelError::io("creating model folder", dir, e))?;
         let path = dir.join(WEIGHTS_FILE);
-        self.varmap.save(&path).map_err(|e| ModelError::CardMismatch {
-            path: path.clone(),
-            reason: format!("saving the weights failed: {e}"),
-        })?;
+        self.varmap
+            .save(&path)
+            .map_err(|e| ModelError::CardMismatch {
+                path: path.clone(),
+                reason: format!("saving the weights failed: {e}"),
+            })?;
         self.card.write(dir)
     }
 
@@ -169,15 +181,25 @@ impl TrainOutcome {
 }
 
 /// Trains a U-Net of `architecture` on `dataset`.
-pub fn train(architecture: &UNetConfig, dataset: &Dataset, config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
+pub fn train(
+    architecture: &UNetConfig,
+    dataset: &Dataset,
+    config: &TrainConfig,
+) -> Result<TrainOutcome, ModelError> {
     config.validate(architecture, dataset)?;
     let split = dataset.split_by_study(config.validation_fraction, config.seed)?;
     let samples = dataset.samples();
-    let normalization = Normalization::fit(dataset.channel_names(), split.training.iter().map(|&i| samples[i].input.view()))?;
+    let normalization = Normalization::fit(
+        dataset.channel_names(),
+        split.training.iter().map(|&i| samples[i].input.view()),
+    )?;
 
     let device = Device::Cpu;
     let varmap = VarMap::new();
-    let model = UNet::new(architecture, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let model = UNet::new(
+        architecture,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+    )?;
     init_weights(&varmap, config.seed)?;
     let params = ParamsAdamW {
         lr: config.learning_rate,
@@ -219,7 +241,14 @@ pub fn train(architecture: &UNetConfig, dataset: &Dataset, config: &TrainConfig)
             validation_loss,
             seconds: started.elapsed().as_secs_f64(),
         };
-        tracing::info!(epoch, epochs = config.epochs, training_loss, validation_loss, seconds = record.seconds, "Finished training epoch");
+        tracing::info!(
+            epoch,
+            epochs = config.epochs,
+            training_loss,
+            validation_loss,
+            seconds = record.seconds,
+            "Finished training epoch"
+        );
         state.history.push(record);
 
         if validation_loss < state.best_validation_loss - config.min_delta {
@@ -231,7 +260,11 @@ pub fn train(architecture: &UNetConfig, dataset: &Dataset, config: &TrainConfig)
             state.epochs_without_improvement += 1;
             if state.epochs_without_improvement >= config.patience {
                 state.stopped_early = true;
-                tracing::info!(epoch, best_epoch = state.best_epoch, "Stopping early: validation loss stopped improving");
+                tracing::info!(
+                    epoch,
+                    best_epoch = state.best_epoch,
+                    "Stopping early: validation loss stopped improving"
+                );
             }
         }
         if let Some(dir) = &config.checkpoint_dir {
@@ -241,7 +274,15 @@ pub fn train(architecture: &UNetConfig, dataset: &Dataset, config: &TrainConfig)
 
     restore(&varmap, &best)?;
     let validation_scores = context.validation_scores(&split.validation)?;
-    let card = build_card(architecture, normalization, config, &split, &state, validation_scores, &varmap)?;
+    let card = build_card(
+        architecture,
+        normalization,
+        config,
+        &split,
+        &state,
+        validation_scores,
+        &varmap,
+    )?;
     Ok(TrainOutcome {
         varmap,
         card,
@@ -261,8 +302,15 @@ struct EpochContext<'a> {
 
 impl EpochContext<'_> {
     /// Runs one pass over the training slices and returns the mean batch loss.
-    fn train_epoch(&self, split: &Split, optimizer: &mut AdamW, epoch: usize) -> Result<f64, ModelError> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    fn train_epoch(
+        &self,
+        split: &Split,
+        optimizer: &mut AdamW,
+        epoch: usize,
+    ) -> Result<f64, ModelError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         let mut order = split.training.clone();
         order.shuffle(&mut rng);
 
@@ -295,7 +343,11 @@ impl EpochContext<'_> {
         let mut total = 0.0;
         for chunk in indices.chunks(self.config.batch_size) {
             let (probs, target) = self.predict_chunk(chunk)?;
-            let loss = self.config.loss.compute(&probs, &target)?.to_scalar::<f32>()? as f64;
+            let loss = self
+                .config
+                .loss
+                .compute(&probs, &target)?
+                .to_scalar::<f32>()? as f64;
             total += loss * chunk.len() as f64;
         }
         Ok(total / indices.len().max(1) as f64)
@@ -311,9 +363,13 @@ impl EpochContext<'_> {
             for (b, &index) in chunk.iter().enumerate().take(batch) {
                 let label = &self.dataset.samples()[index].label;
                 for ((y, x), &truth) in label.indexed_iter() {
-                    let predicted = argmax_class(|c| values[((b * classes + c) * ny + y) * nx + x], classes);
+                    let predicted =
+                        argmax_class(|c| values[((b * classes + c) * ny + y) * nx + x], classes);
                     for (class, counts) in confusion.iter_mut().enumerate().skip(1) {
-                        let counted = Confusion::from_masks([predicted as usize == class], [truth as usize == class]);
+                        let counted = Confusion::from_masks(
+                            [predicted as usize == class],
+                            [truth as usize == class],
+                        );
                         counts.true_positive += counted.true_positive;
                         counts.false_positive += counted.false_positive;
                         counts.false_negative += counted.false_negative;
@@ -339,9 +395,15 @@ impl EpochContext<'_> {
 
     /// Normalizes and stacks slices into `(b, c, h, w)` inputs and `(b, 3, h, w)` one-hot
     /// targets.
-    fn batch_tensors(&self, inputs: &[Array3<f32>], labels: &[Array2<u8>]) -> Result<(Tensor, Tensor), ModelError> {
+    fn batch_tensors(
+        &self,
+        inputs: &[Array3<f32>],
+        labels: &[Array2<u8>],
+    ) -> Result<(Tensor, Tensor), ModelError> {
         let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
-        let mut stack = ndarray::stack(Axis(0), &views).map_err(|e| ModelError::Dataset(format!("slices in one batch differ in shape: {e}")))?;
+        let mut stack = ndarray::stack(Axis(0), &views).map_err(|e| {
+            ModelError::Dataset(format!("slices in one batch differ in shape: {e}"))
+        })?;
         self.normalization.apply(&mut stack)?;
 
         let (batch, _, ny, nx) = stack.dim();
@@ -351,13 +413,18 @@ impl EpochContext<'_> {
                 one_hot[[b, value as usize, y, x]] = 1.0;
             }
         }
-        Ok((array_to_tensor(&stack, self.device)?, array_to_tensor(&one_hot, self.device)?))
+        Ok((
+            array_to_tensor(&stack, self.device)?,
+            array_to_tensor(&one_hot, self.device)?,
+        ))
     }
 }
 
 /// Copies every variable's current value.
 fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>, ModelError> {
-    let data = varmap.data().lock().map_err(|_| ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into()))?;
+    let data = varmap.data().lock().map_err(|_| {
+        ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into())
+    })?;
     let mut copy = HashMap::with_capacity(data.len());
     for (name, var) in data.iter() {
         copy.insert(name.clone(), var.as_tensor().copy()?);
@@ -367,9 +434,13 @@ fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>, ModelError> {
 
 /// Sets every variable to the value stored under its name.
 fn restore(varmap: &VarMap, values: &HashMap<String, Tensor>) -> Result<(), ModelError> {
-    let data = varmap.data().lock().map_err(|_| ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into()))?;
+    let data = varmap.data().lock().map_err(|_| {
+        ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into())
+    })?;
     for (name, var) in data.iter() {
-        let value = values.get(name).ok_or_else(|| ModelError::InvalidInput(format!("saved weights lack tensor {name}")))?;
+        let value = values
+            .get(name)
+            .ok_or_else(|| ModelError::InvalidInput(format!("saved weights lack tensor {name}")))?;
         var.set(value)?;
     }
     Ok(())
@@ -388,19 +459,33 @@ fn epoch_weights_path(dir: &Path, epoch: usize) -> PathBuf {
 
 /// Writes this epoch's weights, the best weights, the state (last, so a crash mid-way leaves
 /// the previous state pointing at complete files) and the loss curve.
-fn write_checkpoint(dir: &Path, varmap: &VarMap, best: &HashMap<String, Tensor>, state: &TrainState) -> Result<(), ModelError> {
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io("creating checkpoint folder", dir, e))?;
+fn write_checkpoint(
+    dir: &Path,
+    varmap: &VarMap,
+    best: &HashMap<String, Tensor>,
+    state: &TrainState,
+) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ModelError::io("creating checkpoint folder", dir, e))?;
     let epoch = state.history.len();
     let weights = epoch_weights_path(dir, epoch);
-    varmap.save(&weights).map_err(|e| ModelError::InvalidInput(format!("saving checkpoint {} failed: {e}", weights.display())))?;
+    varmap.save(&weights).map_err(|e| {
+        ModelError::InvalidInput(format!(
+            "saving checkpoint {} failed: {e}",
+            weights.display()
+        ))
+    })?;
     let best_path = dir.join(BEST_WEIGHTS_FILE);
     candle_core::safetensors::save(best, &best_path)?;
 
     let state_path = dir.join(STATE_FILE);
     let temporary = dir.join(format!("{STATE_FILE}.tmp"));
-    let text = serde_json::to_string_pretty(state).map_err(|e| ModelError::InvalidInput(format!("encoding training state failed: {e}")))?;
-    std::fs::write(&temporary, text).map_err(|e| ModelError::io("writing training state", &temporary, e))?;
-    std::fs::rename(&temporary, &state_path).map_err(|e| ModelError::io("replacing training state", &state_path, e))?;
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|e| ModelError::InvalidInput(format!("encoding training state failed: {e}")))?;
+    std::fs::write(&temporary, text)
+        .map_err(|e| ModelError::io("writing training state", &temporary, e))?;
+    std::fs::rename(&temporary, &state_path)
+        .map_err(|e| ModelError::io("replacing training state", &state_path, e))?;
 
     let training: Vec<f64> = state.history.iter().map(|r| r.training_loss).collect();
     let validation: Vec<f64> = state.history.iter().map(|r| r.validation_loss).collect();
@@ -416,11 +501,14 @@ fn resume(dir: &Path, varmap: &VarMap) -> Result<Option<TrainState>, ModelError>
     if !state_path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&state_path).map_err(|e| ModelError::io("reading training state", &state_path, e))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| ModelError::InvalidInput(format!(
-        "training state {} is not valid ({e}); delete the checkpoint folder to start over",
-        state_path.display()
-    )))?;
+    let text = std::fs::read_to_string(&state_path)
+        .map_err(|e| ModelError::io("reading training state", &state_path, e))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| {
+        ModelError::InvalidInput(format!(
+            "training state {} is not valid ({e}); delete the checkpoint folder to start over",
+            state_path.display()
+        ))
+    })?;
     let weights = epoch_weights_path(dir, state.history.len());
     restore(varmap, &load_weights(&weights)?)?;
     tracing::info!(epoch = state.history.len(), checkpoint = %weights.display(), "Resuming training from checkpoint");
@@ -437,8 +525,12 @@ fn build_card(
     varmap: &VarMap,
 ) -> Result<ModelCard, ModelError> {
     let tensors = {
-        let data = varmap.data().lock().map_err(|_| ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into()))?;
-        data.iter().map(|(name, var)| (name.clone(), var.dims().to_vec())).collect()
+        let data = varmap.data().lock().map_err(|_| {
+            ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into())
+        })?;
+        data.iter()
+            .map(|(name, var)| (name.clone(), var.dims().to_vec()))
+            .collect()
     };
     let mut metrics = validation_scores;
     metrics["best_validation_loss"] = serde_json::json!(state.best_validation_loss);

@@ -6,7 +6,9 @@
 //! `norm2` and, when the channel count changes in a residual block, `proj`.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{
+    Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, GroupNorm, VarBuilder,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -74,7 +76,9 @@ impl UNetConfig {
             )));
         }
         if let Norm::Group { groups: 0 } = self.norm {
-            return Err(ModelError::InvalidInput("group normalization needs at least 1 group".into()));
+            return Err(ModelError::InvalidInput(
+                "group normalization needs at least 1 group".into(),
+            ));
         }
         Ok(())
     }
@@ -92,12 +96,19 @@ impl UNetConfig {
 }
 
 /// Builds the normalization layer for `channels` feature maps.
-fn norm_layer(norm: Norm, channels: usize, vb: VarBuilder) -> candle_core::Result<Option<GroupNorm>> {
+fn norm_layer(
+    norm: Norm,
+    channels: usize,
+    vb: VarBuilder,
+) -> candle_core::Result<Option<GroupNorm>> {
     let groups = match norm {
         Norm::None => return Ok(None),
         Norm::Instance => channels,
         // The largest divisor of `channels` not above the requested group count.
-        Norm::Group { groups } => (1..=groups.min(channels)).rev().find(|g| channels % g == 0).unwrap_or(1),
+        Norm::Group { groups } => (1..=groups.min(channels))
+            .rev()
+            .find(|g| channels % g == 0)
+            .unwrap_or(1),
     };
     candle_nn::group_norm(groups, channels, 1e-5, vb).map(Some)
 }
@@ -122,7 +133,13 @@ enum Skip {
 
 impl ConvBlock {
     /// Builds a block from `in_channels` to `out_channels` under `vb`.
-    pub fn new(in_channels: usize, out_channels: usize, residual: bool, norm: Norm, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        residual: bool,
+        norm: Norm,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         let same = Conv2dConfig {
             padding: 1,
             ..Default::default()
@@ -134,7 +151,13 @@ impl ConvBlock {
         let skip = match (residual, in_channels == out_channels) {
             (false, _) => Skip::None,
             (true, true) => Skip::Identity,
-            (true, false) => Skip::Projection(candle_nn::conv2d(in_channels, out_channels, 1, Default::default(), vb.pp("proj"))?),
+            (true, false) => Skip::Projection(candle_nn::conv2d(
+                in_channels,
+                out_channels,
+                1,
+                Default::default(),
+                vb.pp("proj"),
+            )?),
         };
         Ok(ConvBlock {
             conv1,
@@ -186,10 +209,22 @@ impl UNet {
         let mut channels = config.in_channels;
         for level in 0..config.depth {
             let width = config.width(level);
-            encoders.push(ConvBlock::new(channels, width, config.residual, config.norm, vb.pp(format!("enc{}", level + 1)))?);
+            encoders.push(ConvBlock::new(
+                channels,
+                width,
+                config.residual,
+                config.norm,
+                vb.pp(format!("enc{}", level + 1)),
+            )?);
             channels = width;
         }
-        let bottleneck = ConvBlock::new(channels, config.width(config.depth), config.residual, config.norm, vb.pp("bottleneck"))?;
+        let bottleneck = ConvBlock::new(
+            channels,
+            config.width(config.depth),
+            config.residual,
+            config.norm,
+            vb.pp("bottleneck"),
+        )?;
 
         // Decoder levels are numbered like the encoder level whose skip they consume; they are
         // stored deepest first, in the order the forward pass uses them.
@@ -202,10 +237,28 @@ impl UNet {
         for level in (0..config.depth).rev() {
             let below = config.width(level + 1);
             let width = config.width(level);
-            ups.push(candle_nn::conv_transpose2d(below, width, 2, up_config, vb.pp(format!("up{}", level + 1)))?);
-            decoders.push(ConvBlock::new(2 * width, width, config.residual, config.norm, vb.pp(format!("dec{}", level + 1)))?);
+            ups.push(candle_nn::conv_transpose2d(
+                below,
+                width,
+                2,
+                up_config,
+                vb.pp(format!("up{}", level + 1)),
+            )?);
+            decoders.push(ConvBlock::new(
+                2 * width,
+                width,
+                config.residual,
+                config.norm,
+                vb.pp(format!("dec{}", level + 1)),
+            )?);
         }
-        let head = candle_nn::conv2d(config.width(0), config.classes, 1, Default::default(), vb.pp("head"))?;
+        let head = candle_nn::conv2d(
+            config.width(0),
+            config.classes,
+            1,
+            Default::default(),
+            vb.pp("head"),
+        )?;
 
         Ok(UNet {
             config: config.clone(),
@@ -266,10 +319,9 @@ pub fn init_weights(varmap: &candle_nn::VarMap, seed: u64) -> Result<(), ModelEr
     use rand_distr::Distribution;
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into()))?;
+    let data = varmap.data().lock().map_err(|_| {
+        ModelError::InvalidInput("variable map lock is poisoned by an earlier panic".into())
+    })?;
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
 
@@ -284,9 +336,15 @@ pub fn init_weights(varmap: &candle_nn::VarMap, seed: u64) -> Result<(), ModelEr
         } else {
             let is_transposed = name.split('.').any(|part| part.starts_with("up"));
             let receptive: usize = dims[2..].iter().product();
-            let fan_in = if is_transposed { dims[0] * receptive } else { dims[1] * receptive };
+            let fan_in = if is_transposed {
+                dims[0] * receptive
+            } else {
+                dims[1] * receptive
+            };
             let std = (2.0 / fan_in.max(1) as f64).sqrt();
-            let normal = rand_distr::Normal::new(0.0, std).map_err(|e| ModelError::InvalidInput(format!("weight standard deviation {std}: {e}")))?;
+            let normal = rand_distr::Normal::new(0.0, std).map_err(|e| {
+                ModelError::InvalidInput(format!("invalid weight standard deviation {std}: {e}"))
+            })?;
             (0..count).map(|_| normal.sample(&mut rng) as f32).collect()
         };
         var.set(&Tensor::from_vec(values, dims, var.device())?)?;
@@ -316,8 +374,19 @@ mod tests {
         let conv = candle_nn::conv2d(2, 1, 1, Default::default(), vb.pp("c")).unwrap();
         set(&varmap, "c.weight", vec![2.0, -1.0]);
         set(&varmap, "c.bias", vec![0.5]);
-        let x = Tensor::from_vec(vec![1f32, 2.0, 3.0, 4.0, 0.0, 1.0, 1.0, 8.0], (1, 2, 2, 2), &Device::Cpu).unwrap();
-        let y: Vec<f32> = conv.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let x = Tensor::from_vec(
+            vec![1f32, 2.0, 3.0, 4.0, 0.0, 1.0, 1.0, 8.0],
+            (1, 2, 2, 2),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y: Vec<f32> = conv
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(y, vec![2.5, 3.5, 5.5, 0.5]);
     }
 
@@ -333,7 +402,13 @@ mod tests {
         }
         let input = vec![1f32, -2.0, 3.0, -4.0, 0.5, -0.5, 2.0, 0.0];
         let x = Tensor::from_vec(input.clone(), (1, 2, 2, 2), &Device::Cpu).unwrap();
-        let y: Vec<f32> = block.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = block
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let expected: Vec<f32> = input.iter().map(|v| v.max(0.0)).collect();
         assert_eq!(y, expected);
 
@@ -344,7 +419,13 @@ mod tests {
         for var in varmap.all_vars() {
             var.set(&var.zeros_like().unwrap()).unwrap();
         }
-        let y: Vec<f32> = plain.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = plain
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(y, vec![0.0; 8]);
     }
 
@@ -358,8 +439,19 @@ mod tests {
             var.set(&var.zeros_like().unwrap()).unwrap();
         }
         set(&varmap, "proj.weight", vec![1.0, 1.0]);
-        let x = Tensor::from_vec(vec![1f32, -2.0, 3.0, -4.0, 0.5, -0.5, 2.0, 5.0], (1, 2, 2, 2), &Device::Cpu).unwrap();
-        let y: Vec<f32> = block.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let x = Tensor::from_vec(
+            vec![1f32, -2.0, 3.0, -4.0, 0.5, -0.5, 2.0, 5.0],
+            (1, 2, 2, 2),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y: Vec<f32> = block
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(y, vec![1.5, 0.0, 5.0, 1.0]);
     }
 
@@ -378,11 +470,43 @@ mod tests {
         assert_eq!(unet.forward(&x).unwrap().dims(), &[2, 3, 16, 16]);
 
         let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
-        for expected in ["enc1.conv1.weight", "enc2.proj.weight", "bottleneck.norm2.weight", "up2.weight", "up1.bias", "dec1.conv2.weight", "dec2.proj.weight", "head.weight"] {
-            assert!(names.iter().any(|n| n == expected), "missing {expected} in {names:?}");
+        for expected in [
+            "enc1.conv1.weight",
+            "enc2.proj.weight",
+            "bottleneck.norm2.weight",
+            "up2.weight",
+            "up1.bias",
+            "dec1.conv2.weight",
+            "dec2.proj.weight",
+            "head.weight",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "missing {expected} in {names:?}"
+            );
         }
         assert!(unet.check_input(&[1, 4, 18, 16]).is_err());
         assert!(unet.check_input(&[1, 3, 16, 16]).is_err());
+    }
+
+    #[test]
+    fn plain_variant_has_no_projections() {
+        let config = UNetConfig {
+            in_channels: 3,
+            base_width: 2,
+            depth: 1,
+            residual: false,
+            norm: Norm::Instance,
+            ..Default::default()
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let unet = UNet::new(&config, vb).unwrap();
+        let x = Tensor::ones((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(unet.forward(&x).unwrap().dims(), &[1, 3, 8, 8]);
+        let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+        assert!(names.iter().all(|n| !n.contains("proj")), "{names:?}");
+        assert!(names.iter().any(|n| n == "enc1.norm1.weight"));
     }
 
     #[test]
@@ -395,10 +519,18 @@ mod tests {
         };
         let weights = |seed: u64| {
             let varmap = VarMap::new();
-            UNet::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+            UNet::new(
+                &config,
+                VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+            )
+            .unwrap();
             init_weights(&varmap, seed).unwrap();
             let data = varmap.data().lock().unwrap();
-            data["enc1.conv1.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            data["enc1.conv1.weight"]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         };
         assert_eq!(weights(5), weights(5));
         assert_ne!(weights(5), weights(6));

@@ -2,8 +2,8 @@
 //!
 //! Candidates are the intracranial voxels with the highest peak enhancement. Their first
 //! moments (bolus centre times) are split into an early and a late cluster by 1-D 2-means. The
-//! AIF averages the early voxels with the highest peak-to-width ratio (early, high, narrow);
-//! the VOF averages the late voxels with the largest area under the curve (e.g. the sinus).
+//! AIF averages the early voxels with the highest peak-to-width ratio (early, high, narrow).
+//! The VOF averages the late voxels with the largest area under the curve, such as the sinus.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,11 @@ const MAX_PEAK_SHIFT_FRAMES: usize = 1;
 /// A late cluster whose centre is less than this many seconds after the early one is the same
 /// vessel population, and no VOF is reported.
 const MIN_VENOUS_DELAY_S: f64 = 1.0;
+
+/// Late voxels must peak at least at this fraction of the AIF peak to form the VOF. Sinus
+/// curves peak near or above arterial ones, while noisy tissue that passed the candidate
+/// threshold peaks far lower.
+const MIN_VOF_PEAK_FRACTION: f64 = 0.5;
 
 /// An averaged input or output curve in ΔHU on the analysis time grid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,11 +56,18 @@ pub struct CurveFeatures {
 ///
 /// When the curve has not fallen to half its peak by the last sample, the FWHM ends there.
 pub fn curve_features(values: &[f64], dt_s: f64) -> CurveFeatures {
-    let (peak_index, peak) = values
-        .iter()
-        .copied()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |best, (i, v)| if v > best.1 { (i, v) } else { best });
+    let (peak_index, peak) =
+        values
+            .iter()
+            .copied()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |best, (i, v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            });
     let half = peak / 2.0;
 
     let mut left = 0.0;
@@ -74,8 +86,16 @@ pub fn curve_features(values: &[f64], dt_s: f64) -> CurveFeatures {
     }
 
     let positive_sum: f64 = values.iter().map(|v| v.max(0.0)).sum();
-    let moment: f64 = values.iter().enumerate().map(|(i, v)| i as f64 * v.max(0.0)).sum();
-    let first_moment_s = if positive_sum > 0.0 { moment / positive_sum * dt_s } else { 0.0 };
+    let moment: f64 = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| i as f64 * v.max(0.0))
+        .sum();
+    let first_moment_s = if positive_sum > 0.0 {
+        moment / positive_sum * dt_s
+    } else {
+        0.0
+    };
 
     CurveFeatures {
         peak,
@@ -94,10 +114,16 @@ pub struct InputCurves {
 }
 
 /// Selects the AIF and VOF among `region` voxels of a ΔHU series.
-pub fn select_input_curves(series: &Series, region: &[bool], params: &AifParams) -> Result<InputCurves, PerfusionError> {
+pub fn select_input_curves(
+    series: &Series,
+    region: &[bool],
+    params: &AifParams,
+) -> Result<InputCurves, PerfusionError> {
     let candidates = top_candidates(series, region, params);
     if candidates.is_empty() {
-        return Err(PerfusionError::NoArterialInput { min_peak_hu: params.min_peak_hu });
+        return Err(PerfusionError::NoArterialInput {
+            min_peak_hu: params.min_peak_hu,
+        });
     }
 
     let features: Vec<(usize, CurveFeatures)> = candidates
@@ -107,16 +133,30 @@ pub fn select_input_curves(series: &Series, region: &[bool], params: &AifParams)
     let moments: Vec<f64> = features.iter().map(|(_, f)| f.first_moment_s).collect();
     let (early_centre, late_centre, is_late) = two_means(&moments);
 
-    let early: Vec<(usize, CurveFeatures)> =
-        features.iter().zip(&is_late).filter(|(_, &late)| !late).map(|(f, _)| *f).collect();
-    let late: Vec<(usize, CurveFeatures)> =
-        features.iter().zip(&is_late).filter(|(_, &late)| late).map(|(f, _)| *f).collect();
+    let early: Vec<(usize, CurveFeatures)> = features
+        .iter()
+        .zip(&is_late)
+        .filter(|(_, &late)| !late)
+        .map(|(f, _)| *f)
+        .collect();
+    let late: Vec<(usize, CurveFeatures)> = features
+        .iter()
+        .zip(&is_late)
+        .filter(|(_, &late)| late)
+        .map(|(f, _)| *f)
+        .collect();
 
-    let aif_voxels = best_by(&early, params.voxel_count, |f| f.peak / f.fwhm_s.max(series.dt_s));
+    let aif_voxels = best_by(&early, params.voxel_count, |f| {
+        f.peak / f.fwhm_s.max(series.dt_s)
+    });
     let aif = average_curve(series, &aif_voxels);
 
-    let vof = if !late.is_empty() && late_centre - early_centre >= MIN_VENOUS_DELAY_S {
-        let vof_voxels = best_by(&late, params.voxel_count, |f| f.auc);
+    let venous: Vec<(usize, CurveFeatures)> = late
+        .into_iter()
+        .filter(|(_, f)| f.peak >= MIN_VOF_PEAK_FRACTION * aif.peak_hu)
+        .collect();
+    let vof = if !venous.is_empty() && late_centre - early_centre >= MIN_VENOUS_DELAY_S {
+        let vof_voxels = best_by(&venous, params.voxel_count, |f| f.auc);
         Some(average_curve(series, &vof_voxels))
     } else {
         None
@@ -141,7 +181,8 @@ fn top_candidates(series: &Series, region: &[bool], params: &AifParams) -> Vec<u
     ranked.sort_by(|&a, &b| peak[b].total_cmp(&peak[a]));
 
     let region_count = region.iter().filter(|&&r| r).count();
-    let wanted = ((params.candidate_fraction * region_count as f64).ceil() as usize).max(3 * params.voxel_count);
+    let wanted = ((params.candidate_fraction * region_count as f64).ceil() as usize)
+        .max(3 * params.voxel_count);
     ranked.truncate(wanted);
     ranked
 }
@@ -158,7 +199,12 @@ fn two_means(values: &[f64]) -> (f64, f64, Vec<bool>) {
             *late = (v - high).abs() < (v - low).abs();
         }
         let mean_of = |want: bool| {
-            let chosen: Vec<f64> = values.iter().zip(&is_late).filter(|(_, &l)| l == want).map(|(v, _)| *v).collect();
+            let chosen: Vec<f64> = values
+                .iter()
+                .zip(&is_late)
+                .filter(|(_, &l)| l == want)
+                .map(|(v, _)| *v)
+                .collect();
             (!chosen.is_empty()).then(|| chosen.iter().sum::<f64>() / chosen.len() as f64)
         };
         let (new_low, new_high) = (mean_of(false).unwrap_or(low), mean_of(true).unwrap_or(high));
@@ -172,7 +218,11 @@ fn two_means(values: &[f64]) -> (f64, f64, Vec<bool>) {
 
 /// Returns up to `count` voxels with the highest `score`, without those whose time to peak is
 /// off the group's median by more than [`MAX_PEAK_SHIFT_FRAMES`].
-fn best_by(group: &[(usize, CurveFeatures)], count: usize, score: impl Fn(&CurveFeatures) -> f64) -> Vec<usize> {
+fn best_by(
+    group: &[(usize, CurveFeatures)],
+    count: usize,
+    score: impl Fn(&CurveFeatures) -> f64,
+) -> Vec<usize> {
     let mut ranked = group.to_vec();
     ranked.sort_by(|a, b| score(&b.1).total_cmp(&score(&a.1)));
     ranked.truncate(count);
@@ -198,7 +248,11 @@ pub(crate) fn average_curve(series: &Series, voxels: &[usize]) -> Curve {
     for value in &mut values {
         *value /= voxels.len().max(1) as f64;
     }
-    curve_from_values(series.dt_s, values, voxels.iter().map(|&v| unravel(v, series.shape)).collect())
+    curve_from_values(
+        series.dt_s,
+        values,
+        voxels.iter().map(|&v| unravel(v, series.shape)).collect(),
+    )
 }
 
 /// Builds a [`Curve`] with its descriptors from samples every `dt_s` seconds.
@@ -253,8 +307,8 @@ mod tests {
     #[test]
     fn aif_and_vof_picked_from_vessels() {
         // 1 slice of 10x10, 40 frames. Tissue enhances 20 HU late and wide. Artery voxels
-        // (row 0, x 0..4) peak 400 HU early and narrow; a partial-volume artery voxel
-        // (row 0, x 4) peaks 120 HU; vein voxels (row 9, x 0..4) peak 300 HU late.
+        // (row 0, x 0..4) peak 400 HU early and narrow. A partial-volume artery voxel
+        // (row 0, x 4) peaks 120 HU. Vein voxels (row 9, x 0..4) peak 300 HU late.
         let frames = 40;
         let n = 100;
         let mut data = vec![0.0f32; frames * n];
@@ -272,8 +326,16 @@ mod tests {
         }
         put(4, &bolus(6.0, 120.0, 1.5, frames));
 
-        let series = Series { data, frames, shape: [1, 10, 10], dt_s: 1.0 };
-        let params = AifParams { voxel_count: 4, ..AifParams::default() };
+        let series = Series {
+            data,
+            frames,
+            shape: [1, 10, 10],
+            dt_s: 1.0,
+        };
+        let params = AifParams {
+            voxel_count: 4,
+            ..AifParams::default()
+        };
         let curves = select_input_curves(&series, &vec![true; n], &params).unwrap();
 
         let mut aif_voxels = curves.aif.voxels.clone();
@@ -282,7 +344,11 @@ mod tests {
         // The curve s^3 exp(-s / 1.5) peaks at s = 4.5 (t = 10.5 s), between samples: at
         // t = 10 it is 0.9802 of the peak and at t = 11 it is 0.9829, so the sampled peak is
         // 393.2 HU at 11 s.
-        assert!((curves.aif.peak_hu - 393.16).abs() < 0.1, "{}", curves.aif.peak_hu);
+        assert!(
+            (curves.aif.peak_hu - 393.16).abs() < 0.1,
+            "{}",
+            curves.aif.peak_hu
+        );
         assert_eq!(curves.aif.time_to_peak_s, 11.0);
 
         let vof = curves.vof.expect("vein voxels form a late cluster");
@@ -293,8 +359,46 @@ mod tests {
     }
 
     #[test]
+    fn vof_absent_without_high_late_peaks() {
+        // Arteries peak 400 HU early; the only late candidates peak 60 HU, below half the
+        // AIF peak, so no VOF is reported.
+        let frames = 40;
+        let n = 16;
+        let mut data = vec![0.0f32; frames * n];
+        let arterial = bolus(6.0, 400.0, 1.5, frames);
+        let late = bolus(14.0, 60.0, 3.0, frames);
+        for t in 0..frames {
+            for v in 0..4 {
+                data[t * n + v] = arterial[t];
+            }
+            for v in 4..8 {
+                data[t * n + v] = late[t];
+            }
+        }
+        let series = Series {
+            data,
+            frames,
+            shape: [1, 4, 4],
+            dt_s: 1.0,
+        };
+        let params = AifParams {
+            voxel_count: 4,
+            ..AifParams::default()
+        };
+        let curves = select_input_curves(&series, &[true; 16], &params).unwrap();
+
+        assert_eq!(curves.aif.voxels.len(), 4);
+        assert!(curves.vof.is_none());
+    }
+
+    #[test]
     fn aif_missing_without_enhancement() {
-        let series = Series { data: vec![3.0; 20 * 4], frames: 20, shape: [1, 2, 2], dt_s: 1.0 };
+        let series = Series {
+            data: vec![3.0; 20 * 4],
+            frames: 20,
+            shape: [1, 2, 2],
+            dt_s: 1.0,
+        };
         let err = select_input_curves(&series, &[true; 4], &AifParams::default()).unwrap_err();
         assert!(matches!(err, PerfusionError::NoArterialInput { .. }));
     }

@@ -18,7 +18,7 @@ impl BaselineWindow {
         self.end - self.start
     }
 
-    /// Returns true when the window holds no frame; [`detect_baseline`] never returns one.
+    /// Returns true when the window contains no frame, which [`detect_baseline`] never returns one.
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
@@ -34,7 +34,9 @@ pub fn detect_arrival(curve: &[f64], fraction: f64) -> Option<usize> {
         return None;
     }
 
-    curve.iter().position(|&value| value - first >= fraction * rise)
+    curve
+        .iter()
+        .position(|&value| value - first >= fraction * rise)
 }
 
 /// Picks the baseline frames before the arrival detected on `mean_curve` (the mean HU of
@@ -46,9 +48,19 @@ pub fn detect_arrival(curve: &[f64], fraction: f64) -> Option<usize> {
 pub fn detect_baseline(mean_curve: &[f64], params: &BaselineParams) -> Option<BaselineWindow> {
     let arrival = detect_arrival(mean_curve, params.arrival_fraction)?;
 
-    let end = arrival.saturating_sub(1).max(params.skip_frames + 1).min(mean_curve.len());
-    let start = params.skip_frames.min(end - 1).max(end.saturating_sub(params.max_frames));
-    Some(BaselineWindow { start, end, arrival })
+    let end = arrival
+        .saturating_sub(1)
+        .max(params.skip_frames + 1)
+        .min(mean_curve.len());
+    let start = params
+        .skip_frames
+        .min(end - 1)
+        .max(end.saturating_sub(params.max_frames));
+    Some(BaselineWindow {
+        start,
+        end,
+        arrival,
+    })
 }
 
 #[cfg(test)]
@@ -85,7 +97,11 @@ mod tests {
     fn baseline_capped_and_skipped() {
         let mut curve = vec![30.0; 20];
         curve.extend([60.0, 90.0, 60.0]);
-        let params = BaselineParams { max_frames: 5, skip_frames: 2, ..BaselineParams::default() };
+        let params = BaselineParams {
+            max_frames: 5,
+            skip_frames: 2,
+            ..BaselineParams::default()
+        };
         let window = detect_baseline(&curve, &params).unwrap();
 
         assert_eq!(window.arrival, 20);

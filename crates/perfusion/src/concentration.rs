@@ -15,6 +15,10 @@ const UNIFORM_TOLERANCE: f64 = 0.05;
 /// Finest grid step used when resampling irregular acquisitions, in seconds.
 const MIN_RESAMPLED_STEP_S: f64 = 0.5;
 
+/// Most frames on the analysis grid; the circulant has twice as many rows and columns, and its
+/// SVD grows with the cube of that.
+pub const MAX_ANALYSIS_FRAMES: usize = 256;
+
 /// A dynamic series stored frame-major: `data[t * voxels + v]`, voxels in `(z, y, x)` order.
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -40,7 +44,9 @@ impl Series {
     /// Returns the time curve of voxel `v`.
     pub fn curve(&self, v: usize) -> Vec<f64> {
         let n = self.voxels();
-        (0..self.frames).map(|t| self.data[t * n + v] as f64).collect()
+        (0..self.frames)
+            .map(|t| self.data[t * n + v] as f64)
+            .collect()
     }
 
     /// Returns the mean of each frame over the voxels where `select` is true.
@@ -70,7 +76,11 @@ pub fn uniform_step(times_s: &[f64]) -> Result<(f64, bool), PerfusionError> {
         }
         if index > 0 && time_s <= times_s[index - 1] {
             let previous_s = times_s[index - 1];
-            return Err(PerfusionError::FrameTimesNotIncreasing { index, time_s, previous_s });
+            return Err(PerfusionError::FrameTimesNotIncreasing {
+                index,
+                time_s,
+                previous_s,
+            });
         }
     }
 
@@ -82,7 +92,9 @@ pub fn uniform_step(times_s: &[f64]) -> Result<(f64, bool), PerfusionError> {
     if (max - min) <= UNIFORM_TOLERANCE * mean {
         Ok((mean, false))
     } else {
-        Ok((min.max(MIN_RESAMPLED_STEP_S), true))
+        let span = times_s[times_s.len() - 1] - times_s[0];
+        let coarsest = span / (MAX_ANALYSIS_FRAMES - 1) as f64;
+        Ok((min.max(MIN_RESAMPLED_STEP_S).max(coarsest), true))
     }
 }
 
@@ -96,11 +108,19 @@ pub fn build_series(
 ) -> Series {
     let shape = voxels.shape();
     let spatial = [shape[1], shape[2], shape[3]];
-    let source: Vec<f32> = voxels.iter().copied().collect();
+    let source: Vec<f32> = match voxels.as_slice() {
+        Some(contiguous) => contiguous.to_vec(),
+        None => voxels.iter().copied().collect(),
+    };
     let n = spatial.iter().product::<usize>();
 
     if !resample {
-        return Series { data: source, frames: shape[0], shape: spatial, dt_s };
+        return Series {
+            data: source,
+            frames: shape[0],
+            shape: spatial,
+            dt_s,
+        };
     }
 
     let span = times_s[times_s.len() - 1] - times_s[0];
@@ -108,15 +128,25 @@ pub fn build_series(
     let mut data = vec![0.0f32; frames * n];
     data.par_chunks_mut(n).enumerate().for_each(|(k, out)| {
         let t = times_s[0] + k as f64 * dt_s;
-        let upper = times_s.partition_point(|&s| s < t).clamp(1, times_s.len() - 1);
+        let upper = times_s
+            .partition_point(|&s| s < t)
+            .clamp(1, times_s.len() - 1);
         let lower = upper - 1;
         let w = ((t - times_s[lower]) / (times_s[upper] - times_s[lower])).clamp(0.0, 1.0) as f32;
-        let (a, b) = (&source[lower * n..(lower + 1) * n], &source[upper * n..(upper + 1) * n]);
+        let (a, b) = (
+            &source[lower * n..(lower + 1) * n],
+            &source[upper * n..(upper + 1) * n],
+        );
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o = x + w * (y - x);
         }
     });
-    Series { data, frames, shape: spatial, dt_s }
+    Series {
+        data,
+        frames,
+        shape: spatial,
+        dt_s,
+    }
 }
 
 /// Returns the per-voxel mean HU over the baseline frames, shaped `(z, y, x)`.
@@ -140,15 +170,22 @@ pub fn baseline_noise_sd(series: &Series, window: &BaselineWindow, select: &[boo
         return None;
     }
     let n = series.voxels();
+    let mut sum = vec![0.0f64; n];
+    let mut sum_sq = vec![0.0f64; n];
+    for t in window.start..window.end {
+        for ((s, q), &value) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(series.frame(t)) {
+            let value = value as f64;
+            *s += value;
+            *q += value * value;
+        }
+    }
+
+    let count = window.len() as f64;
     let mut sds: Vec<f64> = (0..n)
-        .into_par_iter()
         .filter(|&v| select[v])
         .map(|v| {
-            let values: Vec<f64> =
-                (window.start..window.end).map(|t| series.data[t * n + v] as f64).collect();
-            let mean = values.iter().sum::<f64>() / values.len() as f64;
-            let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
-                / (values.len() - 1) as f64;
+            let mean = sum[v] / count;
+            let var = ((sum_sq[v] - count * mean * mean) / (count - 1.0)).max(0.0);
             var.sqrt()
         })
         .collect();
@@ -158,7 +195,9 @@ pub fn baseline_noise_sd(series: &Series, window: &BaselineWindow, select: &[boo
 /// Subtracts the baseline image from every frame, turning HU into ΔHU in place.
 pub fn subtract_baseline(series: &mut Series, baseline: &Array3<f32>) {
     let n = series.voxels();
-    let base = baseline.as_slice().expect("baseline image is in standard layout");
+    let base = baseline
+        .as_slice()
+        .expect("baseline image is in standard layout");
     series.data.par_chunks_mut(n).for_each(|frame| {
         for (value, &b) in frame.iter_mut().zip(base) {
             *value -= b;
@@ -199,9 +238,23 @@ mod tests {
     #[test]
     fn uniform_step_rejects_unsorted_times() {
         let err = uniform_step(&[0.0, 2.0, 2.0]).unwrap_err();
-        assert!(matches!(err, PerfusionError::FrameTimesNotIncreasing { index: 2, .. }));
+        assert!(matches!(
+            err,
+            PerfusionError::FrameTimesNotIncreasing { index: 2, .. }
+        ));
         let err = uniform_step(&[0.0, f64::NAN]).unwrap_err();
-        assert!(matches!(err, PerfusionError::NonFiniteFrameTime { index: 1, .. }));
+        assert!(matches!(
+            err,
+            PerfusionError::NonFiniteFrameTime { index: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn uniform_step_caps_grid_length() {
+        // Irregular times over 1000 s: a 0.5 s grid would have 2001 frames.
+        let (dt, resample) = uniform_step(&[0.0, 1.0, 3.0, 1000.0]).unwrap();
+        assert!(resample);
+        assert!((dt - 1000.0 / 255.0).abs() < 1e-12);
     }
 
     #[test]
@@ -219,11 +272,17 @@ mod tests {
     #[test]
     fn baseline_subtraction_and_noise() {
         // Two voxels, four frames; baseline frames 0..3.
-        let voxels =
-            Array4::from_shape_vec((4, 1, 1, 2), vec![10.0, 0.0, 12.0, 0.0, 14.0, 0.0, 50.0, 5.0])
-                .unwrap();
+        let voxels = Array4::from_shape_vec(
+            (4, 1, 1, 2),
+            vec![10.0, 0.0, 12.0, 0.0, 14.0, 0.0, 50.0, 5.0],
+        )
+        .unwrap();
         let mut series = build_series(&voxels, &[0.0, 1.0, 2.0, 3.0], 1.0, false);
-        let window = BaselineWindow { start: 0, end: 3, arrival: 3 };
+        let window = BaselineWindow {
+            start: 0,
+            end: 3,
+            arrival: 3,
+        };
         let base = baseline_image(&series, &window);
         assert_eq!(base.as_slice().unwrap(), &[12.0, 0.0]);
 

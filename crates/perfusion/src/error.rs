@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// Why perfusion maps could not be computed from a series.
+/// Failure to compute perfusion maps from a series.
 #[derive(Debug, Error)]
 pub enum PerfusionError {
     #[error("ctp volume has shape {shape:?} with an empty axis; pass a series with at least one voxel per frame")]
@@ -18,10 +18,24 @@ pub enum PerfusionError {
     NonFiniteFrameTime { index: usize, time_s: f64 },
 
     #[error("frame time {time_s} s at frame {index} does not follow {previous_s} s; sort frames by acquisition time and drop duplicates")]
-    FrameTimesNotIncreasing { index: usize, time_s: f64, previous_s: f64 },
+    FrameTimesNotIncreasing {
+        index: usize,
+        time_s: f64,
+        previous_s: f64,
+    },
+
+    #[error("ctp volume has {frames} frames on the analysis grid, at most {max} are supported; pass only the dynamic perfusion frames")]
+    TooManyFrames { frames: usize, max: usize },
+
+    #[error("voxel spacing {spacing_mm:?} mm is invalid: every spacing must be finite and above 0; check PixelSpacing and slice positions")]
+    InvalidSpacing { spacing_mm: [f64; 3] },
 
     #[error("invalid parameter {name} = {value}: expected {expected}")]
-    InvalidParameter { name: &'static str, value: String, expected: &'static str },
+    InvalidParameter {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 
     #[error("no brain voxels found: no voxel has a baseline between {min_hu} and {max_hu} HU inside the skull; check that the series is a head CT in HU")]
     NoBrain { min_hu: f32, max_hu: f32 },
@@ -39,5 +53,9 @@ pub enum PerfusionError {
     VendorMapNotStatic { name: &'static str, frames: usize },
 
     #[error("vendor map {name} has shape {found:?} but the cbf map has {expected:?}; pass maps of the same series")]
-    VendorShapeMismatch { name: &'static str, found: [usize; 3], expected: [usize; 3] },
+    VendorShapeMismatch {
+        name: &'static str,
+        found: [usize; 3],
+        expected: [usize; 3],
+    },
 }

@@ -43,15 +43,29 @@ pub fn bias_by_class(estimate: &[f64], truth: &[f64], classes: &[u8]) -> BTreeMa
         .into_iter()
         .map(|(class, pairs)| {
             let mean_bias = pairs.iter().map(|(e, t)| e - t).sum::<f64>() / pairs.len() as f64;
-            let mut relative: Vec<f64> = pairs.iter().filter(|(_, t)| *t != 0.0).map(|(e, t)| (e - t) / t).collect();
+            let mut relative: Vec<f64> = pairs
+                .iter()
+                .filter(|(_, t)| *t != 0.0)
+                .map(|(e, t)| (e - t) / t)
+                .collect();
             let median_relative_bias = crate::concentration::median_in_place(&mut relative);
-            (class, ClassBias { count: pairs.len(), mean_bias, median_relative_bias })
+            (
+                class,
+                ClassBias {
+                    count: pairs.len(),
+                    mean_bias,
+                    median_relative_bias,
+                },
+            )
         })
         .collect()
 }
 
 /// Returns the Dice coefficient 2|A∩B| / (|A| + |B|), or `None` when both masks are empty.
-pub fn dice<'a>(a: impl IntoIterator<Item = &'a bool>, b: impl IntoIterator<Item = &'a bool>) -> Option<f64> {
+pub fn dice<'a>(
+    a: impl IntoIterator<Item = &'a bool>,
+    b: impl IntoIterator<Item = &'a bool>,
+) -> Option<f64> {
     let (mut both, mut total) = (0usize, 0usize);
     for (&x, &y) in a.into_iter().zip(b) {
         both += (x && y) as usize;
@@ -72,7 +86,10 @@ pub struct VolumeError {
 /// Returns the volume error of `estimate_ml` against `truth_ml`.
 pub fn volume_error(estimate_ml: f64, truth_ml: f64) -> VolumeError {
     let difference_ml = estimate_ml - truth_ml;
-    VolumeError { difference_ml, relative: (truth_ml != 0.0).then(|| difference_ml / truth_ml) }
+    VolumeError {
+        difference_ml,
+        relative: (truth_ml != 0.0).then(|| difference_ml / truth_ml),
+    }
 }
 
 #[cfg(test)]
@@ -84,7 +101,9 @@ mod tests {
         assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]).unwrap() - 1.0).abs() < 1e-12);
         assert!((pearson(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]).unwrap() + 1.0).abs() < 1e-12);
         // x = 1, 2, 3, 4 and y = 1, 3, 2, 4: co-deviation sum 4.0, squared sums 5.0 each, r = 0.8.
-        assert!((pearson(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]).unwrap() - 0.8).abs() < 1e-12);
+        assert!(
+            (pearson(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]).unwrap() - 0.8).abs() < 1e-12
+        );
         assert_eq!(pearson(&[1.0, 1.0], &[1.0, 2.0]), None);
         assert_eq!(pearson(&[1.0], &[1.0]), None);
     }

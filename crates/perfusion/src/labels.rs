@@ -3,7 +3,7 @@
 //! Relative thresholds divide by a reference taken from healthy contralateral tissue: brain
 //! voxels (no vessel) on the side opposite the lesion with Tmax below the healthy limit, whose
 //! median is used. The midline is the brain mask's in-plane principal (anterior-posterior)
-//! axis through its centroid; the lesion side is the one with more voxels above the Tmax limit.
+//! axis through its centroid. The lesion side is the one with more voxels above the Tmax limit.
 
 use ndarray::{Array3, Zip};
 use serde::{Deserialize, Serialize};
@@ -12,17 +12,17 @@ use tracing::info;
 use penumbra_imaging::{Label, LabelVolume};
 
 use crate::concentration::median_in_place;
-use crate::masks::{remove_small_components, Connectivity};
 use crate::maps::PerfusionMaps;
+use crate::masks::{remove_small_components, Connectivity};
 
-/// Fewest healthy contralateral voxels for a reference; below it the whole brain is used.
+/// Minimum healthy contralateral voxels for a reference. With fewer, the whole brain is used.
 const MIN_REFERENCE_VOXELS: usize = 20;
 
 /// In-plane eigenvalue ratio below which the brain is too round for a principal axis, and the
 /// image x axis is taken as left-right.
 const MIN_AXIS_ANISOTROPY: f64 = 1.05;
 
-/// Which voxels are ischemic core.
+/// Rule for ischemic core voxels.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum CoreRule {
@@ -32,7 +32,7 @@ pub enum CoreRule {
     CbvBelow { ml_100g: f32 },
 }
 
-/// Which voxels are hypoperfused (core plus penumbra).
+/// Rule for hypoperfused voxels (core plus penumbra).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum HypoperfusionRule {
@@ -42,8 +42,9 @@ pub enum HypoperfusionRule {
     RelativeMttAbove { fraction: f32 },
 }
 
-/// Thresholds and clean-up for [`label`].
+/// Thresholds and clean-up for [`label`]; missing fields take the RAPID preset's values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LabelParams {
     /// Preset name, reported with the result.
     pub name: String,
@@ -76,7 +77,11 @@ impl LabelParams {
 
     /// Cereda 2016: core rCBF < 38 %, hypoperfused Tmax > 6 s.
     pub fn cereda() -> Self {
-        Self { name: "cereda".to_string(), core: CoreRule::RelativeCbfBelow { fraction: 0.38 }, ..Self::rapid() }
+        Self {
+            name: "cereda".to_string(),
+            core: CoreRule::RelativeCbfBelow { fraction: 0.38 },
+            ..Self::rapid()
+        }
     }
 
     /// Wintermark 2006: at risk where relative MTT > 145 %, core where CBV < 2.0 mL/100 g within
@@ -108,7 +113,7 @@ impl Default for LabelParams {
     }
 }
 
-/// How the reference tissue was chosen.
+/// Selection method of the reference tissue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReferenceMethod {
@@ -177,7 +182,9 @@ pub struct ThresholdResult {
 /// mismatch ratio is `None`, and the ratio criteria count as met when any tissue is
 /// hypoperfused (an unbounded ratio).
 pub fn label(maps: &PerfusionMaps, params: &LabelParams) -> ThresholdResult {
-    let tissue = Zip::from(&maps.brain_mask).and(&maps.vessel_mask).map_collect(|&b, &v| b && !v);
+    let tissue = Zip::from(&maps.brain_mask)
+        .and(&maps.vessel_mask)
+        .map_collect(|&b, &v| b && !v);
     let reference = reference_tissue(maps, &tissue, params);
 
     let hypoperfused = match params.hypoperfusion {
@@ -199,7 +206,11 @@ pub fn label(maps: &PerfusionMaps, params: &LabelParams) -> ThresholdResult {
     }
 
     let voxel_ml = maps.geometry.voxel_volume_ml();
-    let min_voxels = if voxel_ml > 0.0 { (params.min_component_ml / voxel_ml).ceil() as usize } else { 0 };
+    let min_voxels = if voxel_ml > 0.0 {
+        (params.min_component_ml / voxel_ml).ceil() as usize
+    } else {
+        0
+    };
     let core = remove_small_components(&core, min_voxels, Connectivity::TwentySix);
     let hypoperfused = remove_small_components(&hypoperfused, min_voxels, Connectivity::TwentySix);
 
@@ -216,7 +227,8 @@ pub fn label(maps: &PerfusionMaps, params: &LabelParams) -> ThresholdResult {
     let count = |mask: &Array3<bool>| mask.iter().filter(|&&v| v).count() as f64 * voxel_ml;
     let core_volume_ml = count(&core);
     let hypoperfused_volume_ml = count(&hypoperfused);
-    let penumbra_volume_ml = penumbra_imaging::labels::count(&labels, Label::Penumbra) as f64 * voxel_ml;
+    let penumbra_volume_ml =
+        penumbra_imaging::labels::count(&labels, Label::Penumbra) as f64 * voxel_ml;
     let mismatch_volume_ml = hypoperfused_volume_ml - core_volume_ml;
     let mismatch_ratio = (core_volume_ml > 0.0).then(|| hypoperfused_volume_ml / core_volume_ml);
 
@@ -225,8 +237,16 @@ pub fn label(maps: &PerfusionMaps, params: &LabelParams) -> ThresholdResult {
         Some(r) => r >= limit,
         None => hypoperfused_volume_ml > 0.0,
     };
-    let defuse3 = eligibility(core_volume_ml < 70.0, ratio_at_least(1.8, false), mismatch_volume_ml >= 15.0);
-    let extend = eligibility(core_volume_ml < 70.0, ratio_at_least(1.2, true), mismatch_volume_ml > 10.0);
+    let defuse3 = eligibility(
+        core_volume_ml < 70.0,
+        ratio_at_least(1.8, false),
+        mismatch_volume_ml >= 15.0,
+    );
+    let extend = eligibility(
+        core_volume_ml < 70.0,
+        ratio_at_least(1.2, true),
+        mismatch_volume_ml > 10.0,
+    );
 
     info!(
         preset = %params.name,
@@ -249,15 +269,26 @@ pub fn label(maps: &PerfusionMaps, params: &LabelParams) -> ThresholdResult {
     }
 }
 
-fn eligibility(core_ok: bool, mismatch_ratio_ok: bool, mismatch_volume_ok: bool) -> EligibilityCheck {
-    EligibilityCheck { core_ok, mismatch_ratio_ok, mismatch_volume_ok, met: core_ok && mismatch_ratio_ok && mismatch_volume_ok }
+fn eligibility(
+    core_ok: bool,
+    mismatch_ratio_ok: bool,
+    mismatch_volume_ok: bool,
+) -> EligibilityCheck {
+    EligibilityCheck {
+        core_ok,
+        mismatch_ratio_ok,
+        mismatch_volume_ok,
+        met: core_ok && mismatch_ratio_ok && mismatch_volume_ok,
+    }
 }
 
 fn threshold(tissue: &Array3<bool>, map: &Array3<f32>, rule: impl Fn(f32) -> bool) -> Array3<bool> {
-    Zip::from(tissue).and(map).map_collect(|&inside, &value| inside && rule(value))
+    Zip::from(tissue)
+        .and(map)
+        .map_collect(|&inside, &value| inside && rule(value))
 }
 
-/// The midline plane: centroid (voxel units) and in-plane unit normal in mm space `(y, x)`.
+/// Returns the midline plane: centroid (voxel units) and in-plane unit normal in mm `(y, x)`.
 fn midline(tissue: &Array3<bool>, spacing_mm: [f64; 3]) -> ([f64; 3], [f64; 2]) {
     let mut count = 0.0;
     let mut sum = [0.0f64; 3];
@@ -293,7 +324,13 @@ fn midline(tissue: &Array3<bool>, spacing_mm: [f64; 3]) -> ([f64; 3], [f64; 2]) 
         return (centroid, [0.0, 1.0]);
     }
     // Eigenvector of `minor`: (sxy, minor - syy) in (x, y) order, or the axis when sxy is 0.
-    let (nx, ny) = if sxy.abs() > 1e-12 { (sxy, minor - syy) } else if sxx < syy { (1.0, 0.0) } else { (0.0, 1.0) };
+    let (nx, ny) = if sxy.abs() > 1e-12 {
+        (sxy, minor - syy)
+    } else if sxx < syy {
+        (1.0, 0.0)
+    } else {
+        (0.0, 1.0)
+    };
     let norm = (nx * nx + ny * ny).sqrt();
     let (mut nx, mut ny) = (nx / norm, ny / norm);
     // Orient the normal towards +x so sides keep a stable sign.
@@ -304,18 +341,31 @@ fn midline(tissue: &Array3<bool>, spacing_mm: [f64; 3]) -> ([f64; 3], [f64; 2]) 
     (centroid, [ny, nx])
 }
 
-fn reference_tissue(maps: &PerfusionMaps, tissue: &Array3<bool>, params: &LabelParams) -> ReferenceTissue {
+fn reference_tissue(
+    maps: &PerfusionMaps,
+    tissue: &Array3<bool>,
+    params: &LabelParams,
+) -> ReferenceTissue {
     let spacing = maps.geometry.spacing_mm;
     let (centroid, normal) = midline(tissue, spacing);
     let side = |y: usize, x: usize| -> i8 {
-        let d = (y as f64 - centroid[1]) * spacing[1] * normal[0] + (x as f64 - centroid[2]) * spacing[2] * normal[1];
-        if d >= 0.0 { 1 } else { -1 }
+        let d = (y as f64 - centroid[1]) * spacing[1] * normal[0]
+            + (x as f64 - centroid[2]) * spacing[2] * normal[1];
+        if d >= 0.0 {
+            1
+        } else {
+            -1
+        }
     };
 
     let (mut positive, mut negative) = (0usize, 0usize);
     for (((_, y, x), &inside), &tmax) in tissue.indexed_iter().zip(maps.tmax.iter()) {
         if inside && tmax > params.lesion_tmax_s {
-            if side(y, x) > 0 { positive += 1 } else { negative += 1 }
+            if side(y, x) > 0 {
+                positive += 1
+            } else {
+                negative += 1
+            }
         }
     }
     let lesion_side: i8 = match positive.cmp(&negative) {
@@ -333,21 +383,32 @@ fn reference_tissue(maps: &PerfusionMaps, tissue: &Array3<bool>, params: &LabelP
             .enumerate()
             .filter(|(i, (&inside, &tmax))| {
                 let (y, x) = ((i % plane) / nx, i % nx);
-                inside && tmax < params.healthy_tmax_s && (!contralateral_only || side(y, x) != lesion_side)
+                inside
+                    && tmax < params.healthy_tmax_s
+                    && (!contralateral_only || side(y, x) != lesion_side)
             })
             .map(|(i, _)| i)
             .collect()
     };
 
     let mut method = ReferenceMethod::ContralateralHealthy;
-    let mut voxels = if lesion_side != 0 { healthy(true) } else { Vec::new() };
+    let mut voxels = if lesion_side != 0 {
+        healthy(true)
+    } else {
+        Vec::new()
+    };
     if voxels.len() < MIN_REFERENCE_VOXELS {
         method = ReferenceMethod::WholeBrainHealthy;
         voxels = healthy(false);
     }
     if voxels.is_empty() {
         method = ReferenceMethod::WholeBrain;
-        voxels = tissue.iter().enumerate().filter(|(_, &inside)| inside).map(|(i, _)| i).collect();
+        voxels = tissue
+            .iter()
+            .enumerate()
+            .filter(|(_, &inside)| inside)
+            .map(|(i, _)| i)
+            .collect();
     }
     if voxels.is_empty() {
         method = ReferenceMethod::None;
@@ -374,8 +435,11 @@ mod tests {
     use super::*;
     use penumbra_imaging::Geometry;
 
-    /// A 1-slice 20x10 brain (y long axis), 1 mL voxels; left half x < 5, right half x >= 5.
-    fn maps_with(cbf: impl Fn(usize, usize) -> f32, tmax: impl Fn(usize, usize) -> f32) -> PerfusionMaps {
+    /// Builds a 1-slice 20x10 brain (y long axis) of 1 mL voxels: left half x < 5, right x >= 5.
+    fn maps_with(
+        cbf: impl Fn(usize, usize) -> f32,
+        tmax: impl Fn(usize, usize) -> f32,
+    ) -> PerfusionMaps {
         let shape = (1, 20, 10);
         let cbf = Array3::from_shape_fn(shape, |(_, y, x)| cbf(y, x));
         let tmax = Array3::from_shape_fn(shape, |(_, y, x)| tmax(y, x));
@@ -403,12 +467,31 @@ mod tests {
         // Left half: rows 0..4 core (CBF 10, Tmax 9), rows 4..12 penumbra (CBF 30, Tmax 8).
         // Right half healthy: CBF 50, Tmax 1. Reference median 50, core limit 15.
         let maps = maps_with(
-            |y, x| if x < 5 && y < 4 { 10.0 } else if x < 5 && y < 12 { 30.0 } else { 50.0 },
-            |y, x| if x < 5 && y < 4 { 9.0 } else if x < 5 && y < 12 { 8.0 } else { 1.0 },
+            |y, x| {
+                if x < 5 && y < 4 {
+                    10.0
+                } else if x < 5 && y < 12 {
+                    30.0
+                } else {
+                    50.0
+                }
+            },
+            |y, x| {
+                if x < 5 && y < 4 {
+                    9.0
+                } else if x < 5 && y < 12 {
+                    8.0
+                } else {
+                    1.0
+                }
+            },
         );
         let result = label(&maps, &LabelParams::rapid());
 
-        assert_eq!(result.reference.method, ReferenceMethod::ContralateralHealthy);
+        assert_eq!(
+            result.reference.method,
+            ReferenceMethod::ContralateralHealthy
+        );
         assert_eq!(result.reference.cbf_ml_100g_min, Some(50.0));
         assert_eq!(result.reference.voxels, 100);
         assert_eq!(result.core_volume_ml, 20.0);
@@ -428,7 +511,18 @@ mod tests {
         // The left half is entirely hypoperfused (Tmax 8, CBF 20); the right healthy half
         // has CBF 40 in rows < 10 and 60 elsewhere, so its median is the upper middle, 60.
         // A whole-brain median would be 40 and would miss the core limit of 18 vs 12.
-        let maps = maps_with(|y, x| if x < 5 { 20.0 } else if y < 10 { 40.0 } else { 60.0 }, |_, x| if x < 5 { 8.0 } else { 1.0 });
+        let maps = maps_with(
+            |y, x| {
+                if x < 5 {
+                    20.0
+                } else if y < 10 {
+                    40.0
+                } else {
+                    60.0
+                }
+            },
+            |_, x| if x < 5 { 8.0 } else { 1.0 },
+        );
         let result = label(&maps, &LabelParams::rapid());
 
         assert_eq!(result.reference.lesion_side, -1);
@@ -444,10 +538,19 @@ mod tests {
     fn small_components_dropped() {
         // A single hypoperfused voxel (1 mL) with min_component_ml 1.5 disappears.
         let maps = maps_with(|_, _| 50.0, |y, x| if y == 3 && x == 2 { 8.0 } else { 1.0 });
-        let params = LabelParams { min_component_ml: 1.5, ..LabelParams::rapid() };
+        let params = LabelParams {
+            min_component_ml: 1.5,
+            ..LabelParams::rapid()
+        };
         let result = label(&maps, &params);
         assert_eq!(result.hypoperfused_volume_ml, 0.0);
-        let kept = label(&maps, &LabelParams { min_component_ml: 0.5, ..LabelParams::rapid() });
+        let kept = label(
+            &maps,
+            &LabelParams {
+                min_component_ml: 0.5,
+                ..LabelParams::rapid()
+            },
+        );
         assert_eq!(kept.hypoperfused_volume_ml, 1.0);
     }
 
@@ -458,14 +561,27 @@ mod tests {
         assert!(!defuse.met);
         // Core 12 mL and hypoperfused 24 mL: ratio 2.0, mismatch 12 mL.
         let maps = maps_with(
-            |y, x| if x < 5 && y < 2 || x == 0 && y < 4 { 5.0 } else { 50.0 },
-            |y, x| if x < 5 && y < 4 || x == 0 && y < 8 { 8.0 } else { 1.0 },
+            |y, x| {
+                if x < 5 && y < 2 || x == 0 && y < 4 {
+                    5.0
+                } else {
+                    50.0
+                }
+            },
+            |y, x| {
+                if x < 5 && y < 4 || x == 0 && y < 8 {
+                    8.0
+                } else {
+                    1.0
+                }
+            },
         );
         let result = label(&maps, &LabelParams::rapid());
         assert_eq!(result.core_volume_ml, 12.0);
         assert_eq!(result.hypoperfused_volume_ml, 24.0);
         assert_eq!(result.mismatch_ratio, Some(2.0));
-        assert!(result.defuse3.core_ok && result.defuse3.mismatch_ratio_ok);
+        assert!(result.defuse3.core_ok);
+        assert!(result.defuse3.mismatch_ratio_ok);
         assert!(!result.defuse3.mismatch_volume_ok);
         assert!(!result.defuse3.met);
         assert!(result.extend.met);
@@ -475,8 +591,15 @@ mod tests {
     fn wintermark_core_inside_mtt_region() {
         // CBV is 4 everywhere except 1.5 in rows < 4 (both halves). MTT = 240 / CBF:
         // left half CBF 20 -> MTT 12 s, right half CBF 60 -> MTT 4 s (reference 4, limit 5.8).
-        let mut maps = maps_with(|_, x| if x < 5 { 20.0 } else { 60.0 }, |_, x| if x < 5 { 8.0 } else { 1.0 });
-        maps.cbv.indexed_iter_mut().for_each(|((_, y, _), v)| if y < 4 { *v = 1.5 });
+        let mut maps = maps_with(
+            |_, x| if x < 5 { 20.0 } else { 60.0 },
+            |_, x| if x < 5 { 8.0 } else { 1.0 },
+        );
+        maps.cbv.indexed_iter_mut().for_each(|((_, y, _), v)| {
+            if y < 4 {
+                *v = 1.5
+            }
+        });
         let result = label(&maps, &LabelParams::wintermark());
 
         assert_eq!(result.reference.mtt_s, Some(4.0));
@@ -487,7 +610,10 @@ mod tests {
 
     #[test]
     fn presets_by_name() {
-        assert_eq!(LabelParams::preset("cereda").unwrap().core, CoreRule::RelativeCbfBelow { fraction: 0.38 });
+        assert_eq!(
+            LabelParams::preset("cereda").unwrap().core,
+            CoreRule::RelativeCbfBelow { fraction: 0.38 }
+        );
         assert!(LabelParams::preset("rapid2").is_none());
         let json = serde_json::to_value(LabelParams::rapid()).unwrap();
         assert_eq!(json["core"]["rule"], "relative_cbf_below");
@@ -498,7 +624,12 @@ mod tests {
     fn result_serializes_volume_keys() {
         let maps = maps_with(|_, _| 50.0, |_, _| 1.0);
         let json = serde_json::to_value(label(&maps, &LabelParams::rapid())).unwrap();
-        for key in ["core_volume_ml", "penumbra_volume_ml", "mismatch_volume_ml", "mismatch_ratio"] {
+        for key in [
+            "core_volume_ml",
+            "penumbra_volume_ml",
+            "mismatch_volume_ml",
+            "mismatch_ratio",
+        ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert!(json["mismatch_ratio"].is_null());

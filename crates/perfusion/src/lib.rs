@@ -6,10 +6,13 @@
 //! arterial and venous input functions ([`aif`]), spatial and temporal denoising ([`denoise`]),
 //! block-circulant deconvolution ([`deconvolution`]) and the maps themselves ([`maps`]).
 //! [`label`] then turns the maps into a [`penumbra_imaging::LabelVolume`] with volumes and
-//! eligibility criteria, and [`eval`] holds the metrics used to check both against ground truth.
+//! eligibility criteria, and [`eval`] contains the metrics used to check both against ground truth.
 //!
 //! Units: CBF in mL/100 g/min, CBV in mL/100 g, MTT and Tmax in seconds, curves in ΔHU.
 //! The crate does no I/O.
+
+// Negated comparisons such as `!(x > 0.0)` are deliberate: they also reject NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod aif;
 pub mod baseline;

@@ -36,7 +36,10 @@ impl Connectivity {
 
 /// Labels the connected components of `mask`: component ids start at 1 (0 is background), and
 /// `sizes[id - 1]` is the voxel count of component `id`.
-pub fn connected_components(mask: &Array3<bool>, connectivity: Connectivity) -> (Array3<u32>, Vec<usize>) {
+pub fn connected_components(
+    mask: &Array3<bool>,
+    connectivity: Connectivity,
+) -> (Array3<u32>, Vec<usize>) {
     let (nz, ny, nx) = mask.dim();
     let mut ids = Array3::<u32>::zeros((nz, ny, nx));
     let mut sizes = Vec::new();
@@ -79,7 +82,11 @@ fn step(index: usize, offset: isize, len: usize) -> Option<usize> {
 }
 
 /// Returns `mask` without components of fewer than `min_voxels` voxels.
-pub fn remove_small_components(mask: &Array3<bool>, min_voxels: usize, connectivity: Connectivity) -> Array3<bool> {
+pub fn remove_small_components(
+    mask: &Array3<bool>,
+    min_voxels: usize,
+    connectivity: Connectivity,
+) -> Array3<bool> {
     let (ids, sizes) = connected_components(mask, connectivity);
     ids.mapv(|id| id != 0 && sizes[id as usize - 1] >= min_voxels)
 }
@@ -111,7 +118,12 @@ pub fn enclosed_2d(barrier: ArrayView2<bool>) -> Array2<bool> {
         }
     }
     while let Some((y, x)) = stack.pop() {
-        let neighbours = [(y.wrapping_sub(1), x), (y + 1, x), (y, x.wrapping_sub(1)), (y, x + 1)];
+        let neighbours = [
+            (y.wrapping_sub(1), x),
+            (y + 1, x),
+            (y, x.wrapping_sub(1)),
+            (y, x + 1),
+        ];
         for (qy, qx) in neighbours {
             if qy < ny && qx < nx && !barrier[(qy, qx)] && !outside[(qy, qx)] {
                 outside[(qy, qx)] = true;
@@ -119,7 +131,9 @@ pub fn enclosed_2d(barrier: ArrayView2<bool>) -> Array2<bool> {
             }
         }
     }
-    ndarray::Zip::from(&outside).and(&barrier).map_collect(|&o, &b| !o && !b)
+    ndarray::Zip::from(&outside)
+        .and(&barrier)
+        .map_collect(|&o, &b| !o && !b)
 }
 
 /// Fills, slice by slice, the holes of `mask`: pixels not connected to the slice border
@@ -147,7 +161,9 @@ pub fn intracranial_mask(baseline: &Array3<f32>, params: &MaskParams) -> Array3<
     for z in 0..baseline.dim().0 {
         let enclosed = enclosed_2d(bone.index_axis(Axis(0), z));
         let slice_window = window.index_axis(Axis(0), z);
-        let enclosed_window = ndarray::Zip::from(&enclosed).and(&slice_window).map_collect(|&e, &w| e && w);
+        let enclosed_window = ndarray::Zip::from(&enclosed)
+            .and(&slice_window)
+            .map_collect(|&e, &w| e && w);
         if enclosed_window.iter().any(|&v| v) {
             inside.index_axis_mut(Axis(0), z).assign(&enclosed_window);
         }
@@ -157,7 +173,12 @@ pub fn intracranial_mask(baseline: &Array3<f32>, params: &MaskParams) -> Array3<
 
 /// Returns the brain parenchyma: intracranial voxels whose baseline is above the CSF limit and
 /// which hold finite values in every frame (`finite`).
-pub fn brain_mask(intracranial: &Array3<bool>, baseline: &Array3<f32>, finite: &Array3<bool>, params: &MaskParams) -> Array3<bool> {
+pub fn brain_mask(
+    intracranial: &Array3<bool>,
+    baseline: &Array3<f32>,
+    finite: &Array3<bool>,
+    params: &MaskParams,
+) -> Array3<bool> {
     ndarray::Zip::from(intracranial)
         .and(baseline)
         .and(finite)

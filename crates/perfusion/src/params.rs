@@ -63,7 +63,10 @@ pub struct DenoiseParams {
 
 impl Default for DenoiseParams {
     fn default() -> Self {
-        Self { spatial_sigma_mm: 2.0, temporal_sigma_frames: 0.5 }
+        Self {
+            spatial_sigma_mm: 2.0,
+            temporal_sigma_frames: 0.5,
+        }
     }
 }
 
@@ -84,7 +87,12 @@ pub struct BaselineParams {
 
 impl Default for BaselineParams {
     fn default() -> Self {
-        Self { arrival_fraction: 0.1, skip_frames: 0, max_frames: 12, min_frames: 3 }
+        Self {
+            arrival_fraction: 0.1,
+            skip_frames: 0,
+            max_frames: 12,
+            min_frames: 3,
+        }
     }
 }
 
@@ -154,10 +162,16 @@ impl PerfusionParams {
         fraction("bsvd_lambda", self.bsvd_lambda)?;
         positive("osvd_oscillation_index", self.osvd_oscillation_index)?;
         non_negative("denoise.spatial_sigma_mm", self.denoise.spatial_sigma_mm)?;
-        non_negative("denoise.temporal_sigma_frames", self.denoise.temporal_sigma_frames)?;
+        non_negative(
+            "denoise.temporal_sigma_frames",
+            self.denoise.temporal_sigma_frames,
+        )?;
         fraction("baseline.arrival_fraction", self.baseline.arrival_fraction)?;
         fraction("aif.candidate_fraction", self.aif.candidate_fraction)?;
-        positive("aif.max_partial_volume_scale", self.aif.max_partial_volume_scale)?;
+        positive(
+            "aif.max_partial_volume_scale",
+            self.aif.max_partial_volume_scale,
+        )?;
         if self.aif.voxel_count == 0 {
             return Err(invalid("aif.voxel_count", "0", "at least 1"));
         }
@@ -166,14 +180,22 @@ impl PerfusionParams {
         }
         if !(self.masks.tissue_min_hu < self.masks.tissue_max_hu) {
             let value = format!("{}..{}", self.masks.tissue_min_hu, self.masks.tissue_max_hu);
-            return Err(invalid("masks.tissue_min_hu..tissue_max_hu", &value, "min below max"));
+            return Err(invalid(
+                "masks.tissue_min_hu..tissue_max_hu",
+                &value,
+                "min below max",
+            ));
         }
         Ok(())
     }
 }
 
 fn invalid(name: &'static str, value: &str, expected: &'static str) -> PerfusionError {
-    PerfusionError::InvalidParameter { name, value: value.to_string(), expected }
+    PerfusionError::InvalidParameter {
+        name,
+        value: value.to_string(),
+        expected,
+    }
 }
 
 fn positive(name: &'static str, value: f64) -> Result<(), PerfusionError> {
@@ -188,7 +210,11 @@ fn non_negative(name: &'static str, value: f64) -> Result<(), PerfusionError> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
-        Err(invalid(name, &value.to_string(), "a finite value of at least 0"))
+        Err(invalid(
+            name,
+            &value.to_string(),
+            "a finite value of at least 0",
+        ))
     }
 }
 
@@ -196,6 +222,10 @@ fn fraction(name: &'static str, value: f64) -> Result<(), PerfusionError> {
     if value.is_finite() && value > 0.0 && value < 1.0 {
         Ok(())
     } else {
-        Err(invalid(name, &value.to_string(), "a value between 0 and 1, exclusive"))
+        Err(invalid(
+            name,
+            &value.to_string(),
+            "a value between 0 and 1, exclusive",
+        ))
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use rayon::prelude::*;
+
 use crate::concentration::Series;
 
 /// Baseline noise above this adds a warning, in HU.
@@ -17,7 +19,7 @@ const MOTION_BONE_HU: f32 = 300.0;
 /// With fewer bone voxels than this per frame, motion is tracked on all voxels above -200 HU.
 const MIN_BONE_VOXELS: usize = 50;
 
-/// What the input looked like and what the pipeline had to assume.
+/// Input quality figures and the warnings raised while computing maps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputQuality {
     /// The VOF (or, without one, the mean brain tissue curve) is still above 35 % of its peak
@@ -54,8 +56,17 @@ pub struct InputQuality {
 /// bolus) are ignored. Series without bone fall back to the centroid of all voxels above
 /// -200 HU.
 pub fn estimate_motion_mm(series: &Series, spacing_mm: [f64; 3], exclude: &[bool]) -> f64 {
-    let bone_count = series.frame(0).iter().zip(exclude).filter(|(&v, &e)| !e && v >= MOTION_BONE_HU).count();
-    let threshold = if bone_count >= MIN_BONE_VOXELS { MOTION_BONE_HU } else { -200.0 };
+    let bone_count = series
+        .frame(0)
+        .iter()
+        .zip(exclude)
+        .filter(|(&v, &e)| !e && v >= MOTION_BONE_HU)
+        .count();
+    let threshold = if bone_count >= MIN_BONE_VOXELS {
+        MOTION_BONE_HU
+    } else {
+        -200.0
+    };
     let [_, ny, nx] = series.shape;
 
     let centroid = |t: usize| -> Option<[f64; 3]> {
@@ -77,9 +88,15 @@ pub fn estimate_motion_mm(series: &Series, spacing_mm: [f64; 3], exclude: &[bool
         return 0.0;
     };
     (1..series.frames)
+        .into_par_iter()
         .filter_map(centroid)
-        .map(|c| (0..3).map(|a| (c[a] - first[a]).powi(2)).sum::<f64>().sqrt())
-        .fold(0.0, f64::max)
+        .map(|c| {
+            (0..3)
+                .map(|a| (c[a] - first[a]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .reduce(|| 0.0, f64::max)
 }
 
 /// Returns whether `curve` ends above [`TRUNCATION_FRACTION`] of its peak.
@@ -102,7 +119,12 @@ mod tests {
         let mut data = vec![-1000.0f32; 2 * 16];
         data[0] = 40.0;
         data[16 + 2] = 40.0;
-        let series = Series { data, frames: 2, shape: [1, 4, 4], dt_s: 1.0 };
+        let series = Series {
+            data,
+            frames: 2,
+            shape: [1, 4, 4],
+            dt_s: 1.0,
+        };
 
         // 2 columns of 0.5 mm.
         assert!((estimate_motion_mm(&series, [5.0, 0.5, 0.5], &[false; 16]) - 1.0).abs() < 1e-12);

@@ -39,11 +39,18 @@ enum Zone {
 /// Position of voxel `(z, y, x)` in mm from the volume centre.
 fn position(z: usize, y: usize, x: usize) -> (f64, f64, f64) {
     let c = |i: usize, n: usize, s: f64| (i as f64 - (n as f64 - 1.0) / 2.0) * s;
-    (c(z, SHAPE[0], SPACING[0]), c(y, SHAPE[1], SPACING[1]), c(x, SHAPE[2], SPACING[2]))
+    (
+        c(z, SHAPE[0], SPACING[0]),
+        c(y, SHAPE[1], SPACING[1]),
+        c(x, SHAPE[2], SPACING[2]),
+    )
 }
 
 fn inside(p: (f64, f64, f64), centre: (f64, f64, f64), semi: (f64, f64, f64)) -> bool {
-    ((p.0 - centre.0) / semi.0).powi(2) + ((p.1 - centre.1) / semi.1).powi(2) + ((p.2 - centre.2) / semi.2).powi(2) <= 1.0
+    ((p.0 - centre.0) / semi.0).powi(2)
+        + ((p.1 - centre.1) / semi.1).powi(2)
+        + ((p.2 - centre.2) / semi.2).powi(2)
+        <= 1.0
 }
 
 fn tissue_at(z: usize, y: usize, x: usize) -> Tissue {
@@ -52,7 +59,11 @@ fn tissue_at(z: usize, y: usize, x: usize) -> Tissue {
     let brain_r = ((py / 70.0).powi(2) + (px / 58.0).powi(2)).sqrt();
     let skull_r = ((py / 77.0).powi(2) + (px / 65.0).powi(2)).sqrt();
     if brain_r > 1.0 {
-        return if skull_r <= 1.0 { Tissue::Bone } else { Tissue::Air };
+        return if skull_r <= 1.0 {
+            Tissue::Bone
+        } else {
+            Tissue::Air
+        };
     }
 
     // Arteries: 2x2-voxel columns 12 mm anterior of centre, 16 mm either side; sinus: 3x3
@@ -88,7 +99,11 @@ fn haemodynamics(grey: bool, zone: Zone) -> (f64, f64, f64) {
         Zone::Normal => (cbf, cbv, 0.0),
         Zone::Oligemia => (0.85 * cbf, cbv, 2.5),
         Zone::Penumbra => (0.45 * cbf, cbv, 7.0),
-        Zone::Core => (if grey { 4.5 } else { 2.5 }, if grey { 1.2 } else { 0.6 }, 9.0),
+        Zone::Core => (
+            if grey { 4.5 } else { 2.5 },
+            if grey { 1.2 } else { 0.6 },
+            9.0,
+        ),
     }
 }
 
@@ -118,7 +133,8 @@ fn head(noise_sd: f64, seed: u64) -> Head {
                     Tissue::Sinus => builder.set(z, y, x, 40.0, &vof),
                     Tissue::Brain { grey, zone } => {
                         let (cbf, cbv, delay) = haemodynamics(grey, zone);
-                        let curve = tissue_curve(&default_aif, cbf, 60.0 * cbv / cbf, delay, 1.0, FRAMES);
+                        let curve =
+                            tissue_curve(&default_aif, cbf, 60.0 * cbv / cbf, delay, 1.0, FRAMES);
                         builder.set(z, y, x, if grey { 38.0 } else { 28.0 }, &curve);
                         truth_cbf[(z, y, x)] = cbf;
                         truth_delay[(z, y, x)] = delay;
@@ -137,9 +153,17 @@ fn head(noise_sd: f64, seed: u64) -> Head {
         }
     }
     let reference = common::median(&mut right);
-    let truth_core = ndarray::Zip::from(&truth_cbf).and(&tissue_mask).map_collect(|&f, &t| t && f / reference < 0.30);
-    let truth_hypoperfused = ndarray::Zip::from(&truth_delay).and(&tissue_mask).map_collect(|&d, &t| t && d > 6.0);
-    Head { ctp: builder.build(SPACING, 1.0), truth_core, truth_hypoperfused }
+    let truth_core = ndarray::Zip::from(&truth_cbf)
+        .and(&tissue_mask)
+        .map_collect(|&f, &t| t && f / reference < 0.30);
+    let truth_hypoperfused = ndarray::Zip::from(&truth_delay)
+        .and(&tissue_mask)
+        .map_collect(|&d, &t| t && d > 6.0);
+    Head {
+        ctp: builder.build(SPACING, 1.0),
+        truth_core,
+        truth_hypoperfused,
+    }
 }
 
 fn volume_ml(mask: &Array3<bool>) -> f64 {
@@ -157,7 +181,10 @@ fn head_labels_match_truth() {
     let core_dice = dice(&core, head.truth_core.iter()).unwrap();
     let hypo_dice = dice(&hypoperfused, head.truth_hypoperfused.iter()).unwrap();
     let core_error = volume_error(labelled.core_volume_ml, volume_ml(&head.truth_core));
-    let hypo_error = volume_error(labelled.hypoperfused_volume_ml, volume_ml(&head.truth_hypoperfused));
+    let hypo_error = volume_error(
+        labelled.hypoperfused_volume_ml,
+        volume_ml(&head.truth_hypoperfused),
+    );
     println!(
         "core dice {core_dice:.3} ({:.1} mL, truth {:.1}); hypoperfused dice {hypo_dice:.3} ({:.1} mL, truth {:.1}); reference {:?} {:?}; noise {:?} HU",
         labelled.core_volume_ml,
@@ -168,9 +195,15 @@ fn head_labels_match_truth() {
         labelled.reference.cbf_ml_100g_min,
         result.quality.noise_sd_hu,
     );
-    println!("quality {}", serde_json::to_string(&result.quality).unwrap());
+    println!(
+        "quality {}",
+        serde_json::to_string(&result.quality).unwrap()
+    );
 
-    assert_eq!(labelled.reference.method, ReferenceMethod::ContralateralHealthy);
+    assert_eq!(
+        labelled.reference.method,
+        ReferenceMethod::ContralateralHealthy
+    );
     // The lesion is at negative x; the midline normal points to +x.
     assert_eq!(labelled.reference.lesion_side, -1);
     assert!(hypo_dice >= 0.85, "hypoperfused dice {hypo_dice}");
@@ -187,11 +220,17 @@ fn head_inputs_found() {
     // The AIF comes from artery voxels (y 40..=43 around x 37..=40 and 55..=58 after
     // rounding), the VOF from the sinus.
     for voxel in &result.aif.voxels {
-        assert!(matches!(tissue_at(voxel[0], voxel[1], voxel[2]), Tissue::Artery), "aif voxel {voxel:?}");
+        assert!(
+            matches!(tissue_at(voxel[0], voxel[1], voxel[2]), Tissue::Artery),
+            "aif voxel {voxel:?}"
+        );
     }
     let vof = result.vof.as_ref().expect("sinus gives a VOF");
     for voxel in &vof.voxels {
-        assert!(matches!(tissue_at(voxel[0], voxel[1], voxel[2]), Tissue::Sinus), "vof voxel {voxel:?}");
+        assert!(
+            matches!(tissue_at(voxel[0], voxel[1], voxel[2]), Tissue::Sinus),
+            "vof voxel {voxel:?}"
+        );
     }
 
     let quality = &result.quality;
@@ -218,4 +257,32 @@ fn head_inputs_found() {
     let (z, y, x) = (1, 47, 43);
     assert!(matches!(tissue_at(z, y, x), Tissue::Csf));
     assert!(!result.maps.brain_mask[(z, y, x)]);
+}
+
+#[test]
+fn head_with_irregular_sampling() {
+    // Canon-like timing: every 2 s up to 28 s, then every 5 s up to 58 s (21 frames). The
+    // series is resampled onto a 2 s grid.
+    let full = head(8.0, 13);
+    let times: Vec<usize> = (0..=28).step_by(2).chain((33..=58).step_by(5)).collect();
+    let voxels = full.ctp.voxels.select(ndarray::Axis(0), &times);
+    let ctp = penumbra_imaging::Volume {
+        voxels,
+        geometry: full.ctp.geometry.clone(),
+        frame_times_s: times.iter().map(|&t| t as f64).collect(),
+    };
+
+    let result = compute_maps(&ctp, &PerfusionParams::default()).unwrap();
+    let labelled = label(&result.maps, &LabelParams::rapid());
+    let hypoperfused: Vec<bool> = labelled.labels.iter().map(|&l| l >= 1).collect();
+    let hypo_dice = dice(&hypoperfused, full.truth_hypoperfused.iter()).unwrap();
+    println!(
+        "irregular sampling: hypoperfused dice {hypo_dice:.3}, warnings {:?}",
+        result.quality.warnings
+    );
+
+    assert!(result.quality.resampled);
+    assert_eq!(result.quality.frame_interval_s, 2.0);
+    assert_eq!(result.aif.values_hu.len(), 30);
+    assert!(hypo_dice >= 0.80, "hypoperfused dice {hypo_dice}");
 }

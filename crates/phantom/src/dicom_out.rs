@@ -27,7 +27,7 @@ const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 const STUDY_START_S: f64 = 8.0 * 3600.0;
 const STUDY_DATE: &str = "20260101";
 
-/// What [`write_study`] or [`write_maps`] wrote.
+/// Output folders, UIDs and truth volumes of a study written by [`write_study`] or [`write_maps`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WrittenStudy {
     pub dicom_dir: PathBuf,
@@ -258,6 +258,13 @@ pub fn write_study(study: &PhantomStudy, out: &Path, style: VendorStyle) -> Resu
         study.volume.voxels.shape()[2],
         study.volume.voxels.shape()[3],
     ];
+    if study.volume.frame_times_s.len() != frames || study.slice_offsets_s.len() != slices || rows != columns || rows != params.matrix.size() {
+        return Err(PhantomError::InvalidParameter {
+            name: "study",
+            value: format!("voxels {:?}, {} frame times, {} slice offsets", study.volume.voxels.shape(), study.volume.frame_times_s.len(), study.slice_offsets_s.len()),
+            expected: "one frame time per frame, one slice offset per slice and slices of the parameters' matrix, as generate returns",
+        });
+    }
     let description = format!("PERFUSION 4D {}mm", ds(params.slice_mm));
     let base = header.series_base(&series_uid, 1, &description, "ORIGINAL\\PRIMARY\\AXIAL");
     let numbers = instance_numbers(frames * slices, style, params.seed);

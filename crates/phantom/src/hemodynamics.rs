@@ -27,9 +27,9 @@ pub struct ParameterMaps {
 /// Fraction of cortical grey-matter voxels made vessel-rich (CBV 6 to 10 mL/100 g).
 const VESSEL_RICH_FRACTION: f64 = 0.015;
 
-/// Draws the normal-tissue maps: GM CBF N(60, 8) clipped to 45..80 and CBV N(4.0, 0.4); WM CBF
-/// N(25, 3) and CBV N(2.0, 0.25); deep GM CBF 55 and CBV 3.8. The spread is spatially smooth.
-/// Delays are 0 to 0.5 s anteriorly and 0.5 to 0.7 s in the posterior circulation.
+/// Draws the normal-tissue maps with spatially smooth spread. GM has CBF N(60, 8) clipped to
+/// 45..80 and CBV N(4.0, 0.4). WM has CBF N(25, 3) and CBV N(2.0, 0.25). Deep GM has CBF 55 and
+/// CBV 3.8. Delays are 0 to 0.5 s anteriorly and 0.5 to 0.7 s in the posterior circulation.
 pub fn normal_maps(anatomy: &AnatomyMaps, rng: &mut impl Rng) -> ParameterMaps {
     let flow_field = SmoothField::new(rng, 8);
     let volume_field = SmoothField::new(rng, 8);
@@ -145,10 +145,9 @@ pub fn tissue_curve(aif: &Curve, cbf: f64, cbv: f64, delay_s: f64, tau_s: f64, b
     let shift = delay_s.max(0.0) / aif.dt_s;
     let whole = shift.floor() as usize;
     let fraction = shift - whole as f64;
-    for i in whole.min(n)..n {
-        let j = i - whole;
+    for (j, value) in buffer.iter_mut().skip(whole).enumerate() {
         let previous = if j > 0 { aif.values[j - 1] } else { 0.0 };
-        buffer[i] = (1.0 - fraction) * aif.values[j] + fraction * previous;
+        *value = (1.0 - fraction) * aif.values[j] + fraction * previous;
     }
 
     if tau_s > 1e-6 {
@@ -177,7 +176,7 @@ mod tests {
         let values = (0..=900)
             .map(|i| {
                 let t = i as f64 * 0.1;
-                if t < 5.0 || t > 15.0 {
+                if !(5.0..=15.0).contains(&t) {
                     0.0
                 } else {
                     100.0 - 20.0 * (t - 10.0).abs()

@@ -163,7 +163,7 @@ fn erlangen_aif(t: f64) -> f64 {
 }
 
 /// Builds the VOF: the AIF convolved with a unit-area gamma transit kernel (shape 4, mean
-/// `mean_transit_s`), so the VOF has the AIF's area when the window holds the whole passage.
+/// `mean_transit_s`), so the VOF has the AIF's area when the window contains the whole passage.
 pub fn venous(aif: &Curve, mean_transit_s: f64) -> Curve {
     let shape = 4.0;
     let scale = mean_transit_s / shape;

@@ -323,7 +323,7 @@ fn prepare_socket(stream: &TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)
 }
 
-/// Reads the A-ASSOCIATE-RQ and answers A-ASSOCIATE-RJ, transient, source "service provider
+/// Reads the A-ASSOCIATE-RQ and sends A-ASSOCIATE-RJ, transient, source "service provider
 /// (presentation)", reason "local limit exceeded" (PS3.8 section 9.3.4).
 fn reject_over_limit(mut stream: TcpStream, peer: SocketAddr, artim: Duration, limit: usize) {
     let _ = stream.set_read_timeout(Some(artim));

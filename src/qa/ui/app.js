@@ -141,6 +141,11 @@
     );
   }
 
+  // Formats a number with the page language's decimal separator.
+  function decimal(value, digits) {
+    return value.toLocaleString(data.lang, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
+
   function row(cells) {
     return element('tr', {}, cells.map((text) => element('td', { text: String(text) })));
   }
@@ -149,8 +154,8 @@
     const volumes = info.volumes;
     const table = element('table', { id: 'volumes' }, [
       element('tr', {}, ['', S.core, S.hypoperfused].map((text) => element('th', { text }))),
-      row([S.unet, volumes.unet.core_ml.toFixed(1), volumes.unet.hypoperfused_ml.toFixed(1)]),
-      row([S.threshold, volumes.threshold.core_ml.toFixed(1), volumes.threshold.hypoperfused_ml.toFixed(1)]),
+      row([S.unet, decimal(volumes.unet.core_ml, 1), decimal(volumes.unet.hypoperfused_ml, 1)]),
+      row([S.threshold, decimal(volumes.threshold.core_ml, 1), decimal(volumes.threshold.hypoperfused_ml, 1)]),
     ]);
     return element('section', {}, [
       element('h2', { text: S.volumes }), table,
@@ -161,8 +166,8 @@
 
   function componentPanel(info) {
     const confidence = info.confidence;
-    const headline = S.confidence + ': ' + confidence.score.toFixed(2) + (confidence.assessable ? '' : ' (' + S.not_assessable + ')');
-    const rows = Object.entries(confidence.components).map(([name, value]) => row([S['component_' + name] || name, value.toFixed(2)]));
+    const headline = S.confidence + ': ' + decimal(confidence.score, 2) + (confidence.assessable ? '' : ' (' + S.not_assessable + ')');
+    const rows = Object.entries(confidence.components).map(([name, value]) => row([S['component_' + name] || name, decimal(value, 2)]));
     const reasons = element('ul', { id: 'reasons' }, confidence.reasons.map((text) => element('li', { text })));
     return element('section', {}, [
       element('h2', { text: headline }), element('h3', { text: S.components }),
@@ -176,7 +181,8 @@
       for (const entry of json.entries) {
         const transition = (entry.from_state ? entry.from_state + ' → ' : '') + entry.to_state;
         const note = entry.note ? ' (' + entry.note + ')' : '';
-        list.appendChild(element('li', { text: entry.at + ' ' + entry.who + ': ' + entry.what + ', ' + transition + note }));
+        const at = new Date(entry.at).toLocaleString(data.lang);
+        list.appendChild(element('li', { text: at + ' ' + entry.who + ': ' + entry.what + ', ' + transition + note }));
       }
     }).catch((error) => setStatus(error.message));
     return element('section', {}, [element('h2', { text: S.audit_log }), list]);

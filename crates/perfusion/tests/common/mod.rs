@@ -33,7 +33,14 @@ pub fn default_aif(t: f64) -> f64 {
 }
 
 /// Returns the tissue ΔHU sampled every `dt_s` for `frames` frames.
-pub fn tissue_curve(aif: &dyn Fn(f64) -> f64, cbf: f64, mtt_s: f64, delay_s: f64, dt_s: f64, frames: usize) -> Vec<f64> {
+pub fn tissue_curve(
+    aif: &dyn Fn(f64) -> f64,
+    cbf: f64,
+    mtt_s: f64,
+    delay_s: f64,
+    dt_s: f64,
+    frames: usize,
+) -> Vec<f64> {
     let scale = RHO / K_H * cbf / 6000.0;
     let decay = (-FINE_STEP_S / mtt_s).exp();
     let end = (frames - 1) as f64 * dt_s;
@@ -58,15 +65,23 @@ pub fn tissue_curve(aif: &dyn Fn(f64) -> f64, cbf: f64, mtt_s: f64, delay_s: f64
 pub fn vof_curve(aif: &dyn Fn(f64) -> f64, mean_s: f64, dt_s: f64, frames: usize) -> Vec<f64> {
     let shape = 4.0;
     let scale = mean_s / shape;
-    let kernel = |t: f64| if t <= 0.0 { 0.0 } else { t.powf(shape - 1.0) * (-t / scale).exp() / (6.0 * scale.powf(shape)) };
+    let kernel = |t: f64| {
+        if t <= 0.0 {
+            0.0
+        } else {
+            t.powf(shape - 1.0) * (-t / scale).exp() / (6.0 * scale.powf(shape))
+        }
+    };
     (0..frames)
         .map(|f| {
             let t = f as f64 * dt_s;
             let steps = (t / FINE_STEP_S).round() as usize;
-            (0..=steps).map(|i| {
-                let tau = i as f64 * FINE_STEP_S;
-                aif(tau) * kernel(t - tau) * FINE_STEP_S
-            }).sum()
+            (0..=steps)
+                .map(|i| {
+                    let tau = i as f64 * FINE_STEP_S;
+                    aif(tau) * kernel(t - tau) * FINE_STEP_S
+                })
+                .sum()
         })
         .collect()
 }
@@ -93,25 +108,38 @@ impl Builder {
     /// Starts an air-filled `(frames, z, y, x)` series with white noise of `noise_sd_hu`.
     pub fn new(frames: usize, shape: [usize; 3], noise_sd_hu: f64, seed: u64) -> Self {
         let voxels = Array4::from_elem((frames, shape[0], shape[1], shape[2]), -1000.0);
-        let noise = (noise_sd_hu > 0.0).then(|| (ChaCha8Rng::seed_from_u64(seed), Normal::new(0.0, noise_sd_hu).unwrap()));
-        Self { voxels, frames, noise }
+        let noise = (noise_sd_hu > 0.0).then(|| {
+            (
+                ChaCha8Rng::seed_from_u64(seed),
+                Normal::new(0.0, noise_sd_hu).unwrap(),
+            )
+        });
+        Self {
+            voxels,
+            frames,
+            noise,
+        }
     }
 
     /// Sets voxel `(z, y, x)` to `baseline_hu + curve[t]` plus noise in every frame.
     pub fn set(&mut self, z: usize, y: usize, x: usize, baseline_hu: f64, curve: &[f64]) {
-        for t in 0..self.frames {
+        for (t, &value) in curve.iter().enumerate().take(self.frames) {
             let noise = match &mut self.noise {
                 Some((rng, normal)) => normal.sample(rng),
                 None => 0.0,
             };
-            self.voxels[(t, z, y, x)] = (baseline_hu + curve[t] + noise) as f32;
+            self.voxels[(t, z, y, x)] = (baseline_hu + value + noise) as f32;
         }
     }
 
     /// Finishes the series with uniform frames every `dt_s`.
     pub fn build(self, spacing_mm: [f64; 3], dt_s: f64) -> Volume {
         let frames = self.frames;
-        Volume { voxels: self.voxels, geometry: geometry(spacing_mm), frame_times_s: (0..frames).map(|t| t as f64 * dt_s).collect() }
+        Volume {
+            voxels: self.voxels,
+            geometry: geometry(spacing_mm),
+            frame_times_s: (0..frames).map(|t| t as f64 * dt_s).collect(),
+        }
     }
 }
 
@@ -119,5 +147,9 @@ impl Builder {
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
-    if n % 2 == 1 { values[n / 2] } else { 0.5 * (values[n / 2 - 1] + values[n / 2]) }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
 }
