@@ -18,3 +18,4 @@ pub mod outbox;
 pub mod pipeline;
 pub mod qa;
 pub mod telemetry;
+pub mod training;

@@ -12,6 +12,7 @@ pub mod qa;
 pub mod run;
 pub mod send;
 pub mod serve;
+pub mod train;
 
 /// Exit code for an invalid configuration (`EX_CONFIG` from sysexits.h).
 pub const EXIT_CONFIG: u8 = 78;
@@ -39,6 +40,8 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Write a synthetic acute-stroke CT perfusion study with its ground truth.
     Phantom(phantom::Args),
+    /// Train the residual U-Net on phantom studies.
+    Train(train::Args),
     /// Serve the radiologist QA page on its own, or export reviewed labels as training data.
     Qa(qa::Args),
 }
@@ -54,5 +57,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Phantom(args) => phantom::run(args),
         Command::Qa(args) => qa::run(args),
+        Command::Train(args) => train::run(args),
     }
 }
