@@ -5,5 +5,6 @@ pub mod assembler;
 pub mod identify;
 pub mod quarantine;
 pub mod scp;
+pub mod scp_sink;
 pub mod spool;
 pub mod watch;
