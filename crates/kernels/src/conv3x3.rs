@@ -113,6 +113,9 @@ pub(crate) fn weight_grad(
     let plane = shape.plane();
     let taps = shape.c_in * 9;
     let size = shape.c_out * taps;
+    if shape.plane() == 0 {
+        return vec![0.0f32; size];
+    }
 
     let tiles = row_tiles(shape.batch, shape.height, taps * shape.width);
     tiles

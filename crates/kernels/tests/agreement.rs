@@ -226,3 +226,17 @@ fn relu_output_is_never_negative() {
     let min = out.flatten_all().unwrap().min(D::Minus1).unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(min, 0.0);
 }
+
+#[test]
+fn zero_width_input_gives_empty_output_and_zero_grads() {
+    let x = Var::from_tensor(&Tensor::zeros((1, 2, 3, 0), DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let weight = Var::from_tensor(&random_tensor(&[4, 2, 3, 3], 1101)).unwrap();
+
+    let out = conv3x3(x.as_tensor(), weight.as_tensor(), None).unwrap();
+    assert_eq!(out.dims(), [1, 4, 3, 0]);
+
+    let grads = out.sum_all().unwrap().backward().unwrap();
+    let grad_w = grads.get(weight.as_tensor()).unwrap();
+    let max = grad_w.abs().unwrap().flatten_all().unwrap().max(D::Minus1).unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(max, 0.0);
+}
