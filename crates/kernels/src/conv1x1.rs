@@ -39,7 +39,11 @@ pub(crate) fn forward(
             sgemm(
                 path,
                 (shape.c_out, pixels, shape.c_in),
-                DstMat { ptr, len, row_stride: plane },
+                DstMat {
+                    ptr,
+                    len,
+                    row_stride: plane,
+                },
                 false,
                 weight,
                 MatRef::new(input, plane, 1),
@@ -86,7 +90,11 @@ pub(crate) fn weight_grad(
                     sgemm(
                         path,
                         (shape.c_out, shape.c_in, pixels),
-                        DstMat { ptr: acc.as_mut_ptr(), len: size, row_stride: shape.c_in },
+                        DstMat {
+                            ptr: acc.as_mut_ptr(),
+                            len: size,
+                            row_stride: shape.c_in,
+                        },
                         true,
                         MatRef::new(grad, plane, 1),
                         MatRef::new(input, 1, plane),

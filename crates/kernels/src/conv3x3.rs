@@ -28,7 +28,7 @@ fn im2col(image: &[f32], shape: &ConvShape, rows: Range<usize>, col: &mut [f32])
 
             for (r, y) in rows.clone().enumerate() {
                 let dst = &mut block[r * width..(r + 1) * width];
-                // Source row is y + ky - 1; it lies outside the image for y + ky = 0 or > height.
+                // The source row is y + ky - 1, outside the image when y + ky is 0 or above height.
                 let shifted = y + ky;
                 if shifted == 0 || shifted > height {
                     dst.fill(0.0);
@@ -77,28 +77,34 @@ pub(crate) fn forward(
 
     let shared = SharedOut::new(&mut out);
     let tiles = row_tiles(shape.batch, shape.height, taps * shape.width);
-    tiles.par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, tile| {
-        let pixels = tile.rows.len() * shape.width;
-        col.resize(taps * pixels, 0.0);
-        let image = &x[tile.image * shape.c_in * plane..(tile.image + 1) * shape.c_in * plane];
-        im2col(image, shape, tile.rows.clone(), col);
+    tiles
+        .par_iter()
+        .for_each_init(Vec::new, |col: &mut Vec<f32>, tile| {
+            let pixels = tile.rows.len() * shape.width;
+            col.resize(taps * pixels, 0.0);
+            let image = &x[tile.image * shape.c_in * plane..(tile.image + 1) * shape.c_in * plane];
+            im2col(image, shape, tile.rows.clone(), col);
 
-        let offset = tile.image * shape.c_out * plane + tile.rows.start * shape.width;
-        let (ptr, len) = shared.at(offset);
-        // SAFETY: this tile writes rows `tile.rows` of image `tile.image` in every channel, and
-        // no other tile writes those elements.
-        unsafe {
-            sgemm(
-                path,
-                (shape.c_out, pixels, taps),
-                DstMat { ptr, len, row_stride: plane },
-                false,
-                MatRef::new(weight, taps, 1),
-                MatRef::new(col, pixels, 1),
-            );
-            add_bias_relu(ptr, (shape.c_out, plane, pixels), bias, relu);
-        }
-    });
+            let offset = tile.image * shape.c_out * plane + tile.rows.start * shape.width;
+            let (ptr, len) = shared.at(offset);
+            // SAFETY: this tile writes rows `tile.rows` of image `tile.image` in every channel, and
+            // no other tile writes those elements.
+            unsafe {
+                sgemm(
+                    path,
+                    (shape.c_out, pixels, taps),
+                    DstMat {
+                        ptr,
+                        len,
+                        row_stride: plane,
+                    },
+                    false,
+                    MatRef::new(weight, taps, 1),
+                    MatRef::new(col, pixels, 1),
+                );
+                add_bias_relu(ptr, (shape.c_out, plane, pixels), bias, relu);
+            }
+        });
     out
 }
 
@@ -125,7 +131,8 @@ pub(crate) fn weight_grad(
             |(mut acc, mut col), tile| {
                 let pixels = tile.rows.len() * shape.width;
                 col.resize(taps * pixels, 0.0);
-                let image = &x[tile.image * shape.c_in * plane..(tile.image + 1) * shape.c_in * plane];
+                let image =
+                    &x[tile.image * shape.c_in * plane..(tile.image + 1) * shape.c_in * plane];
                 im2col(image, shape, tile.rows.clone(), &mut col);
 
                 let offset = tile.image * shape.c_out * plane + tile.rows.start * shape.width;
@@ -134,7 +141,11 @@ pub(crate) fn weight_grad(
                     sgemm(
                         path,
                         (shape.c_out, taps, pixels),
-                        DstMat { ptr: acc.as_mut_ptr(), len: size, row_stride: taps },
+                        DstMat {
+                            ptr: acc.as_mut_ptr(),
+                            len: size,
+                            row_stride: taps,
+                        },
                         true,
                         MatRef::new(&grad_out[offset..], plane, 1),
                         MatRef::new(&col, 1, pixels),
@@ -165,7 +176,8 @@ fn flip_transpose(shape: &ConvShape, weight: &[f32]) -> Vec<f32> {
     for co in 0..shape.c_out {
         for ci in 0..shape.c_in {
             for tap in 0..9 {
-                flipped[(ci * shape.c_out + co) * 9 + (8 - tap)] = weight[(co * shape.c_in + ci) * 9 + tap];
+                flipped[(ci * shape.c_out + co) * 9 + (8 - tap)] =
+                    weight[(co * shape.c_in + ci) * 9 + tap];
             }
         }
     }

@@ -12,7 +12,11 @@ pub enum KernelError {
     UnsupportedDevice { operand: &'static str },
 
     #[error("{operand} has shape {dims:?}, expected {expected}")]
-    InvalidShape { operand: &'static str, dims: Vec<usize>, expected: String },
+    InvalidShape {
+        operand: &'static str,
+        dims: Vec<usize>,
+        expected: String,
+    },
 
     #[error("input has {input} channels but the weight expects {weight}; pass a weight with {input} input channels")]
     ChannelMismatch { input: usize, weight: usize },

@@ -2,8 +2,8 @@
 
 /// Shape of one convolution: batch size, channel counts and the input's spatial size.
 ///
-/// For the transposed convolution `height` and `width` are the input's; the output is twice as
-/// tall and twice as wide.
+/// For the transposed convolution `height` and `width` are the input's, and the output is twice
+/// as tall and twice as wide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConvShape {
     pub batch: usize,
@@ -18,10 +18,14 @@ impl ConvShape {
         self.height * self.width
     }
 
-    /// The same convolution with input and output channels exchanged, as its input gradient
-    /// sees it.
+    /// Returns this shape with input and output channels exchanged, the shape of the input
+    /// gradient's convolution.
     pub fn swapped(&self) -> Self {
-        Self { c_in: self.c_out, c_out: self.c_in, ..*self }
+        Self {
+            c_in: self.c_out,
+            c_out: self.c_in,
+            ..*self
+        }
     }
 }
 

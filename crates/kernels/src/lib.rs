@@ -3,12 +3,12 @@
 //! The kernels cover the layer types the U-Net uses, all on NCHW `f32` tensors:
 //! 3x3 convolution (stride 1, padding 1) and 1x1 convolution with fused bias and optional ReLU,
 //! and 2x2 transposed convolution with stride 2 and fused bias. Each op has a `bwd`, so candle
-//! autograd computes input, weight and bias gradients through it; second derivatives are not
+//! autograd computes input, weight and bias gradients through it. Second derivatives are not
 //! supported.
 //!
-//! The work is im2col tiles (3x3) or direct views (1x1, 2x2 transposed) feeding a blocked SIMD
-//! GEMM, parallel over images and row tiles on the global rayon pool, with each GEMM itself
-//! single-threaded so the two levels never oversubscribe the cores. Set
+//! Each op feeds a blocked SIMD GEMM from im2col tiles (3x3) or direct matrix views (1x1, 2x2
+//! transposed). Tasks run over images and row tiles on the global rayon pool. Each GEMM is
+//! single-threaded, so the two levels do not oversubscribe the cores. Set
 //! `PENUMBRA_KERNELS_PORTABLE=1`, or pass `KernelPath::Portable`, to use plain loops instead.
 
 mod conv1x1;
@@ -45,7 +45,10 @@ pub struct ConvOptions {
 impl Default for ConvOptions {
     /// No activation, and the path `KernelPath::from_env` selects.
     fn default() -> Self {
-        Self { activation: Activation::Identity, path: KernelPath::from_env() }
+        Self {
+            activation: Activation::Identity,
+            path: KernelPath::from_env(),
+        }
     }
 }
 
@@ -57,12 +60,20 @@ pub fn conv3x3(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 
 /// `conv3x3` followed by ReLU, fused into the same pass.
 pub fn conv3x3_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let options = ConvOptions { activation: Activation::Relu, ..ConvOptions::default() };
+    let options = ConvOptions {
+        activation: Activation::Relu,
+        ..ConvOptions::default()
+    };
     conv3x3_with(x, w, b, options)
 }
 
 /// `conv3x3` with an explicit activation and kernel path.
-pub fn conv3x3_with(x: &Tensor, w: &Tensor, b: Option<&Tensor>, options: ConvOptions) -> Result<Tensor> {
+pub fn conv3x3_with(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    options: ConvOptions,
+) -> Result<Tensor> {
     apply(ConvKind::Conv3x3, x, w, b, options)
 }
 
@@ -74,12 +85,20 @@ pub fn conv1x1(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 
 /// `conv1x1` followed by ReLU, fused into the same pass.
 pub fn conv1x1_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let options = ConvOptions { activation: Activation::Relu, ..ConvOptions::default() };
+    let options = ConvOptions {
+        activation: Activation::Relu,
+        ..ConvOptions::default()
+    };
     conv1x1_with(x, w, b, options)
 }
 
 /// `conv1x1` with an explicit activation and kernel path.
-pub fn conv1x1_with(x: &Tensor, w: &Tensor, b: Option<&Tensor>, options: ConvOptions) -> Result<Tensor> {
+pub fn conv1x1_with(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    options: ConvOptions,
+) -> Result<Tensor> {
     apply(ConvKind::Conv1x1, x, w, b, options)
 }
 
@@ -91,20 +110,38 @@ pub fn conv_transpose2x2(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<T
 }
 
 /// `conv_transpose2x2` with an explicit kernel path.
-pub fn conv_transpose2x2_with(x: &Tensor, w: &Tensor, b: Option<&Tensor>, path: KernelPath) -> Result<Tensor> {
-    let options = ConvOptions { activation: Activation::Identity, path };
+pub fn conv_transpose2x2_with(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    path: KernelPath,
+) -> Result<Tensor> {
+    let options = ConvOptions {
+        activation: Activation::Identity,
+        path,
+    };
     apply(ConvKind::Transpose2x2, x, w, b, options)
 }
 
 /// Validates the operands, makes them contiguous and runs the forward op with autograd.
-fn apply(kind: ConvKind, x: &Tensor, w: &Tensor, b: Option<&Tensor>, options: ConvOptions) -> Result<Tensor> {
+fn apply(
+    kind: ConvKind,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    options: ConvOptions,
+) -> Result<Tensor> {
     let c_out = validate(kind, x, w, b)?;
 
     let bias = match b {
         Some(bias) => bias.contiguous()?,
         None => Tensor::zeros(c_out, DType::F32, x.device())?,
     };
-    let op = ConvOp { kind, activation: options.activation, path: options.path };
+    let op = ConvOp {
+        kind,
+        activation: options.activation,
+        path: options.path,
+    };
     x.contiguous()?.apply_op3(&w.contiguous()?, &bias, op)
 }
 
@@ -114,7 +151,11 @@ fn validate(kind: ConvKind, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Resul
     operands.extend(b.map(|bias| ("bias", bias)));
     for (operand, tensor) in operands {
         if tensor.dtype() != DType::F32 {
-            return Err(KernelError::UnsupportedDtype { operand, dtype: tensor.dtype() }.into());
+            return Err(KernelError::UnsupportedDtype {
+                operand,
+                dtype: tensor.dtype(),
+            }
+            .into());
         }
         if !tensor.device().is_cpu() {
             return Err(KernelError::UnsupportedDevice { operand }.into());
@@ -129,11 +170,21 @@ fn validate(kind: ConvKind, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Resul
     let x_dims = x.dims().to_vec();
     if x_dims.len() != 4 {
         let expected = "(n, c_in, h, w)".to_string();
-        return Err(KernelError::InvalidShape { operand: "input", dims: x_dims, expected }.into());
+        return Err(KernelError::InvalidShape {
+            operand: "input",
+            dims: x_dims,
+            expected,
+        }
+        .into());
     }
     let w_dims = w.dims().to_vec();
     if w_dims.len() != 4 || w_dims[2] != kernel || w_dims[3] != kernel {
-        return Err(KernelError::InvalidShape { operand: "weight", dims: w_dims, expected: expected.to_string() }.into());
+        return Err(KernelError::InvalidShape {
+            operand: "weight",
+            dims: w_dims,
+            expected: expected.to_string(),
+        }
+        .into());
     }
 
     let (weight_c_in, c_out) = match kind {
@@ -141,12 +192,21 @@ fn validate(kind: ConvKind, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Resul
         _ => (w_dims[1], w_dims[0]),
     };
     if weight_c_in != x_dims[1] {
-        return Err(KernelError::ChannelMismatch { input: x_dims[1], weight: weight_c_in }.into());
+        return Err(KernelError::ChannelMismatch {
+            input: x_dims[1],
+            weight: weight_c_in,
+        }
+        .into());
     }
     if let Some(bias) = b {
         if bias.dims() != [c_out] {
             let expected = format!("({c_out}), one value per output channel");
-            return Err(KernelError::InvalidShape { operand: "bias", dims: bias.dims().to_vec(), expected }.into());
+            return Err(KernelError::InvalidShape {
+                operand: "bias",
+                dims: bias.dims().to_vec(),
+                expected,
+            }
+            .into());
         }
     }
     Ok(c_out)

@@ -40,7 +40,11 @@ pub(crate) struct MatRef<'a> {
 
 impl<'a> MatRef<'a> {
     pub fn new(data: &'a [f32], row_stride: usize, col_stride: usize) -> Self {
-        Self { data, row_stride, col_stride }
+        Self {
+            data,
+            row_stride,
+            col_stride,
+        }
     }
 
     /// Asserts that a `rows` x `cols` view fits in `data`.
@@ -89,7 +93,10 @@ pub(crate) unsafe fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * dst.row_stride + n <= dst.len, "destination view exceeds its buffer");
+    assert!(
+        (m - 1) * dst.row_stride + n <= dst.len,
+        "destination view exceeds its buffer"
+    );
     lhs.assert_fits(m, k);
     rhs.assert_fits(k, n);
 
@@ -168,7 +175,11 @@ mod tests {
         let lhs = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let rhs_t = [1.0, 0.0, -1.0, 2.0, 1.0, 0.5];
         let mut dst = vec![10.0f32; 4];
-        let view = DstMat { ptr: dst.as_mut_ptr(), len: dst.len(), row_stride: 2 };
+        let view = DstMat {
+            ptr: dst.as_mut_ptr(),
+            len: dst.len(),
+            row_stride: 2,
+        };
         unsafe {
             sgemm(
                 path,

@@ -24,17 +24,32 @@ impl ConvKind {
             ConvKind::Conv3x3 | ConvKind::Conv1x1 => w.shape().dims4()?.0,
             ConvKind::Transpose2x2 => w.shape().dims4()?.1,
         };
-        Ok(ConvShape { batch, c_in, c_out, height, width })
+        Ok(ConvShape {
+            batch,
+            c_in,
+            c_out,
+            height,
+            width,
+        })
     }
 
     fn output_shape(self, shape: &ConvShape) -> Shape {
         let scale = if self == ConvKind::Transpose2x2 { 2 } else { 1 };
-        Shape::from((shape.batch, shape.c_out, scale * shape.height, scale * shape.width))
+        Shape::from((
+            shape.batch,
+            shape.c_out,
+            scale * shape.height,
+            scale * shape.width,
+        ))
     }
 }
 
 /// Returns the contiguous `f32` data behind a storage and layout.
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, operand: &'static str) -> Result<&'a [f32]> {
+fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    operand: &'static str,
+) -> Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -96,11 +111,27 @@ impl CustomOp3 for ConvOp {
         // ReLU passes the gradient only where its output is positive.
         let grad = match self.activation {
             Activation::Identity => grad_res.contiguous()?,
-            Activation::Relu => grad_res.mul(&res.gt(0f32)?.to_dtype(DType::F32)?)?.contiguous()?,
+            Activation::Relu => grad_res
+                .mul(&res.gt(0f32)?.to_dtype(DType::F32)?)?
+                .contiguous()?,
         };
 
-        let grad_x = grad.apply_op2_no_bwd(w, &GradOp { kind: self.kind, operand: GradOperand::Input, path: self.path })?;
-        let grad_w = x.apply_op2_no_bwd(&grad, &GradOp { kind: self.kind, operand: GradOperand::Weight, path: self.path })?;
+        let grad_x = grad.apply_op2_no_bwd(
+            w,
+            &GradOp {
+                kind: self.kind,
+                operand: GradOperand::Input,
+                path: self.path,
+            },
+        )?;
+        let grad_w = x.apply_op2_no_bwd(
+            &grad,
+            &GradOp {
+                kind: self.kind,
+                operand: GradOperand::Weight,
+                path: self.path,
+            },
+        )?;
         let grad_b = grad.sum((0, 2, 3))?;
         Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
     }
@@ -125,15 +156,29 @@ struct GradOp {
 }
 
 impl GradOp {
-    fn input_grad(&self, grad: (&[f32], &Layout), w: (&[f32], &Layout)) -> Result<(Vec<f32>, Shape)> {
+    fn input_grad(
+        &self,
+        grad: (&[f32], &Layout),
+        w: (&[f32], &Layout),
+    ) -> Result<(Vec<f32>, Shape)> {
         let (batch, c_out, out_h, out_w) = grad.1.shape().dims4()?;
         let (kernel_dim0, kernel_dim1, _, _) = w.1.shape().dims4()?;
-        let c_in = if self.kind == ConvKind::Transpose2x2 { kernel_dim0 } else { kernel_dim1 };
+        let c_in = if self.kind == ConvKind::Transpose2x2 {
+            kernel_dim0
+        } else {
+            kernel_dim1
+        };
         let (height, width) = match self.kind {
             ConvKind::Transpose2x2 => (out_h / 2, out_w / 2),
             _ => (out_h, out_w),
         };
-        let shape = ConvShape { batch, c_in, c_out, height, width };
+        let shape = ConvShape {
+            batch,
+            c_in,
+            c_out,
+            height,
+            width,
+        };
 
         let data = match self.kind {
             ConvKind::Conv3x3 => conv3x3::input_grad(self.path, &shape, w.0, grad.0),
@@ -143,15 +188,34 @@ impl GradOp {
         Ok((data, Shape::from((batch, c_in, height, width))))
     }
 
-    fn weight_grad(&self, x: (&[f32], &Layout), grad: (&[f32], &Layout)) -> Result<(Vec<f32>, Shape)> {
+    fn weight_grad(
+        &self,
+        x: (&[f32], &Layout),
+        grad: (&[f32], &Layout),
+    ) -> Result<(Vec<f32>, Shape)> {
         let (batch, c_in, height, width) = x.1.shape().dims4()?;
         let c_out = grad.1.shape().dims4()?.1;
-        let shape = ConvShape { batch, c_in, c_out, height, width };
+        let shape = ConvShape {
+            batch,
+            c_in,
+            c_out,
+            height,
+            width,
+        };
 
         let (data, dims) = match self.kind {
-            ConvKind::Conv3x3 => (conv3x3::weight_grad(self.path, &shape, x.0, grad.0), (c_out, c_in, 3, 3)),
-            ConvKind::Conv1x1 => (conv1x1::weight_grad(self.path, &shape, x.0, grad.0), (c_out, c_in, 1, 1)),
-            ConvKind::Transpose2x2 => (transpose::weight_grad(self.path, &shape, x.0, grad.0), (c_in, c_out, 2, 2)),
+            ConvKind::Conv3x3 => (
+                conv3x3::weight_grad(self.path, &shape, x.0, grad.0),
+                (c_out, c_in, 3, 3),
+            ),
+            ConvKind::Conv1x1 => (
+                conv1x1::weight_grad(self.path, &shape, x.0, grad.0),
+                (c_out, c_in, 1, 1),
+            ),
+            ConvKind::Transpose2x2 => (
+                transpose::weight_grad(self.path, &shape, x.0, grad.0),
+                (c_in, c_out, 2, 2),
+            ),
         };
         Ok((data, Shape::from(dims)))
     }
@@ -165,7 +229,13 @@ impl CustomOp2 for GradOp {
         }
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (data, shape) = match self.operand {
             GradOperand::Input => {
                 let grad = contiguous_f32(s1, l1, "output gradient")?;

@@ -35,7 +35,10 @@ pub(crate) fn row_tiles(batch: usize, height: usize, elems_per_row: usize) -> Ve
         let mut start = 0;
         while start < height {
             let end = (start + tile_height).min(height);
-            tiles.push(Tile { image, rows: start..end });
+            tiles.push(Tile {
+                image,
+                rows: start..end,
+            });
             start = end;
         }
     }
@@ -59,7 +62,10 @@ unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     pub fn new(buffer: &mut [f32]) -> Self {
-        Self { ptr: buffer.as_mut_ptr(), len: buffer.len() }
+        Self {
+            ptr: buffer.as_mut_ptr(),
+            len: buffer.len(),
+        }
     }
 
     /// Returns the pointer at `offset` and the number of elements from there to the end.
@@ -84,7 +90,10 @@ mod tests {
                     covered[row] += 1;
                 }
             }
-            assert!(covered.iter().all(|&c| c == 1), "image {image}: {covered:?}");
+            assert!(
+                covered.iter().all(|&c| c == 1),
+                "image {image}: {covered:?}"
+            );
         }
     }
 
@@ -92,11 +101,13 @@ mod tests {
     fn row_tiles_respect_scratch_limit() {
         let per_row = SCRATCH_ELEMS / 3;
         let tiles = row_tiles(1, 100, per_row);
-        assert!(tiles.iter().all(|t| t.rows.len() * per_row <= SCRATCH_ELEMS));
+        assert!(tiles
+            .iter()
+            .all(|t| t.rows.len() * per_row <= SCRATCH_ELEMS));
     }
 
     #[test]
-    fn row_tiles_keep_one_row_when_row_exceeds_limit() {
+    fn row_tiles_oversized_row_gets_own_tile() {
         let tiles = row_tiles(1, 4, SCRATCH_ELEMS * 2);
         assert_eq!(tiles.len(), 4);
     }

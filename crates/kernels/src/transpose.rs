@@ -29,24 +29,30 @@ pub(crate) fn forward(
 
     let shared = SharedOut::new(&mut out);
     let tiles = row_tiles(shape.batch, shape.height, outputs * shape.width);
-    tiles.par_iter().for_each_init(Vec::new, |scratch: &mut Vec<f32>, tile| {
-        let pixels = tile.rows.len() * shape.width;
-        scratch.resize(outputs * pixels, 0.0);
-        let input = &x[tile.image * shape.c_in * plane + tile.rows.start * shape.width..];
-        // SAFETY: `scratch` is owned by this task.
-        unsafe {
-            sgemm(
-                path,
-                (outputs, pixels, shape.c_in),
-                DstMat { ptr: scratch.as_mut_ptr(), len: scratch.len(), row_stride: pixels },
-                false,
-                MatRef::new(weight, 1, outputs),
-                MatRef::new(input, plane, 1),
-            );
-        }
-        // SAFETY: this tile writes output rows 2 * tile.rows of image `tile.image` only.
-        unsafe { scatter(shape, tile, scratch, bias, shared) };
-    });
+    tiles
+        .par_iter()
+        .for_each_init(Vec::new, |scratch: &mut Vec<f32>, tile| {
+            let pixels = tile.rows.len() * shape.width;
+            scratch.resize(outputs * pixels, 0.0);
+            let input = &x[tile.image * shape.c_in * plane + tile.rows.start * shape.width..];
+            // SAFETY: `scratch` is owned by this task.
+            unsafe {
+                sgemm(
+                    path,
+                    (outputs, pixels, shape.c_in),
+                    DstMat {
+                        ptr: scratch.as_mut_ptr(),
+                        len: scratch.len(),
+                        row_stride: pixels,
+                    },
+                    false,
+                    MatRef::new(weight, 1, outputs),
+                    MatRef::new(input, plane, 1),
+                );
+            }
+            // SAFETY: this tile writes output rows 2 * tile.rows of image `tile.image` only.
+            unsafe { scatter(shape, tile, scratch, bias, shared) };
+        });
     out
 }
 
@@ -56,7 +62,13 @@ pub(crate) fn forward(
 /// # Safety
 ///
 /// No other thread may write output rows `2 * tile.rows` of image `tile.image` meanwhile.
-unsafe fn scatter(shape: &ConvShape, tile: &Tile, scratch: &[f32], bias: Option<&[f32]>, out: SharedOut) {
+unsafe fn scatter(
+    shape: &ConvShape,
+    tile: &Tile,
+    scratch: &[f32],
+    bias: Option<&[f32]>,
+    out: SharedOut,
+) {
     let (width, pixels) = (shape.width, tile.rows.len() * shape.width);
     let out_plane = 4 * shape.plane();
 
@@ -116,24 +128,31 @@ pub(crate) fn input_grad(
 
     let shared = SharedOut::new(&mut grad_x);
     let tiles = row_tiles(shape.batch, shape.height, outputs * shape.width);
-    tiles.par_iter().for_each_init(Vec::new, |gathered: &mut Vec<f32>, tile| {
-        let pixels = tile.rows.len() * shape.width;
-        gathered.resize(outputs * pixels, 0.0);
-        gather(shape, tile, grad_out, gathered);
+    tiles
+        .par_iter()
+        .for_each_init(Vec::new, |gathered: &mut Vec<f32>, tile| {
+            let pixels = tile.rows.len() * shape.width;
+            gathered.resize(outputs * pixels, 0.0);
+            gather(shape, tile, grad_out, gathered);
 
-        let (ptr, len) = shared.at(tile.image * shape.c_in * plane + tile.rows.start * shape.width);
-        // SAFETY: this tile writes rows `tile.rows` of image `tile.image` in every channel only.
-        unsafe {
-            sgemm(
-                path,
-                (shape.c_in, pixels, outputs),
-                DstMat { ptr, len, row_stride: plane },
-                false,
-                MatRef::new(weight, outputs, 1),
-                MatRef::new(gathered, pixels, 1),
-            );
-        }
-    });
+            let (ptr, len) =
+                shared.at(tile.image * shape.c_in * plane + tile.rows.start * shape.width);
+            // SAFETY: this tile writes rows `tile.rows` of image `tile.image` in every channel only.
+            unsafe {
+                sgemm(
+                    path,
+                    (shape.c_in, pixels, outputs),
+                    DstMat {
+                        ptr,
+                        len,
+                        row_stride: plane,
+                    },
+                    false,
+                    MatRef::new(weight, outputs, 1),
+                    MatRef::new(gathered, pixels, 1),
+                );
+            }
+        });
     grad_x
 }
 
@@ -164,7 +183,11 @@ pub(crate) fn weight_grad(
                     sgemm(
                         path,
                         (shape.c_in, outputs, pixels),
-                        DstMat { ptr: acc.as_mut_ptr(), len: size, row_stride: outputs },
+                        DstMat {
+                            ptr: acc.as_mut_ptr(),
+                            len: size,
+                            row_stride: outputs,
+                        },
                         true,
                         MatRef::new(input, plane, 1),
                         MatRef::new(&gathered, 1, pixels),

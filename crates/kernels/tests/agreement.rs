@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use penumbra_kernels::{
-    conv1x1_with, conv3x3_with, conv_transpose2x2, conv_transpose2x2_with, conv3x3, Activation,
+    conv1x1_with, conv3x3, conv3x3_with, conv_transpose2x2, conv_transpose2x2_with, Activation,
     ConvOptions, KernelPath,
 };
 
@@ -39,7 +39,10 @@ fn assert_close(ours: &Tensor, reference: &Tensor, what: &str) {
     let reference = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
-        assert!((a - b).abs() <= TOLERANCE * scale, "{what}: element {i} is {a}, candle gives {b} (scale {scale})");
+        assert!(
+            (a - b).abs() <= TOLERANCE * scale,
+            "{what}: element {i} is {a}, candle gives {b} (scale {scale})"
+        );
     }
 }
 
@@ -49,27 +52,51 @@ struct Outcome {
     grads: [Tensor; 3],
 }
 
-fn run_with_grads(x: &Tensor, w: &Tensor, b: &Tensor, probe_seed: u64, conv: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor) -> Outcome {
-    let (x, w, b) = (Var::from_tensor(x).unwrap(), Var::from_tensor(w).unwrap(), Var::from_tensor(b).unwrap());
+fn run_with_grads(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    probe_seed: u64,
+    conv: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+) -> Outcome {
+    let (x, w, b) = (
+        Var::from_tensor(x).unwrap(),
+        Var::from_tensor(w).unwrap(),
+        Var::from_tensor(b).unwrap(),
+    );
     let out = conv(x.as_tensor(), w.as_tensor(), b.as_tensor());
     let probe = random_tensor(out.dims(), probe_seed);
     let loss = out.mul(&probe).unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
     let grad = |v: &Var| grads.get(v.as_tensor()).expect("missing gradient").clone();
-    Outcome { grads: [grad(&x), grad(&w), grad(&b)], out }
+    Outcome {
+        grads: [grad(&x), grad(&w), grad(&b)],
+        out,
+    }
 }
 
 fn assert_outcomes_agree(ours: &Outcome, reference: &Outcome, case: &str) {
     assert_close(&ours.out, &reference.out, &format!("{case} output"));
-    for (name, (a, b)) in ["input grad", "weight grad", "bias grad"].iter().zip(ours.grads.iter().zip(&reference.grads)) {
+    for (name, (a, b)) in ["input grad", "weight grad", "bias grad"]
+        .iter()
+        .zip(ours.grads.iter().zip(&reference.grads))
+    {
         assert_close(a, b, &format!("{case} {name}"));
     }
 }
 
 fn candle_conv(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize, relu: bool) -> Tensor {
     let c_out = w.dim(0).unwrap();
-    let out = x.conv2d(w, padding, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, c_out, 1, 1)).unwrap()).unwrap();
-    if relu { out.relu().unwrap() } else { out }
+    let out = x
+        .conv2d(w, padding, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&b.reshape((1, c_out, 1, 1)).unwrap())
+        .unwrap();
+    if relu {
+        out.relu().unwrap()
+    } else {
+        out
+    }
 }
 
 /// (batch, c_in, c_out, height, width): odd sizes, channel counts off the vector width, 1x1
@@ -92,12 +119,24 @@ fn conv3x3_matches_candle() {
         let bias = random_tensor(&[c_out], seed + 3);
 
         for relu in [false, true] {
-            let reference = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| candle_conv(x, w, b, 1, relu));
+            let reference = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| {
+                candle_conv(x, w, b, 1, relu)
+            });
             for path in PATHS {
-                let activation = if relu { Activation::Relu } else { Activation::Identity };
+                let activation = if relu {
+                    Activation::Relu
+                } else {
+                    Activation::Identity
+                };
                 let options = ConvOptions { activation, path };
-                let ours = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| conv3x3_with(x, w, Some(b), options).unwrap());
-                assert_outcomes_agree(&ours, &reference, &format!("conv3x3 {:?} relu={relu} {path:?}", (n, c_in, c_out, h, w)));
+                let ours = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| {
+                    conv3x3_with(x, w, Some(b), options).unwrap()
+                });
+                assert_outcomes_agree(
+                    &ours,
+                    &reference,
+                    &format!("conv3x3 {:?} relu={relu} {path:?}", (n, c_in, c_out, h, w)),
+                );
             }
         }
     }
@@ -112,12 +151,24 @@ fn conv1x1_matches_candle() {
         let bias = random_tensor(&[c_out], seed + 3);
 
         for relu in [false, true] {
-            let reference = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| candle_conv(x, w, b, 0, relu));
+            let reference = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| {
+                candle_conv(x, w, b, 0, relu)
+            });
             for path in PATHS {
-                let activation = if relu { Activation::Relu } else { Activation::Identity };
+                let activation = if relu {
+                    Activation::Relu
+                } else {
+                    Activation::Identity
+                };
                 let options = ConvOptions { activation, path };
-                let ours = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| conv1x1_with(x, w, Some(b), options).unwrap());
-                assert_outcomes_agree(&ours, &reference, &format!("conv1x1 {:?} relu={relu} {path:?}", (n, c_in, c_out, h, w)));
+                let ours = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| {
+                    conv1x1_with(x, w, Some(b), options).unwrap()
+                });
+                assert_outcomes_agree(
+                    &ours,
+                    &reference,
+                    &format!("conv1x1 {:?} relu={relu} {path:?}", (n, c_in, c_out, h, w)),
+                );
             }
         }
     }
@@ -133,11 +184,18 @@ fn conv_transpose2x2_matches_candle() {
 
         let reference = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| {
             let out = x.conv_transpose2d(w, 0, 0, 2, 1).unwrap();
-            out.broadcast_add(&b.reshape((1, c_out, 1, 1)).unwrap()).unwrap()
+            out.broadcast_add(&b.reshape((1, c_out, 1, 1)).unwrap())
+                .unwrap()
         });
         for path in PATHS {
-            let ours = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| conv_transpose2x2_with(x, w, Some(b), path).unwrap());
-            assert_outcomes_agree(&ours, &reference, &format!("transpose2x2 {:?} {path:?}", (n, c_in, c_out, h, w)));
+            let ours = run_with_grads(&x, &weight, &bias, seed + 4, |x, w, b| {
+                conv_transpose2x2_with(x, w, Some(b), path).unwrap()
+            });
+            assert_outcomes_agree(
+                &ours,
+                &reference,
+                &format!("transpose2x2 {:?} {path:?}", (n, c_in, c_out, h, w)),
+            );
         }
     }
 }
@@ -153,7 +211,7 @@ fn conv3x3_without_bias_matches_candle() {
 }
 
 #[test]
-fn conv_transpose2x2_doubles_each_pixel_by_hand() {
+fn conv_transpose2x2_hand_example() {
     // One input channel with values [1, 2], one output channel, kernel [[1, 2], [3, 4]], bias 10:
     // each input pixel v becomes the block [[v + 10, 2v + 10], [3v + 10, 4v + 10]].
     let x = Tensor::new(&[[[[1.0f32, 2.0]]]], &Device::Cpu).unwrap();
@@ -161,8 +219,17 @@ fn conv_transpose2x2_doubles_each_pixel_by_hand() {
     let bias = Tensor::new(&[10.0f32], &Device::Cpu).unwrap();
 
     let out = conv_transpose2x2(&x, &weight, Some(&bias)).unwrap();
-    let rows = out.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
-    assert_eq!(rows, vec![vec![11.0, 12.0, 12.0, 14.0], vec![13.0, 14.0, 16.0, 18.0]]);
+    let rows = out
+        .squeeze(0)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![vec![11.0, 12.0, 12.0, 14.0], vec![13.0, 14.0, 16.0, 18.0]]
+    );
 }
 
 #[test]
@@ -179,8 +246,12 @@ fn non_contiguous_input_gives_same_result() {
 
 #[test]
 fn wrong_dtype_is_rejected() {
-    let x = random_tensor(&[1, 2, 4, 4], 501).to_dtype(DType::F64).unwrap();
-    let weight = random_tensor(&[3, 2, 3, 3], 502).to_dtype(DType::F64).unwrap();
+    let x = random_tensor(&[1, 2, 4, 4], 501)
+        .to_dtype(DType::F64)
+        .unwrap();
+    let weight = random_tensor(&[3, 2, 3, 3], 502)
+        .to_dtype(DType::F64)
+        .unwrap();
     let message = conv3x3(&x, &weight, None).unwrap_err().to_string();
     assert!(message.contains("convert it to f32"), "{message}");
 }
@@ -190,7 +261,10 @@ fn channel_mismatch_is_rejected() {
     let x = random_tensor(&[1, 2, 4, 4], 601);
     let weight = random_tensor(&[3, 5, 3, 3], 602);
     let message = conv3x3(&x, &weight, None).unwrap_err().to_string();
-    assert!(message.contains("input has 2 channels but the weight expects 5"), "{message}");
+    assert!(
+        message.contains("input has 2 channels but the weight expects 5"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -198,7 +272,10 @@ fn wrong_kernel_size_is_rejected() {
     let x = random_tensor(&[1, 2, 4, 4], 701);
     let weight = random_tensor(&[3, 2, 5, 5], 702);
     let message = conv3x3(&x, &weight, None).unwrap_err().to_string();
-    assert!(message.contains("weight has shape [3, 2, 5, 5]"), "{message}");
+    assert!(
+        message.contains("weight has shape [3, 2, 5, 5]"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -206,7 +283,9 @@ fn wrong_bias_length_is_rejected() {
     let x = random_tensor(&[1, 2, 4, 4], 801);
     let weight = random_tensor(&[2, 3, 2, 2], 802);
     let bias = random_tensor(&[4], 803);
-    let message = conv_transpose2x2(&x, &weight, Some(&bias)).unwrap_err().to_string();
+    let message = conv_transpose2x2(&x, &weight, Some(&bias))
+        .unwrap_err()
+        .to_string();
     assert!(message.contains("bias has shape [4]"), "{message}");
 }
 
@@ -223,13 +302,20 @@ fn relu_output_is_never_negative() {
     let x = random_tensor(&[1, 3, 8, 8], 1001);
     let weight = random_tensor(&[4, 3, 3, 3], 1002);
     let out = penumbra_kernels::conv3x3_relu(&x, &weight, None).unwrap();
-    let min = out.flatten_all().unwrap().min(D::Minus1).unwrap().to_scalar::<f32>().unwrap();
+    let min = out
+        .flatten_all()
+        .unwrap()
+        .min(D::Minus1)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert_eq!(min, 0.0);
 }
 
 #[test]
-fn zero_width_input_gives_empty_output_and_zero_grads() {
-    let x = Var::from_tensor(&Tensor::zeros((1, 2, 3, 0), DType::F32, &Device::Cpu).unwrap()).unwrap();
+fn zero_width_input_empty_output() {
+    let x =
+        Var::from_tensor(&Tensor::zeros((1, 2, 3, 0), DType::F32, &Device::Cpu).unwrap()).unwrap();
     let weight = Var::from_tensor(&random_tensor(&[4, 2, 3, 3], 1101)).unwrap();
 
     let out = conv3x3(x.as_tensor(), weight.as_tensor(), None).unwrap();
@@ -237,6 +323,14 @@ fn zero_width_input_gives_empty_output_and_zero_grads() {
 
     let grads = out.sum_all().unwrap().backward().unwrap();
     let grad_w = grads.get(weight.as_tensor()).unwrap();
-    let max = grad_w.abs().unwrap().flatten_all().unwrap().max(D::Minus1).unwrap().to_scalar::<f32>().unwrap();
+    let max = grad_w
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(D::Minus1)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert_eq!(max, 0.0);
 }

@@ -31,8 +31,17 @@ struct Layer {
 /// transposed convolution per decoder level, 1x1 residual projections where the channel count
 /// changes, and the final 1x1 head with three classes.
 fn unet_layers() -> Vec<Layer> {
-    let layer = |kind, c_in, c_out, divisor| Layer { kind, c_in, c_out, divisor };
-    let mut layers = vec![layer(Kind::Conv3x3, 4, 16, 1), layer(Kind::Conv3x3, 16, 16, 1), layer(Kind::Conv1x1, 4, 16, 1)];
+    let layer = |kind, c_in, c_out, divisor| Layer {
+        kind,
+        c_in,
+        c_out,
+        divisor,
+    };
+    let mut layers = vec![
+        layer(Kind::Conv3x3, 4, 16, 1),
+        layer(Kind::Conv3x3, 16, 16, 1),
+        layer(Kind::Conv1x1, 4, 16, 1),
+    ];
     for level in 1..5 {
         let (c_in, c_out, divisor) = (16 << (level - 1), 16 << level, 1 << level);
         layers.push(layer(Kind::Conv3x3, c_in, c_out, divisor));
@@ -54,17 +63,33 @@ struct Options {
 }
 
 fn parse_options() -> std::result::Result<Options, String> {
-    let mut options = Options { size: 256, batch: 1, reps: 3 };
+    let mut options = Options {
+        size: 256,
+        batch: 1,
+        reps: 3,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("missing value after {flag}"))?;
-        let number: usize = value.parse().map_err(|_| format!("{flag} must be a positive integer, got {value}"))?;
+        let value = args
+            .next()
+            .ok_or_else(|| format!("missing value after {flag}"))?;
+        let number: usize = value
+            .parse()
+            .map_err(|_| format!("{flag} must be a positive integer, got {value}"))?;
         match flag.as_str() {
             "--size" if number >= 16 && number % 16 == 0 => options.size = number,
-            "--size" => return Err(format!("--size must be a multiple of 16, at least 16, got {number}")),
+            "--size" => {
+                return Err(format!(
+                    "--size must be a multiple of 16, at least 16, got {number}"
+                ))
+            }
             "--batch" if number > 0 => options.batch = number,
             "--reps" if number > 0 => options.reps = number,
-            _ => return Err(format!("unknown option {flag} or zero value; use --size, --batch, --reps")),
+            _ => {
+                return Err(format!(
+                    "unknown option {flag} or zero value; use --size, --batch, --reps"
+                ))
+            }
         }
     }
     Ok(options)
@@ -110,7 +135,9 @@ fn time_layer(
     kind: Kind,
     conv: fn(Kind, &Tensor, &Tensor, &Tensor) -> Result<Tensor>,
 ) -> Result<(Duration, Duration)> {
-    let forward = best_time(reps, || conv(kind, x.as_tensor(), w.as_tensor(), b.as_tensor()).map(drop))?;
+    let forward = best_time(reps, || {
+        conv(kind, x.as_tensor(), w.as_tensor(), b.as_tensor()).map(drop)
+    })?;
     let training = best_time(reps, || {
         let loss = conv(kind, x.as_tensor(), w.as_tensor(), b.as_tensor())?.sum_all()?;
         loss.backward().map(drop)
@@ -119,7 +146,9 @@ fn time_layer(
 }
 
 fn bench_layers(options: &Options) -> Result<()> {
-    println!("kind        c_in c_out  size | fwd GFLOP/s ours candle | fwd+bwd GFLOP/s ours candle");
+    println!(
+        "kind        c_in c_out  size | fwd GFLOP/s ours candle | fwd+bwd GFLOP/s ours candle"
+    );
     let (mut ours_total, mut candle_total) = (Duration::ZERO, Duration::ZERO);
 
     for layer in unet_layers() {
@@ -129,13 +158,19 @@ fn bench_layers(options: &Options) -> Result<()> {
             Kind::Conv1x1 => ((layer.c_out, layer.c_in, 1, 1), 1.0),
             Kind::Transpose2x2 => ((layer.c_in, layer.c_out, 2, 2), 4.0),
         };
-        let x = Var::randn(0f32, 1f32, (options.batch, layer.c_in, side, side), &Device::Cpu)?;
+        let x = Var::randn(
+            0f32,
+            1f32,
+            (options.batch, layer.c_in, side, side),
+            &Device::Cpu,
+        )?;
         let w = Var::randn(0f32, 0.1f32, w_dims, &Device::Cpu)?;
         let b = Var::randn(0f32, 0.1f32, layer.c_out, &Device::Cpu)?;
         let flops = 2.0 * (options.batch * side * side * layer.c_in * layer.c_out) as f64 * taps;
 
         let (ours_fwd, ours_train) = time_layer(options.reps, (&x, &w, &b), layer.kind, ours)?;
-        let (candle_fwd, candle_train) = time_layer(options.reps, (&x, &w, &b), layer.kind, candle)?;
+        let (candle_fwd, candle_train) =
+            time_layer(options.reps, (&x, &w, &b), layer.kind, candle)?;
         ours_total += ours_fwd;
         candle_total += candle_fwd;
 
@@ -159,9 +194,13 @@ fn bench_layers(options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Two-level encoder-decoder: conv-conv, pool, conv-conv, up, concat, conv, 1x1 head; returns
-/// the sum of squared outputs as the loss.
-fn stack_loss(params: &[Var], x: &Tensor, conv: fn(Kind, &Tensor, &Tensor, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
+/// Runs a two-level encoder-decoder (conv-conv, pool, conv-conv, up, concat, conv, 1x1 head)
+/// and returns the sum of squared outputs as the loss.
+fn stack_loss(
+    params: &[Var],
+    x: &Tensor,
+    conv: fn(Kind, &Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let p = |i: usize| params[i].as_tensor();
     let skip = conv(Kind::Conv3x3, x, p(0), p(1))?.relu()?;
     let skip = conv(Kind::Conv3x3, &skip, p(2), p(3))?.relu()?;
@@ -190,10 +229,19 @@ fn bench_stack(options: &Options) -> Result<()> {
         params.push(Var::randn(0f32, 0.1f32, w_dims, &Device::Cpu)?);
         params.push(Var::randn(0f32, 0.1f32, c_out, &Device::Cpu)?);
     }
-    let x = Tensor::randn(0f32, 1f32, (options.batch, 4, options.size, options.size), &Device::Cpu)?;
+    let x = Tensor::randn(
+        0f32,
+        1f32,
+        (options.batch, 4, options.size, options.size),
+        &Device::Cpu,
+    )?;
 
-    let ours_time = best_time(options.reps, || stack_loss(&params, &x, ours)?.backward().map(drop))?;
-    let candle_time = best_time(options.reps, || stack_loss(&params, &x, candle)?.backward().map(drop))?;
+    let ours_time = best_time(options.reps, || {
+        stack_loss(&params, &x, ours)?.backward().map(drop)
+    })?;
+    let candle_time = best_time(options.reps, || {
+        stack_loss(&params, &x, candle)?.backward().map(drop)
+    })?;
     println!(
         "small stack forward+backward, batch {} at {}x{}: ours {:.1} ms, candle {:.1} ms",
         options.batch,
