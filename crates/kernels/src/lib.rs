@@ -17,6 +17,7 @@ mod error;
 mod layout;
 mod matmul;
 mod ops;
+mod reduce;
 mod tiling;
 mod transpose;
 

@@ -1,11 +1,12 @@
 //! candle custom ops wrapping the kernels: one forward op per convolution kind and one
 //! gradient op per (kind, operand) pair that the forward op's `bwd` calls.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use crate::error::KernelError;
 use crate::layout::ConvShape;
 use crate::matmul::{KernelPath, MatRef};
+use crate::reduce::{ChannelSum, ReluMask};
 use crate::{conv1x1, conv3x3, transpose, Activation};
 
 /// Convolution computed by a forward op.
@@ -45,7 +46,7 @@ impl ConvKind {
 }
 
 /// Returns the contiguous `f32` data behind a storage and layout.
-fn contiguous_f32<'a>(
+pub(crate) fn contiguous_f32<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     operand: &'static str,
@@ -112,8 +113,8 @@ impl CustomOp3 for ConvOp {
         let grad = match self.activation {
             Activation::Identity => grad_res.contiguous()?,
             Activation::Relu => grad_res
-                .mul(&res.gt(0f32)?.to_dtype(DType::F32)?)?
-                .contiguous()?,
+                .contiguous()?
+                .apply_op2_no_bwd(&res.contiguous()?, &ReluMask)?,
         };
 
         let grad_x = grad.apply_op2_no_bwd(
@@ -132,7 +133,7 @@ impl CustomOp3 for ConvOp {
                 path: self.path,
             },
         )?;
-        let grad_b = grad.sum((0, 2, 3))?;
+        let grad_b = grad.apply_op1_no_bwd(&ChannelSum)?;
         Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
     }
 }
