@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::conv3x3::add_into;
 use crate::layout::{add_bias_relu, ConvShape};
 use crate::matmul::{sgemm, DstMat, KernelPath, MatRef};
-use crate::tiling::{row_tiles, SharedOut};
+use crate::tiling::{row_tiles, SharedOut, FORWARD_TASKS_PER_THREAD, REDUCTION_TASKS_PER_THREAD};
 
 /// Computes `out[co, p] = sum_ci weight[co, ci] * x[ci, p]` for each image, then adds `bias`
 /// and applies ReLU when asked. `weight` is any strided `c_out x c_in` view, which lets the
@@ -26,7 +26,12 @@ pub(crate) fn forward(
     }
 
     let shared = SharedOut::new(&mut out);
-    let tiles = row_tiles(shape.batch, shape.height, shape.c_in * shape.width);
+    let tiles = row_tiles(
+        shape.batch,
+        shape.height,
+        shape.c_in * shape.width,
+        FORWARD_TASKS_PER_THREAD,
+    );
     tiles.par_iter().for_each(|tile| {
         let pixels = tile.rows.len() * shape.width;
         let start = tile.rows.start * shape.width;
@@ -75,7 +80,12 @@ pub(crate) fn weight_grad(
     let plane = shape.plane();
     let size = shape.c_out * shape.c_in;
 
-    let tiles = row_tiles(shape.batch, shape.height, shape.c_in * shape.width);
+    let tiles = row_tiles(
+        shape.batch,
+        shape.height,
+        shape.c_in * shape.width,
+        REDUCTION_TASKS_PER_THREAD,
+    );
     tiles
         .par_iter()
         .fold(

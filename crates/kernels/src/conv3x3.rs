@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::layout::{add_bias_relu, ConvShape};
 use crate::matmul::{sgemm, DstMat, KernelPath, MatRef};
-use crate::tiling::{row_tiles, SharedOut};
+use crate::tiling::{row_tiles, SharedOut, FORWARD_TASKS_PER_THREAD, REDUCTION_TASKS_PER_THREAD};
 
 /// Unrolls rows `rows` of one image (`c_in` planes of `height` x `width`) into `col`, laid out
 /// as `(c_in * 9)` rows of `rows.len() * width` values, zero where the 3x3 window leaves the
@@ -76,7 +76,12 @@ pub(crate) fn forward(
     }
 
     let shared = SharedOut::new(&mut out);
-    let tiles = row_tiles(shape.batch, shape.height, taps * shape.width);
+    let tiles = row_tiles(
+        shape.batch,
+        shape.height,
+        taps * shape.width,
+        FORWARD_TASKS_PER_THREAD,
+    );
     tiles
         .par_iter()
         .for_each_init(Vec::new, |col: &mut Vec<f32>, tile| {
@@ -123,7 +128,12 @@ pub(crate) fn weight_grad(
         return vec![0.0f32; size];
     }
 
-    let tiles = row_tiles(shape.batch, shape.height, taps * shape.width);
+    let tiles = row_tiles(
+        shape.batch,
+        shape.height,
+        taps * shape.width,
+        REDUCTION_TASKS_PER_THREAD,
+    );
     tiles
         .par_iter()
         .fold(

@@ -7,6 +7,12 @@ use std::ops::Range;
 /// elements: 512 Ki elements is 2 MiB, about the L2 cache of one recent x86 core.
 pub(crate) const SCRATCH_ELEMS: usize = 512 * 1024;
 
+/// Tiles per rayon thread for passes that write disjoint output rows.
+pub(crate) const FORWARD_TASKS_PER_THREAD: usize = 4;
+
+/// Tiles per rayon thread for weight gradients, which sum over tiles.
+pub(crate) const REDUCTION_TASKS_PER_THREAD: usize = 1;
+
 /// One unit of parallel work: image `image` of the batch, rows `rows` of its spatial grid.
 #[derive(Debug, Clone)]
 pub(crate) struct Tile {
@@ -18,14 +24,23 @@ pub(crate) struct Tile {
 ///
 /// A tile's scratch is `elems_per_row` elements per row, so the tile height keeps it under
 /// `SCRATCH_ELEMS` (at least one row). Tiles are also made short enough that there are about
-/// four per rayon thread, so both cores stay busy on small batches.
-pub(crate) fn row_tiles(batch: usize, height: usize, elems_per_row: usize) -> Vec<Tile> {
+/// `tasks_per_thread` per rayon thread, so every core stays busy on small batches.
+///
+/// Forward passes use `FORWARD_TASKS_PER_THREAD`. Weight gradients use
+/// `REDUCTION_TASKS_PER_THREAD`, because each of their tiles is one GEMM whose inner dimension
+/// is the tile's pixel count, and short tiles turn it into many passes over the accumulator.
+pub(crate) fn row_tiles(
+    batch: usize,
+    height: usize,
+    elems_per_row: usize,
+    tasks_per_thread: usize,
+) -> Vec<Tile> {
     if batch == 0 || height == 0 {
         return Vec::new();
     }
 
     let by_cache = (SCRATCH_ELEMS / elems_per_row.max(1)).max(1);
-    let wanted_tasks = 4 * rayon::current_num_threads();
+    let wanted_tasks = tasks_per_thread.max(1) * rayon::current_num_threads();
     let tiles_per_image = wanted_tasks.div_ceil(batch).max(1);
     let by_balance = height.div_ceil(tiles_per_image).max(1);
     let tile_height = by_cache.min(by_balance).min(height);
@@ -82,7 +97,7 @@ mod tests {
 
     #[test]
     fn row_tiles_cover_every_row_once() {
-        let tiles = row_tiles(3, 37, 1000);
+        let tiles = row_tiles(3, 37, 1000, FORWARD_TASKS_PER_THREAD);
         for image in 0..3 {
             let mut covered = vec![0u32; 37];
             for tile in tiles.iter().filter(|t| t.image == image) {
@@ -100,7 +115,7 @@ mod tests {
     #[test]
     fn row_tiles_respect_scratch_limit() {
         let per_row = SCRATCH_ELEMS / 3;
-        let tiles = row_tiles(1, 100, per_row);
+        let tiles = row_tiles(1, 100, per_row, FORWARD_TASKS_PER_THREAD);
         assert!(tiles
             .iter()
             .all(|t| t.rows.len() * per_row <= SCRATCH_ELEMS));
@@ -108,7 +123,7 @@ mod tests {
 
     #[test]
     fn row_tiles_oversized_row_gets_own_tile() {
-        let tiles = row_tiles(1, 4, SCRATCH_ELEMS * 2);
+        let tiles = row_tiles(1, 4, SCRATCH_ELEMS * 2, FORWARD_TASKS_PER_THREAD);
         assert_eq!(tiles.len(), 4);
     }
 }

@@ -10,7 +10,9 @@ use rayon::prelude::*;
 use crate::conv3x3::add_into;
 use crate::layout::ConvShape;
 use crate::matmul::{sgemm, DstMat, KernelPath, MatRef};
-use crate::tiling::{row_tiles, SharedOut, Tile};
+use crate::tiling::{
+    row_tiles, SharedOut, Tile, FORWARD_TASKS_PER_THREAD, REDUCTION_TASKS_PER_THREAD,
+};
 
 /// Computes the forward pass for `x` (NCHW) and adds `bias`. Returns `(n, c_out, 2h, 2w)`.
 pub(crate) fn forward(
@@ -28,7 +30,12 @@ pub(crate) fn forward(
     }
 
     let shared = SharedOut::new(&mut out);
-    let tiles = row_tiles(shape.batch, shape.height, outputs * shape.width);
+    let tiles = row_tiles(
+        shape.batch,
+        shape.height,
+        outputs * shape.width,
+        FORWARD_TASKS_PER_THREAD,
+    );
     tiles
         .par_iter()
         .for_each_init(Vec::new, |scratch: &mut Vec<f32>, tile| {
@@ -127,7 +134,12 @@ pub(crate) fn input_grad(
     }
 
     let shared = SharedOut::new(&mut grad_x);
-    let tiles = row_tiles(shape.batch, shape.height, outputs * shape.width);
+    let tiles = row_tiles(
+        shape.batch,
+        shape.height,
+        outputs * shape.width,
+        FORWARD_TASKS_PER_THREAD,
+    );
     tiles
         .par_iter()
         .for_each_init(Vec::new, |gathered: &mut Vec<f32>, tile| {
@@ -167,7 +179,12 @@ pub(crate) fn weight_grad(
     let outputs = shape.c_out * 4;
     let size = shape.c_in * outputs;
 
-    let tiles = row_tiles(shape.batch, shape.height, outputs * shape.width);
+    let tiles = row_tiles(
+        shape.batch,
+        shape.height,
+        outputs * shape.width,
+        REDUCTION_TASKS_PER_THREAD,
+    );
     tiles
         .par_iter()
         .fold(
