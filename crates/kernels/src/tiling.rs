@@ -4,8 +4,9 @@
 use std::ops::Range;
 
 /// Largest scratch buffer (im2col columns or a gathered gradient) one task allocates, in `f32`
-/// elements: 512 Ki elements is 2 MiB, about the L2 cache of one recent x86 core.
-pub(crate) const SCRATCH_ELEMS: usize = 512 * 1024;
+/// elements: 256 Ki elements is 1 MiB, the L2 cache of one AMD Zen 4 core, so the GEMM can read
+/// the columns back from L2 right after im2col writes them.
+pub(crate) const SCRATCH_ELEMS: usize = 256 * 1024;
 
 /// Tiles per rayon thread for passes that write disjoint output rows.
 pub(crate) const FORWARD_TASKS_PER_THREAD: usize = 4;

@@ -334,3 +334,21 @@ fn zero_width_input_empty_output() {
         .unwrap();
     assert_eq!(max, 0.0);
 }
+
+#[test]
+fn conv3x3_cache_split_matches_candle() {
+    // 64 input channels over 64 columns make 36,864 im2col values per row, so the 1 MiB scratch
+    // limit splits each 40-row image into several tiles.
+    let x = random_tensor(&[2, 64, 40, 64], 1201);
+    let weight = random_tensor(&[8, 64, 3, 3], 1202);
+    let bias = random_tensor(&[8], 1203);
+
+    let reference = run_with_grads(&x, &weight, &bias, 1204, |x, w, b| candle_conv(x, w, b, 1, true));
+    for path in PATHS {
+        let options = ConvOptions { activation: Activation::Relu, path };
+        let ours = run_with_grads(&x, &weight, &bias, 1204, |x, w, b| {
+            conv3x3_with(x, w, Some(b), options).unwrap()
+        });
+        assert_outcomes_agree(&ours, &reference, &format!("conv3x3 cache split {path:?}"));
+    }
+}
