@@ -105,7 +105,7 @@ impl CustomOp3 for ConvOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -117,24 +117,31 @@ impl CustomOp3 for ConvOp {
                 .apply_op2_no_bwd(&res.contiguous()?, &ReluMask)?,
         };
 
-        let grad_x = grad.apply_op2_no_bwd(
-            w,
-            &GradOp {
-                kind: self.kind,
-                operand: GradOperand::Input,
-                path: self.path,
-            },
-        )?;
-        let grad_w = x.apply_op2_no_bwd(
-            &grad,
-            &GradOp {
-                kind: self.kind,
-                operand: GradOperand::Weight,
-                path: self.path,
-            },
-        )?;
-        let grad_b = grad.apply_op1_no_bwd(&ChannelSum)?;
-        Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
+        // Operands outside the autograd graph (the network's input image, a bias that `apply`
+        // filled with zeros) get no gradient, which skips a whole convolution for the first layer.
+        let input_op = GradOp {
+            kind: self.kind,
+            operand: GradOperand::Input,
+            path: self.path,
+        };
+        let weight_op = GradOp {
+            kind: self.kind,
+            operand: GradOperand::Weight,
+            path: self.path,
+        };
+        let grad_x = x
+            .track_op()
+            .then(|| grad.apply_op2_no_bwd(w, &input_op))
+            .transpose()?;
+        let grad_w = w
+            .track_op()
+            .then(|| x.apply_op2_no_bwd(&grad, &weight_op))
+            .transpose()?;
+        let grad_b = b
+            .track_op()
+            .then(|| grad.apply_op1_no_bwd(&ChannelSum))
+            .transpose()?;
+        Ok((grad_x, grad_w, grad_b))
     }
 }
 

@@ -343,12 +343,38 @@ fn conv3x3_cache_split_matches_candle() {
     let weight = random_tensor(&[8, 64, 3, 3], 1202);
     let bias = random_tensor(&[8], 1203);
 
-    let reference = run_with_grads(&x, &weight, &bias, 1204, |x, w, b| candle_conv(x, w, b, 1, true));
+    let reference = run_with_grads(&x, &weight, &bias, 1204, |x, w, b| {
+        candle_conv(x, w, b, 1, true)
+    });
     for path in PATHS {
-        let options = ConvOptions { activation: Activation::Relu, path };
+        let options = ConvOptions {
+            activation: Activation::Relu,
+            path,
+        };
         let ours = run_with_grads(&x, &weight, &bias, 1204, |x, w, b| {
             conv3x3_with(x, w, Some(b), options).unwrap()
         });
         assert_outcomes_agree(&ours, &reference, &format!("conv3x3 cache split {path:?}"));
     }
+}
+
+#[test]
+fn constant_input_gets_no_gradient() {
+    let x = random_tensor(&[1, 3, 6, 5], 1301);
+    let weight = Var::from_tensor(&random_tensor(&[4, 3, 3, 3], 1302)).unwrap();
+
+    let out = conv3x3(&x, weight.as_tensor(), None).unwrap();
+    let grads = out.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+
+    let reference = x.conv2d(weight.as_tensor(), 1, 1, 1, 1).unwrap();
+    let reference_grads = reference.sum_all().unwrap().backward().unwrap();
+    let grad_w = grads
+        .get(weight.as_tensor())
+        .expect("missing weight gradient");
+    assert_close(
+        grad_w,
+        reference_grads.get(weight.as_tensor()).unwrap(),
+        "weight grad",
+    );
 }
