@@ -9,12 +9,14 @@
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Result, Tensor, Var};
-use penumbra_kernels::{conv1x1, conv3x3, conv_transpose2x2};
+use penumbra_kernels::{conv1x1, conv3x3, conv3x3_relu, conv_transpose2x2};
 
 /// Layer kinds the U-Net uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Conv3x3,
+    /// 3x3 convolution followed by ReLU, fused in this crate and two ops in candle.
+    Conv3x3Relu,
     Conv1x1,
     Transpose2x2,
 }
@@ -114,6 +116,7 @@ fn gflops(flops: f64, time: Duration) -> f64 {
 fn ours(kind: Kind, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     match kind {
         Kind::Conv3x3 => conv3x3(x, w, Some(b)),
+        Kind::Conv3x3Relu => conv3x3_relu(x, w, Some(b)),
         Kind::Conv1x1 => conv1x1(x, w, Some(b)),
         Kind::Transpose2x2 => conv_transpose2x2(x, w, Some(b)),
     }
@@ -121,11 +124,16 @@ fn ours(kind: Kind, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 fn candle(kind: Kind, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out = match kind {
-        Kind::Conv3x3 => x.conv2d(w, 1, 1, 1, 1)?,
+        Kind::Conv3x3 | Kind::Conv3x3Relu => x.conv2d(w, 1, 1, 1, 1)?,
         Kind::Conv1x1 => x.conv2d(w, 0, 1, 1, 1)?,
         Kind::Transpose2x2 => x.conv_transpose2d(w, 0, 0, 2, 1)?,
     };
-    out.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)
+    let out = out.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;
+    if kind == Kind::Conv3x3Relu {
+        out.relu()
+    } else {
+        Ok(out)
+    }
 }
 
 /// Forward time and forward+backward time of one layer through `conv`.
@@ -154,7 +162,7 @@ fn bench_layers(options: &Options) -> Result<()> {
     for layer in unet_layers() {
         let side = options.size / layer.divisor;
         let (w_dims, taps) = match layer.kind {
-            Kind::Conv3x3 => ((layer.c_out, layer.c_in, 3, 3), 9.0),
+            Kind::Conv3x3 | Kind::Conv3x3Relu => ((layer.c_out, layer.c_in, 3, 3), 9.0),
             Kind::Conv1x1 => ((layer.c_out, layer.c_in, 1, 1), 1.0),
             Kind::Transpose2x2 => ((layer.c_in, layer.c_out, 2, 2), 4.0),
         };
@@ -194,22 +202,22 @@ fn bench_layers(options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Runs a two-level encoder-decoder (conv-conv, pool, conv-conv, up, concat, conv, 1x1 head)
-/// and returns the sum of squared outputs as the loss.
+/// Runs a two-level encoder-decoder (conv-ReLU twice, pool, conv-ReLU twice, up, concat,
+/// conv-ReLU, 1x1 head) and returns the sum of squared outputs as the loss.
 fn stack_loss(
     params: &[Var],
     x: &Tensor,
     conv: fn(Kind, &Tensor, &Tensor, &Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let p = |i: usize| params[i].as_tensor();
-    let skip = conv(Kind::Conv3x3, x, p(0), p(1))?.relu()?;
-    let skip = conv(Kind::Conv3x3, &skip, p(2), p(3))?.relu()?;
+    let skip = conv(Kind::Conv3x3Relu, x, p(0), p(1))?;
+    let skip = conv(Kind::Conv3x3Relu, &skip, p(2), p(3))?;
     let down = skip.avg_pool2d(2)?;
-    let down = conv(Kind::Conv3x3, &down, p(4), p(5))?.relu()?;
-    let down = conv(Kind::Conv3x3, &down, p(6), p(7))?.relu()?;
+    let down = conv(Kind::Conv3x3Relu, &down, p(4), p(5))?;
+    let down = conv(Kind::Conv3x3Relu, &down, p(6), p(7))?;
     let up = conv(Kind::Transpose2x2, &down, p(8), p(9))?;
     let merged = Tensor::cat(&[&skip, &up], 1)?;
-    let merged = conv(Kind::Conv3x3, &merged, p(10), p(11))?.relu()?;
+    let merged = conv(Kind::Conv3x3Relu, &merged, p(10), p(11))?;
     let head = conv(Kind::Conv1x1, &merged, p(12), p(13))?;
     head.sqr()?.sum_all()
 }
