@@ -59,7 +59,7 @@ pub fn conv3x3(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     conv3x3_with(x, w, b, ConvOptions::default())
 }
 
-/// `conv3x3` followed by ReLU, fused into the same pass.
+/// Computes `conv3x3` followed by ReLU in one pass.
 pub fn conv3x3_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let options = ConvOptions {
         activation: Activation::Relu,
@@ -68,7 +68,7 @@ pub fn conv3x3_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor
     conv3x3_with(x, w, b, options)
 }
 
-/// `conv3x3` with an explicit activation and kernel path.
+/// Computes `conv3x3` with an explicit activation and kernel path.
 pub fn conv3x3_with(
     x: &Tensor,
     w: &Tensor,
@@ -84,7 +84,7 @@ pub fn conv1x1(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     conv1x1_with(x, w, b, ConvOptions::default())
 }
 
-/// `conv1x1` followed by ReLU, fused into the same pass.
+/// Computes `conv1x1` followed by ReLU in one pass.
 pub fn conv1x1_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let options = ConvOptions {
         activation: Activation::Relu,
@@ -93,7 +93,7 @@ pub fn conv1x1_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor
     conv1x1_with(x, w, b, options)
 }
 
-/// `conv1x1` with an explicit activation and kernel path.
+/// Computes `conv1x1` with an explicit activation and kernel path.
 pub fn conv1x1_with(
     x: &Tensor,
     w: &Tensor,
@@ -110,7 +110,7 @@ pub fn conv_transpose2x2(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<T
     conv_transpose2x2_with(x, w, b, KernelPath::from_env())
 }
 
-/// `conv_transpose2x2` with an explicit kernel path.
+/// Computes `conv_transpose2x2` with an explicit kernel path.
 pub fn conv_transpose2x2_with(
     x: &Tensor,
     w: &Tensor,

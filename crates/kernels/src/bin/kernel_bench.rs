@@ -64,6 +64,8 @@ struct Options {
     reps: usize,
 }
 
+// `usize::is_multiple_of` needs Rust 1.87, above the workspace minimum of 1.85.
+#[allow(clippy::manual_is_multiple_of)]
 fn parse_options() -> std::result::Result<Options, String> {
     let mut options = Options {
         size: 256,
