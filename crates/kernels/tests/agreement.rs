@@ -378,3 +378,55 @@ fn constant_input_gets_no_gradient() {
         "weight grad",
     );
 }
+
+#[test]
+fn random_shapes_match_candle() {
+    // Draws 8 shapes per kind: batch 1-3, channels 1-20, sides 1-24.
+    let draws = random_values(8 * 5, 1401);
+    for (case, draw) in draws.chunks(5).enumerate() {
+        let pick = |value: f32, max: usize| 1 + (((value + 1.0) / 2.0) * max as f32) as usize % max;
+        let (n, c_in, c_out) = (pick(draw[0], 3), pick(draw[1], 20), pick(draw[2], 20));
+        let (h, w) = (pick(draw[3], 24), pick(draw[4], 24));
+        let seed = 1500 + case as u64 * 10;
+        let x = random_tensor(&[n, c_in, h, w], seed);
+        let bias = random_tensor(&[c_out], seed + 1);
+        let shape = (n, c_in, c_out, h, w);
+
+        let weight3 = random_tensor(&[c_out, c_in, 3, 3], seed + 2);
+        let reference = run_with_grads(&x, &weight3, &bias, seed + 3, |x, w, b| {
+            candle_conv(x, w, b, 1, true)
+        });
+        let options = ConvOptions {
+            activation: Activation::Relu,
+            path: KernelPath::Simd,
+        };
+        let ours = run_with_grads(&x, &weight3, &bias, seed + 3, |x, w, b| {
+            conv3x3_with(x, w, Some(b), options).unwrap()
+        });
+        assert_outcomes_agree(&ours, &reference, &format!("conv3x3 {shape:?}"));
+
+        let weight1 = random_tensor(&[c_out, c_in, 1, 1], seed + 4);
+        let reference = run_with_grads(&x, &weight1, &bias, seed + 5, |x, w, b| {
+            candle_conv(x, w, b, 0, false)
+        });
+        let options = ConvOptions {
+            activation: Activation::Identity,
+            path: KernelPath::Simd,
+        };
+        let ours = run_with_grads(&x, &weight1, &bias, seed + 5, |x, w, b| {
+            conv1x1_with(x, w, Some(b), options).unwrap()
+        });
+        assert_outcomes_agree(&ours, &reference, &format!("conv1x1 {shape:?}"));
+
+        let weight2 = random_tensor(&[c_in, c_out, 2, 2], seed + 6);
+        let reference = run_with_grads(&x, &weight2, &bias, seed + 7, |x, w, b| {
+            let out = x.conv_transpose2d(w, 0, 0, 2, 1).unwrap();
+            out.broadcast_add(&b.reshape((1, c_out, 1, 1)).unwrap())
+                .unwrap()
+        });
+        let ours = run_with_grads(&x, &weight2, &bias, seed + 7, |x, w, b| {
+            conv_transpose2x2_with(x, w, Some(b), KernelPath::Simd).unwrap()
+        });
+        assert_outcomes_agree(&ours, &reference, &format!("transpose2x2 {shape:?}"));
+    }
+}
