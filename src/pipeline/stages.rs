@@ -34,6 +34,10 @@ pub fn load_segmenter(settings: &Settings) -> Result<Segmenter, String> {
     let mut segmenter = penumbra_model::load(path)
         .map_err(|e| format!("cannot load the model from {}: {e}", path.display()))?;
     segmenter.set_threads(settings.model.threads).map_err(|e| e.to_string())?;
+    segmenter.set_kernels(match settings.model.kernels {
+        crate::config::Kernels::Fast => penumbra_model::Kernels::Fast,
+        crate::config::Kernels::Candle => penumbra_model::Kernels::Candle,
+    });
     info!(
         model = %path.display(),
         channels = ?segmenter.card().input_channels(),

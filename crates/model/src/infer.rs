@@ -202,6 +202,11 @@ impl Segmenter {
         Ok(())
     }
 
+    /// Selects the convolution kernels for later predictions.
+    pub fn set_kernels(&mut self, kernels: crate::unet::Kernels) {
+        self.model.set_kernels(kernels);
+    }
+
     /// Runs later predictions in a dedicated rayon pool of `threads` threads.
     pub fn set_threads(&mut self, threads: usize) -> Result<(), ModelError> {
         if threads == 0 {

@@ -37,4 +37,4 @@ pub use resample::{
     CLASSES, MODEL_SIZE,
 };
 pub use train::{train, TrainConfig, TrainOutcome};
-pub use unet::{Norm, UNet, UNetConfig};
+pub use unet::{Kernels, Norm, UNet, UNetConfig};

@@ -13,6 +13,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
+/// Which convolution kernels run the CPU forward and backward passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kernels {
+    /// `penumbra-kernels`: cache-tiled GEMM convolutions with fused bias and ReLU.
+    #[default]
+    Fast,
+    /// candle's own `conv2d` and `conv_transpose2d`.
+    Candle,
+}
+
 /// The normalization layer after each 3x3 convolution.
 ///
 /// Batch normalization is not offered: candle-nn 0.11.1 copies the running mean and variance
@@ -122,6 +133,7 @@ pub struct ConvBlock {
     conv2: Conv2d,
     norm2: Option<GroupNorm>,
     skip: Skip,
+    kernels: Kernels,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +177,7 @@ impl ConvBlock {
             conv2,
             norm2,
             skip,
+            kernels: Kernels::default(),
         })
     }
 }
@@ -176,15 +189,38 @@ fn apply_norm(norm: &Option<GroupNorm>, x: Tensor) -> candle_core::Result<Tensor
     }
 }
 
+/// Applies a stride-1 convolution with `kernels`: 3x3 (padding 1) and 1x1 layers on CPU f32
+/// tensors go to `penumbra-kernels`, anything else to candle.
+fn conv(layer: &Conv2d, x: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
+    let fast = kernels == Kernels::Fast && x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
+    if !fast {
+        return layer.forward(x);
+    }
+    match layer.weight().dim(2)? {
+        3 => penumbra_kernels::conv3x3(x, layer.weight(), layer.bias()),
+        1 => penumbra_kernels::conv1x1(x, layer.weight(), layer.bias()),
+        _ => layer.forward(x),
+    }
+}
+
+/// Applies a 2x2 stride-2 transposed convolution with `kernels`.
+fn conv_up(layer: &ConvTranspose2d, x: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
+    if kernels == Kernels::Fast && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        penumbra_kernels::conv_transpose2x2(x, layer.weight(), layer.bias())
+    } else {
+        layer.forward(x)
+    }
+}
+
 impl Module for ConvBlock {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = apply_norm(&self.norm1, self.conv1.forward(x)?)?.relu()?;
-        let h = apply_norm(&self.norm2, self.conv2.forward(&h)?)?;
+        let h = apply_norm(&self.norm1, conv(&self.conv1, x, self.kernels)?)?.relu()?;
+        let h = apply_norm(&self.norm2, conv(&self.conv2, &h, self.kernels)?)?;
 
         let h = match &self.skip {
             Skip::None => h,
             Skip::Identity => (h + x)?,
-            Skip::Projection(proj) => (h + proj.forward(x)?)?,
+            Skip::Projection(proj) => (h + conv(proj, x, self.kernels)?)?,
         };
         h.relu()
     }
@@ -199,6 +235,7 @@ pub struct UNet {
     ups: Vec<ConvTranspose2d>,
     decoders: Vec<ConvBlock>,
     head: Conv2d,
+    kernels: Kernels,
 }
 
 impl UNet {
@@ -267,7 +304,22 @@ impl UNet {
             ups,
             decoders,
             head,
+            kernels: Kernels::default(),
         })
+    }
+
+    /// Selects the convolution kernels of every layer; the weights stay the same.
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+        for block in self.encoders.iter_mut().chain(self.decoders.iter_mut()) {
+            block.kernels = kernels;
+        }
+        self.bottleneck.kernels = kernels;
+    }
+
+    /// Returns the convolution kernels in use.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Returns the architecture this network was built from.
@@ -300,10 +352,10 @@ impl Module for UNet {
         h = self.bottleneck.forward(&h)?;
 
         for ((up, decoder), skip) in self.ups.iter().zip(&self.decoders).zip(skips.iter().rev()) {
-            let upsampled = up.forward(&h)?;
+            let upsampled = conv_up(up, &h, self.kernels)?;
             h = decoder.forward(&Tensor::cat(&[skip, &upsampled], 1)?)?;
         }
-        self.head.forward(&h)
+        conv(&self.head, &h, self.kernels)
     }
 }
 
