@@ -96,10 +96,12 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
         tracing::info!(signal, "Shutting down: intake stopped, draining in-flight studies");
     }
 
+    // The assembler stops first: a watcher blocked on the assembler's full channel then fails
+    // its send at once, and the instance it just spooled is replayed at the next start.
+    assembler.stop();
     let counts = watcher.stop();
     tracing::info!(spooled = counts.spooled, duplicates = counts.duplicates, conflicts = counts.conflicts,
         quarantined = counts.quarantined, "Watched folders stopped");
-    assembler.stop();
 
     let runner = Arc::try_unwrap(runner).map_err(|_| "pipeline still in use at shutdown".to_string())?;
     let report = runner.shutdown(deadline);

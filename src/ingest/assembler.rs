@@ -190,7 +190,7 @@ impl AssemblerThread {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
                 for complete in assembler.take_complete(Instant::now()) {
-                    dispatch(&complete, &spool, &runner);
+                    dispatch(&complete, &spool, &runner, &stop_flag);
                 }
             }
             if assembler.open_studies() > 0 {
@@ -241,7 +241,7 @@ fn first_version(state: &StateStore, study_uid: &str) -> u32 {
     }
 }
 
-fn dispatch(complete: &CompleteStudy, spool: &Spool, runner: &Runner) {
+fn dispatch(complete: &CompleteStudy, spool: &Spool, runner: &Runner, stop: &AtomicBool) {
     let study_uid = &complete.study_instance_uid;
     let instances = match spool.study_instances(study_uid) {
         Ok(instances) => instances,
@@ -253,7 +253,7 @@ fn dispatch(complete: &CompleteStudy, spool: &Spool, runner: &Runner) {
     tracing::info!(study_uid = %study_uid, version = complete.version, instances = instances.len(),
         all_frames = complete.all_frames, "Study complete");
 
-    if let Err(err) = runner.submit(Job::new(study_uid.clone(), complete.version, instances)) {
+    if let Err(err) = runner.submit_unless(Job::new(study_uid.clone(), complete.version, instances), stop) {
         tracing::warn!(study_uid = %study_uid, error = %err, "Study not queued; it stays in the spool for the next start");
     }
 }

@@ -6,11 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, SendTimeoutError, Sender};
 use thiserror::Error;
 
 use super::job::{Job, StageTiming};
@@ -18,6 +19,9 @@ use super::stage::{Stage, StageError, StageName};
 use super::state::{StateStore, StudyState};
 use crate::config::{PipelineSettings, StageSettings};
 use crate::ingest::quarantine::{Quarantine, Reason};
+
+/// How often a blocked [`Runner::submit_unless`] checks its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Outcome of one submitted study version.
 #[derive(Debug)]
@@ -96,6 +100,12 @@ impl Runner {
 
     /// Queues a study version for the first stage, waiting while that stage's queue is full.
     pub fn submit(&self, job: Job) -> Result<(), RunnerError> {
+        self.submit_unless(job, &AtomicBool::new(false))
+    }
+
+    /// Like [`Runner::submit`], but gives up when `stop` is set while the queue is full. The
+    /// study then stays in the spool, recorded as queued, and is re-queued at the next start.
+    pub fn submit_unless(&self, job: Job, stop: &AtomicBool) -> Result<(), RunnerError> {
         let sender = self.input.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(sender) = sender else {
             return Err(RunnerError::ShuttingDown);
@@ -110,10 +120,17 @@ impl Runner {
             r.error = None;
         });
 
-        sender.send(job).map_err(|_| {
-            self.context.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-            RunnerError::ShuttingDown
-        })
+        let mut job = job;
+        loop {
+            match sender.send_timeout(job, STOP_POLL) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(unsent)) if !stop.load(Ordering::SeqCst) => job = unsent,
+                Err(_) => {
+                    self.context.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                    return Err(RunnerError::ShuttingDown);
+                }
+            }
+        }
     }
 
     /// Outcomes of submitted studies, in completion order.

@@ -229,6 +229,23 @@ fn full_queue_blocks_submit() {
 }
 
 #[test]
+fn blocked_submit_gives_up_on_stop() {
+    let fixture = Fixture::new();
+    let (_release, released) = crossbeam_channel::unbounded::<()>();
+    let decode = TestStage::new(StageName::Decode, Behaviour::Block(released));
+    let runner = fixture.start(vec![decode], &pools(1, 1));
+    runner.submit(Job::new("1.1", 1, Vec::new())).unwrap();
+    // "1.1" blocks the only worker and "1.2" fills the queue of one.
+    runner.submit(Job::new("1.2", 1, Vec::new())).unwrap();
+
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let result = runner.submit_unless(Job::new("1.4", 1, Vec::new()), &stop);
+
+    assert!(matches!(result, Err(RunnerError::ShuttingDown)), "{result:?}");
+    assert_eq!(fixture.state.get("1.4").unwrap().unwrap().state, StudyState::Queued);
+}
+
+#[test]
 fn shutdown_reports_unfinished_studies() {
     let fixture = Fixture::new();
     let (_release, released) = crossbeam_channel::unbounded::<()>();
