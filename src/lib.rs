@@ -17,5 +17,6 @@ pub mod ingest;
 pub mod outbox;
 pub mod pipeline;
 pub mod qa;
+pub mod services;
 pub mod telemetry;
 pub mod training;

@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::ingest::identify::identify;
 use crate::ingest::quarantine::{Quarantine, Reason};
 use crate::ingest::spool::{Source, Spool};
-use crate::pipeline::{registered_stages, Job, JobOutcome, Runner, StateStore, StudyState};
+use crate::pipeline::{load_segmenter, registered_stages, Job, JobOutcome, Runner, StageResources, StateStore, StudyState};
 use crate::telemetry::{init_logging, LogFormat};
 
 /// Exit code when a study waits for a missing stage (`EX_UNAVAILABLE` from sysexits.h).
@@ -59,7 +59,18 @@ fn run_folder(settings: &Settings, dir: &Path) -> Result<ExitCode, String> {
         return Err(format!("no readable DICOM instance found in {}", dir.display()));
     }
 
-    let runner = Runner::start(registered_stages(settings), &settings.pipeline, Arc::clone(&state), quarantine);
+    let resources = StageResources {
+        segmenter: match load_segmenter(settings) {
+            Ok(segmenter) => Some(Arc::new(segmenter)),
+            Err(message) => {
+                eprintln!("penumbra run: {message}");
+                None
+            }
+        },
+        ..StageResources::default()
+    };
+    let stages = registered_stages(settings, &resources);
+    let runner = Runner::start(stages, &settings.pipeline, Arc::clone(&state), quarantine);
     for study_uid in &studies {
         let instances = spool.study_instances(study_uid).map_err(|e| e.to_string())?;
         let version = next_version(&state, study_uid);

@@ -14,7 +14,12 @@ use crate::ingest::assembler::{self, AssemblerThread};
 use crate::ingest::quarantine::Quarantine;
 use crate::ingest::spool::Spool;
 use crate::ingest::watch::FolderWatcher;
-use crate::pipeline::{registered_stages, JobOutcome, Runner, StateStore};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::pipeline::{load_segmenter, registered_stages, JobOutcome, Runner, StageResources, StateStore, StageName};
+use crate::services::{self, HttpServers};
+use crate::telemetry::health::{Check, Readiness};
+use crate::telemetry::metrics::metrics;
 use crate::telemetry::{init_logging, LogFormat};
 
 /// Capacity of the spool-to-assembler channel, in instances. When it is full, `Spool::store`
@@ -61,9 +66,44 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
     let spool = Arc::new(Spool::open_with(data_dir, settings.ingest.scp.durability).map_err(|e| e.to_string())?);
     let state = Arc::new(StateStore::open(data_dir).map_err(|e| e.to_string())?);
     let quarantine = Quarantine::new(data_dir);
+    let readiness = Arc::new(Readiness::new(&[Check::Config, Check::Model, Check::Spool, Check::Scp]));
+    readiness.pass(Check::Config);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let segmenter = match load_segmenter(settings) {
+        Ok(segmenter) => {
+            readiness.pass(Check::Model);
+            Some(Arc::new(segmenter))
+        }
+        Err(message) => {
+            tracing::error!(error = %message, "Model not loaded: studies wait before the resample stage");
+            readiness.fail(Check::Model, message);
+            None
+        }
+    };
+    let model_version = segmenter.as_ref().map(|s| s.card().created_utc.clone()).unwrap_or_else(|| "none".into());
+    let destinations = services::destinations(settings);
+    let names: Vec<String> = destinations.iter().map(|d| d.name.clone()).collect();
+    let stage_names: Vec<&str> = StageName::ALL.iter().map(|s| s.as_str()).collect();
+    metrics().initialize_labels(&stage_names, &names);
+    metrics().build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), model_version.as_str()]).set(1.0);
+
+    let outbox = services::open_outbox(settings)?;
+    let sender = outbox.spawn_sender(Arc::clone(&stop)).map_err(|e| format!("cannot start the outbox sender: {e}"))?;
+    let (qa_store, qa_state) = services::open_qa(settings)?;
+    let http = HttpServers::start(settings, Arc::clone(&readiness), qa_state)?;
+    let gauges = services::spawn_gauges(
+        Arc::clone(&spool),
+        Arc::clone(&outbox),
+        Arc::clone(&qa_store),
+        Arc::clone(&readiness),
+        Arc::clone(&stop),
+    )
+    .map_err(|e| format!("cannot start the gauge thread: {e}"))?;
+    let resources = StageResources { segmenter, outbox: Some(outbox), destinations, qa: Some(qa_store) };
 
     let runner = Arc::new(Runner::start(
-        registered_stages(settings),
+        registered_stages(settings, &resources),
         &settings.pipeline,
         Arc::clone(&state),
         quarantine.clone(),
@@ -88,15 +128,32 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
     let watcher = FolderWatcher::spawn(&settings.ingest.watch, Arc::clone(&spool), quarantine.clone())
         .map_err(|err| err.to_string())?;
 
-    // The C-STORE receiver (`crate::ingest::scp`) starts here, on `settings.ingest.scp`, storing
-    // into `spool` and quarantining into `quarantine`, and stops first at shutdown.
+    let scp = match services::start_scp(settings, &spool, Arc::clone(&stop)) {
+        Ok(scp) => {
+            readiness.pass(Check::Scp);
+            tracing::info!(address = %scp.local_addr(), ae_title = %settings.ingest.scp.ae_title, "C-STORE receiver listening");
+            scp
+        }
+        Err(message) => {
+            readiness.fail(Check::Scp, message.clone());
+            return Err(message);
+        }
+    };
 
     tracing::info!(data_dir = %data_dir.display(), "Daemon ready");
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "Shutting down: intake stopped, draining in-flight studies");
     }
 
-    // The assembler stops first: a watcher blocked on the assembler's full channel then fails
+    // Intake stops first: the C-STORE receiver finishes the transfers in progress, and the
+    // outbox sender and gauges stop at their next check.
+    stop.store(true, Ordering::Relaxed);
+    let open = scp.shutdown(Duration::from_secs(5));
+    if open > 0 {
+        tracing::warn!(associations = open, "Associations still open at shutdown were cut");
+    }
+
+    // The assembler stops next: a watcher blocked on the assembler's full channel then fails
     // its send at once, and the instance it just spooled is replayed at the next start.
     assembler.stop();
     let counts = watcher.stop();
@@ -113,6 +170,9 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
     // The logger thread ends when the last worker drops the outcome channel. A worker still
     // running past the deadline would keep it open, so the thread is not joined.
     drop(outcome_logger);
+    http.stop();
+    let _ = sender.join();
+    let _ = gauges.join();
     Ok(())
 }
 

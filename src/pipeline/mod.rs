@@ -20,14 +20,14 @@ pub use runner::{JobOutcome, Runner, RunnerError, ShutdownReport};
 pub use stage::{Stage, StageError, StageName};
 pub use state::{StateStore, StudyRecord, StudyState};
 
-/// Returns the stage implementations this build provides, in any order.
+pub use stages::{build_stages, load_segmenter, StageResources};
+
+/// Returns the stage implementations for `settings` and the loaded `resources`, in pipeline order.
 ///
-/// `serve` and `run` build their runner from this list. A stage missing here makes studies stop
-/// before it, recorded as waiting for it, and resume at a restart with a build that has it.
-pub fn registered_stages(_settings: &crate::config::Settings) -> Vec<std::sync::Arc<dyn Stage>> {
-    // NOTE: the stage adapters (decode, perfusion, resample, infer, confidence, export) are
-    // registered here by the integration of their crates; until then studies wait for decode.
-    Vec::new()
+/// `serve` and `run` build their runner from this list. A stage missing here (no model loaded)
+/// makes studies stop before it, recorded as waiting for it, and resume at a restart that has it.
+pub fn registered_stages(settings: &crate::config::Settings, resources: &StageResources) -> Vec<std::sync::Arc<dyn Stage>> {
+    build_stages(settings, resources)
 }
 
 #[cfg(test)]

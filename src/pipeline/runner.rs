@@ -19,6 +19,7 @@ use super::stage::{Stage, StageError, StageName};
 use super::state::{StateStore, StudyState};
 use crate::config::{PipelineSettings, StageSettings};
 use crate::ingest::quarantine::{Quarantine, Reason};
+use crate::telemetry::metrics::metrics;
 
 /// How often a blocked [`Runner::submit_unless`] checks its stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -229,7 +230,9 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
+        let depth = metrics().queue_depth.with_label_values(&[self.stage.name().as_str()]);
         for job in self.input.iter() {
+            depth.set(self.input.len() as i64);
             let span = tracing::info_span!("study", study_uid = %job.study_instance_uid, version = job.version);
             let _entered = span.enter();
             self.handle(job);
@@ -250,6 +253,7 @@ impl Worker {
         let result = catch_unwind(AssertUnwindSafe(|| self.stage.process(job)))
             .unwrap_or_else(|payload| Err(StageError::Panicked(panic_message(payload.as_ref()))));
         let elapsed = started.elapsed();
+        metrics().stage_duration.with_label_values(&[name.as_str()]).observe(elapsed.as_secs_f64());
 
         match result {
             Ok(mut job) => {
@@ -299,6 +303,7 @@ fn finish(context: &Context, job: Job) {
                 r.waiting_for = None;
             });
             tracing::info!(study_uid = %job.study_instance_uid, version = job.version, "Study finished");
+            record_finished(&job);
             let _ = context.outcomes.send(JobOutcome::Done(job));
         }
     }
@@ -308,6 +313,8 @@ fn finish(context: &Context, job: Job) {
 fn fail(context: &Context, study_uid: &str, version: u32, stage: StageName, err: &StageError) {
     forget(context, study_uid, version);
     tracing::error!(study_uid, version, stage = %stage, error = %err, "Stage failed; study quarantined");
+    metrics().stage_errors.with_label_values(&[stage.as_str(), err.kind()]).inc();
+    metrics().studies.with_label_values(&["failed"]).inc();
 
     let mut reason = Reason::new(err.kind(), format!("{stage} failed: {err}"), stage.as_str());
     reason.study_instance_uid = Some(study_uid.to_string());
@@ -330,6 +337,19 @@ fn fail(context: &Context, study_uid: &str, version: u32, stage: StageName, err:
         stage,
         error: err.to_string(),
     });
+}
+
+/// Counts a study that went through every stage, and the time from its last spooled instance
+/// (the newest spool file's modification time) to now.
+fn record_finished(job: &Job) {
+    let assessable = job.artifacts.report.as_ref().and_then(|r| r.get("assessable")).and_then(|v| v.as_bool());
+    let outcome = if assessable == Some(false) { "not_assessable" } else { "exported" };
+    metrics().studies.with_label_values(&[outcome]).inc();
+
+    let newest = job.instances.iter().filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).max();
+    if let Some(latency) = newest.and_then(|t| std::time::SystemTime::now().duration_since(t).ok()) {
+        metrics().end_to_end_latency.with_label_values::<&str>(&[]).observe(latency.as_secs_f64());
+    }
 }
 
 fn forget(context: &Context, study_uid: &str, version: u32) {
