@@ -48,25 +48,33 @@ fn serve_and_run_reject_bad_config() {
 
 #[test]
 fn run_reports_missing_stage() {
+    // Without a model the pipeline ends after perfusion, so a real CTP study waits for resample.
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 200, 1);
     let study = dir.path().join("study");
-    std::fs::create_dir(&study).unwrap();
-    for n in 1..=3 {
-        let bytes = ct_instance("1.2.3", "1.2.3.1", &format!("1.2.3.1.{n}"), Some(1), n as f64);
-        std::fs::write(study.join(format!("IM{n}.dcm")), bytes).unwrap();
-    }
+    let phantom = penumbra()
+        .args(["phantom", "--out"])
+        .arg(&study)
+        .args(["--seed", "3", "--matrix", "64", "--slices", "4", "--frames", "30"])
+        .output()
+        .unwrap();
+    assert!(phantom.status.success(), "{}", String::from_utf8_lossy(&phantom.stderr));
+    let dicom = study.join("dicom");
+    let instances = std::fs::read_dir(&dicom).unwrap().count();
 
-    let output = penumbra().args(["run", "--config"]).arg(&config).arg(&study).output().unwrap();
+    let output = penumbra().args(["run", "--config"]).arg(&config).arg(&dicom).output().unwrap();
 
     assert_eq!(output.status.code(), Some(69), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.stdout.is_empty(), "a report was printed without the stages");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("waits for stage decode"), "{stderr}");
-    let record = study_record(&dir.path().join("var"), "1.2.3").unwrap();
-    assert_eq!(record["waiting_for"], "decode");
-    assert_eq!(record["instance_count"], 3);
-    assert_eq!(std::fs::read_dir(&study).unwrap().count(), 3, "run must leave its input folder alone");
+    assert!(stderr.contains("waits for stage resample"), "{stderr}");
+    assert!(stderr.contains("cannot load the model"), "{stderr}");
+    let spool = dir.path().join("var/spool");
+    let study_uid = std::fs::read_dir(&spool).unwrap().next().unwrap().unwrap().file_name();
+    let record = study_record(&dir.path().join("var"), &study_uid.to_string_lossy()).unwrap();
+    assert_eq!(record["waiting_for"], "resample");
+    assert_eq!(record["instance_count"], instances);
+    assert_eq!(std::fs::read_dir(&dicom).unwrap().count(), instances, "run must leave its input folder alone");
 }
 
 #[test]

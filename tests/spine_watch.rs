@@ -47,7 +47,7 @@ fn slow_and_renamed_files_arrive_once() {
     let arrived = wait_until(Duration::from_secs(20), || files_under(&incoming).is_empty());
     let counts = spooled_counts(&data_dir);
     let waiting = wait_until(Duration::from_secs(20), || {
-        study_record(&data_dir, STUDY).is_some_and(|r| r["waiting_for"] == "decode")
+        study_record(&data_dir, STUDY).is_some_and(|r| reached_decode(&r))
     });
     terminate(&mut daemon, Duration::from_secs(10));
 
@@ -82,7 +82,7 @@ fn burst_of_2000_files_arrives_once() {
     let elapsed = started.elapsed();
     let emptied = wait_until(Duration::from_secs(10), || files_under(&incoming).is_empty());
     let waiting = wait_until(Duration::from_secs(20), || {
-        study_record(&data_dir, STUDY).is_some_and(|r| r["waiting_for"] == "decode" && r["instance_count"] == FILES)
+        study_record(&data_dir, STUDY).is_some_and(|r| reached_decode(&r) && r["instance_count"] == FILES)
     });
     terminate(&mut daemon, Duration::from_secs(10));
 

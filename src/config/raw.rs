@@ -175,9 +175,9 @@ impl Default for RawStage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeconvolutionMethod {
-    /// Block-circulant SVD with an oscillation-index threshold (delay-insensitive).
+    /// Block-circulant SVD whose truncation is chosen per voxel by the oscillation index.
     Osvd,
-    /// Bayesian SVD with Tikhonov-like regularisation.
+    /// Block-circulant SVD with one truncation threshold for every voxel.
     Bsvd,
 }
 

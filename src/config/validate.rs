@@ -360,7 +360,7 @@ impl Checker<'_> {
         PerfusionSettings {
             method: p.method,
             osvd_oi: self.open_range("perfusion.osvd_oi", p.osvd_oi, 0.0, 1.0),
-            bsvd_lambda: self.open_range("perfusion.bsvd_lambda", p.bsvd_lambda, 0.0, 10.0),
+            bsvd_lambda: self.open_range("perfusion.bsvd_lambda", p.bsvd_lambda, 0.0, 1.0),
             k_h: self.open_range("perfusion.k_h", p.k_h, 0.0, 1.5),
             density_g_per_ml: self.open_range("perfusion.density_g_per_ml", p.density_g_per_ml, 0.5, 2.0),
             use_vendor_maps: p.use_vendor_maps,

@@ -1,9 +1,9 @@
 //! Export stage: DICOM SEG, SR and summary image, the JSON report, forwarding and the QA queue.
 //!
-//! The SEG carries the U-Net labels on the source series' grid. A study whose input is not
-//! assessable gets a report that says so and no segmentation. An uncertain study is queued for
+//! The SEG carries the U-Net labels on the source series' grid. An uncertain study is queued for
 //! review; with `confidence.hold_until_reviewed` its DICOM outputs wait for the decision,
-//! otherwise they go out at once marked unreviewed.
+//! otherwise they go out at once marked unreviewed. A study whose input is not assessable gets a
+//! report that says so, no segmentation, and a place at the front of the review queue.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use super::job::Job;
 use super::stage::{Stage, StageError, StageName};
+use crate::config::ExportFormat;
 use crate::confidence::{Confidence, LesionVolumes};
 use crate::outbox::{Destination, Outbox};
 use crate::qa::files::CaseMaps;
@@ -30,14 +31,17 @@ const SEG_SERIES_NUMBER: i32 = 901;
 const SUMMARY_SERIES_NUMBER: i32 = 902;
 const SR_SERIES_NUMBER: i32 = 903;
 
-/// DICOM outputs forwarded to every destination, in sending order.
-const FORWARDED_FILES: [&str; 3] = ["seg.dcm", "sr.dcm", "summary.dcm"];
+/// DICOM outputs that can be forwarded, with the `export.formats` value that selects each, in
+/// sending order.
+const FORWARDABLE: [(ExportFormat, &str); 3] =
+    [(ExportFormat::Seg, "seg.dcm"), (ExportFormat::Sr, "sr.dcm"), (ExportFormat::SummaryImage, "summary.dcm")];
 
 /// Where results go and what decides review.
 pub struct ExportStage {
     exports_dir: PathBuf,
     outbox: Option<Arc<Outbox>>,
     destinations: Vec<Destination>,
+    formats: Vec<ExportFormat>,
     qa: Option<Arc<dyn QaStore>>,
     review_below: f64,
     hold_until_reviewed: bool,
@@ -50,6 +54,8 @@ pub struct ExportTargets {
     pub data_dir: PathBuf,
     pub outbox: Option<Arc<Outbox>>,
     pub destinations: Vec<Destination>,
+    /// Which DICOM outputs go to the destinations.
+    pub formats: Vec<ExportFormat>,
     pub qa: Option<Arc<dyn QaStore>>,
     pub review_below: f64,
     pub hold_until_reviewed: bool,
@@ -63,6 +69,7 @@ impl ExportStage {
             exports_dir: targets.data_dir.join("exports"),
             outbox: targets.outbox,
             destinations: targets.destinations,
+            formats: targets.formats,
             qa: targets.qa,
             review_below: targets.review_below,
             hold_until_reviewed: targets.hold_until_reviewed,
@@ -83,6 +90,7 @@ impl Stage for ExportStage {
         let confidence = outputs.confidence;
 
         if !confidence.assessable {
+            self.queue_for_review(&job, &outputs)?;
             let report = self.report(&job, &outputs, QaStatus::PendingReview);
             write_report_only(&dir, &report)?;
             warn!(reasons = ?confidence.reasons, "Study not assessable: no segmentation exported");
@@ -213,7 +221,8 @@ impl ExportStage {
 
         let files = ExportFiles { seg: &seg, summary: &summary, summary_png: &png, sr: &sr, report };
         write_outputs(dir, &files).map_err(|e| StageError::Failed(format!("cannot write outputs: {e}").into()))?;
-        Ok(FORWARDED_FILES.iter().map(|name| dir.join(name)).collect())
+        let forwarded = FORWARDABLE.iter().filter(|(format, _)| self.formats.contains(format));
+        Ok(forwarded.map(|(_, name)| dir.join(name)).collect())
     }
 
     fn forward(&self, files: &[PathBuf]) -> Result<(), StageError> {
@@ -241,7 +250,8 @@ impl ExportStage {
         let case = NewCase {
             study_uid: job.study_instance_uid.clone(),
             arrival: OffsetDateTime::now_utc(),
-            urgency: 0,
+            // A study that cannot be assessed is reviewed first: it has no segmentation at all.
+            urgency: if outputs.confidence.assessable { 0 } else { 1 },
             confidence: outputs.confidence.clone(),
             volumes: CaseVolumes {
                 unet: lesion(&outputs.unet.labels),

@@ -72,6 +72,7 @@ pub fn build_stages(settings: &Settings, resources: &StageResources) -> Vec<Arc<
         data_dir: settings.data_dir.clone(),
         outbox: resources.outbox.clone(),
         destinations: resources.destinations.clone(),
+        formats: settings.export.formats.clone(),
         qa: resources.qa.clone(),
         review_below: settings.confidence.review_below,
         hold_until_reviewed: settings.confidence.hold_until_reviewed,

@@ -45,14 +45,23 @@ pub fn ct_instance(study: &str, series: &str, sop: &str, temporal_positions: Opt
 /// one watched folder `root/incoming`. Timings are short so tests run fast.
 pub fn write_config(root: &Path, settle_ms: u64, quiet_s: u64) -> PathBuf {
     let config = root.join("pipeline.yaml");
+    // Tests run in parallel, so every listener gets its own free loopback port.
+    let [scp, qa, metrics] = [free_port(), free_port(), free_port()];
     let text = format!(
         "data_dir: ./var\n\
-         ingest:\n  watch:\n    folders: [./incoming]\n    settle_ms: {settle_ms}\n    rescan_s: 1\n  study_quiet_s: {quiet_s}\n\
+         ingest:\n  scp:\n    listen: 127.0.0.1:{scp}\n  watch:\n    folders: [./incoming]\n    settle_ms: {settle_ms}\n    rescan_s: 1\n  study_quiet_s: {quiet_s}\n\
+         qa:\n  listen: 127.0.0.1:{qa}\n\
+         metrics:\n  listen: 127.0.0.1:{metrics}\n\
          shutdown:\n  drain_deadline_s: 2\n"
     );
     std::fs::write(&config, text).unwrap();
     std::fs::create_dir_all(root.join("incoming")).unwrap();
     config
+}
+
+/// Returns a loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn penumbra() -> Command {
@@ -149,4 +158,12 @@ pub fn terminate(child: &mut Child, timeout: Duration) -> Option<std::process::E
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// Returns whether a study record shows the study went through intake to the decode stage.
+///
+/// The spine tests write minimal CT files without a perfusion series, so the decode stage ends
+/// them: the record says failed at decode, with the instance count intake assembled.
+pub fn reached_decode(record: &serde_json::Value) -> bool {
+    record["stage_reached"] == "decode" && record["state"] == "failed"
 }
