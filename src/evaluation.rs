@@ -64,6 +64,34 @@ pub enum EvaluationError {
     TrainingOverlap { seed: u64, phantom_seed: u64, training_seed: u64 },
 }
 
+/// A study the evaluation could not score because the daemon's own processing rejected it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailedStudy {
+    pub phantom_seed: u64,
+    pub noise_mas: Option<f64>,
+    pub case: Option<Case>,
+    pub message: String,
+}
+
+impl EvaluationError {
+    /// Returns the study as a failure of the processing under test, or `None` when the error
+    /// lies in the evaluation itself (phantom generation, scoring) and should stop the run.
+    pub fn as_failed_study(&self, params: &PhantomParams, case: Option<Case>) -> Option<FailedStudy> {
+        match self {
+            EvaluationError::Perfusion { .. } | EvaluationError::Stage { .. } => Some(FailedStudy {
+                phantom_seed: params.seed,
+                noise_mas: match params.noise {
+                    Noise::MilliAmpSeconds(mas) => Some(mas),
+                    Noise::HuSd(_) => None,
+                },
+                case,
+                message: self.to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A phantom study after perfusion processing, with its truth.
 pub struct PhantomRun {
     pub params: PhantomParams,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::eval_perfusion::{fmt, write_json};
 use crate::evaluation::{
     calibration, check_held_out, evaluate_model_study, held_out_params, run_phantom, summarize_classes, Calibration,
-    ClassSummary, ModelStudyEval, DEFAULT_REVIEW_BELOW, MAX_TRAINING_STUDIES, POOR_CORE_DICE, TVERSKY_ALPHA,
+    ClassSummary, FailedStudy, ModelStudyEval, DEFAULT_REVIEW_BELOW, MAX_TRAINING_STUDIES, POOR_CORE_DICE, TVERSKY_ALPHA,
     TVERSKY_BETA,
 };
 use crate::telemetry::{init_logging, LogFormat};
@@ -64,6 +64,8 @@ struct Report {
     agreement: Vec<ClassSummary>,
     calibration: Calibration,
     studies: Vec<ModelStudyEval>,
+    /// Studies that the perfusion or a model stage rejected; the calibration leaves them out.
+    failed: Vec<FailedStudy>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -84,10 +86,19 @@ fn evaluate(args: &Args) -> Result<(), String> {
     let started = Instant::now();
 
     let mut studies = Vec::new();
+    let mut failed = Vec::new();
     for index in 0..args.studies {
         let (case, params) = held_out_params(args.seed, index, matrix);
-        let run = run_phantom(&params).map_err(|e| e.to_string())?;
-        let study = evaluate_model_study(case, run, &segmenter, args.batch).map_err(|e| e.to_string())?;
+        let outcome = run_phantom(&params).and_then(|run| evaluate_model_study(case, run, &segmenter, args.batch));
+        let study = match outcome {
+            Ok(study) => study,
+            Err(error) => {
+                let failure = error.as_failed_study(&params, Some(case)).ok_or_else(|| error.to_string())?;
+                eprintln!("study {}/{}: phantom seed {} ({}) failed: {}", index + 1, args.studies, params.seed, case.name(), failure.message);
+                failed.push(failure);
+                continue;
+            }
+        };
         eprintln!(
             "study {}/{}: phantom seed {} ({}), core Dice {:.3}, confidence {:.3}",
             index + 1,
@@ -111,6 +122,7 @@ fn evaluate(args: &Args) -> Result<(), String> {
         agreement: summarize_classes(studies.iter().map(|s| s.agreement.as_slice())),
         calibration: calibration(&studies, args.review_below),
         studies,
+        failed,
     };
     print!("{}", table(&report));
     println!("{} studies of {m}x{m} in {:.0} s", report.studies.len(), started.elapsed().as_secs_f64(), m = args.matrix);
@@ -185,6 +197,11 @@ fn table(report: &Report) -> String {
             s.confidence.score,
             if s.confidence.score < report.calibration.review_below { "yes" } else { "no" }
         ));
+    }
+
+    for failure in &report.failed {
+        let case = failure.case.map_or("", |c| c.name());
+        out.push_str(&format!("{case:>16} {:>12} failed: {}\n", failure.phantom_seed, failure.message));
     }
 
     let c = &report.calibration;

@@ -8,7 +8,9 @@ use std::time::Instant;
 use penumbra_phantom::Matrix;
 use serde::Serialize;
 
-use crate::evaluation::{evaluate_perfusion_study, evaluation_params, summarize_perfusion, PerfusionStudyEval, PerfusionSummary};
+use crate::evaluation::{
+    evaluate_perfusion_study, evaluation_params, summarize_perfusion, FailedStudy, PerfusionStudyEval, PerfusionSummary,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,6 +46,8 @@ struct Report {
     matrix: usize,
     summaries: Vec<PerfusionSummary>,
     studies: Vec<PerfusionStudyEval>,
+    /// Studies whose perfusion maps failed; they are left out of the summaries.
+    failed: Vec<FailedStudy>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -63,19 +67,32 @@ fn evaluate(args: &Args) -> Result<(), String> {
 
     let mut studies = Vec::new();
     let mut summaries = Vec::new();
+    let mut failed = Vec::new();
     for &mas in &args.noise_mas {
         let mut level = Vec::new();
         for index in 0..args.studies {
             let params = evaluation_params(args.seed, index, matrix, Some(mas));
-            let study = evaluate_perfusion_study(&params).map_err(|e| e.to_string())?;
-            eprintln!("{mas} mAs, study {}/{}: phantom seed {} scored", index + 1, args.studies, params.seed);
-            level.push(study);
+            let progress = format!("{mas} mAs, study {}/{}: phantom seed {}", index + 1, args.studies, params.seed);
+            match evaluate_perfusion_study(&params) {
+                Ok(study) => {
+                    eprintln!("{progress} scored");
+                    level.push(study);
+                }
+                Err(error) => {
+                    let failure = error.as_failed_study(&params, None).ok_or_else(|| error.to_string())?;
+                    eprintln!("{progress} failed: {}", failure.message);
+                    failed.push(failure);
+                }
+            }
         }
         summaries.push(summarize_perfusion(Some(mas), &level));
         studies.extend(level);
     }
 
     print!("{}", table(&summaries));
+    for failure in &failed {
+        println!("failed at {} mAs: {}", fmt(failure.noise_mas, 0), failure.message);
+    }
     println!(
         "{} studies of {m}x{m} in {:.0} s",
         studies.len(),
@@ -84,7 +101,7 @@ fn evaluate(args: &Args) -> Result<(), String> {
     );
 
     if let Some(path) = &args.json {
-        let report = Report { seed: args.seed, matrix: args.matrix, summaries, studies };
+        let report = Report { seed: args.seed, matrix: args.matrix, summaries, studies, failed };
         write_json(path, &report)?;
     }
     Ok(())
