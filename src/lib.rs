@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod confidence;
 pub mod config;
+pub mod evaluation;
 pub mod ingest;
 pub mod outbox;
 pub mod pipeline;

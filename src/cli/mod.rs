@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 pub mod check_config;
 pub mod echo;
+pub mod eval;
+pub mod eval_perfusion;
 pub mod inspect;
 pub mod phantom;
 pub mod qa;
@@ -42,6 +44,10 @@ pub enum Command {
     Phantom(phantom::Args),
     /// Train the residual U-Net on phantom studies.
     Train(train::Args),
+    /// Score the perfusion maps and threshold labels against phantom truth at several noise levels.
+    EvalPerfusion(eval_perfusion::Args),
+    /// Score a trained U-Net, the threshold labels and the confidence score on held-out phantoms.
+    Eval(eval::Args),
     /// Serve the radiologist QA page on its own, or export reviewed labels as training data.
     Qa(qa::Args),
 }
@@ -58,5 +64,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Phantom(args) => phantom::run(args),
         Command::Qa(args) => qa::run(args),
         Command::Train(args) => train::run(args),
+        Command::EvalPerfusion(args) => eval_perfusion::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

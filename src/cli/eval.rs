@@ -1,0 +1,224 @@
+//! `penumbra eval`: scores a trained U-Net, the threshold labels and their agreement against the
+//! truth of held-out phantom studies, and the calibration of the confidence score on them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use penumbra_model::Segmenter;
+use penumbra_phantom::Matrix;
+use serde::Serialize;
+
+use super::eval_perfusion::{fmt, write_json};
+use crate::evaluation::{
+    calibration, check_held_out, evaluate_model_study, held_out_params, run_phantom, summarize_classes, Calibration,
+    ClassSummary, FailedStudy, ModelStudyEval, DEFAULT_REVIEW_BELOW, MAX_TRAINING_STUDIES, POOR_CORE_DICE, TVERSKY_ALPHA,
+    TVERSKY_BETA,
+};
+use crate::telemetry::{init_logging, LogFormat};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model folder with `model.safetensors` and `card.json`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Held-out phantom studies; their kinds cycle through standard, 20 mAs, truncated bolus,
+    /// motion, small lesion and no lesion.
+    #[arg(long, default_value_t = 12)]
+    pub studies: u64,
+    /// Seed of the held-out phantoms; it must differ from the training seed in the model card.
+    #[arg(long, default_value_t = 1001)]
+    pub seed: u64,
+    /// In-plane matrix of the phantoms: 128 (1.8 mm pixels) or 256 (0.9 mm, as in training).
+    #[arg(long, default_value_t = 256, value_parser = parse_matrix)]
+    pub matrix: usize,
+    /// Confidence below which a study is flagged for review, as `confidence.review_below`.
+    #[arg(long, default_value_t = DEFAULT_REVIEW_BELOW)]
+    pub review_below: f64,
+    /// Slices per inference batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// File to write every study's scores, the summaries and the calibration to, as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_matrix(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(size @ (128 | 256)) => Ok(size),
+        _ => Err(format!("invalid matrix {text:?}: expected 128 or 256")),
+    }
+}
+
+/// Everything the JSON file holds.
+#[derive(Debug, Serialize)]
+struct Report {
+    model: PathBuf,
+    seed: u64,
+    matrix: usize,
+    tversky_alpha: f64,
+    tversky_beta: f64,
+    unet: Vec<ClassSummary>,
+    threshold: Vec<ClassSummary>,
+    agreement: Vec<ClassSummary>,
+    calibration: Calibration,
+    studies: Vec<ModelStudyEval>,
+    /// Studies that the perfusion or a model stage rejected; the calibration leaves them out.
+    failed: Vec<FailedStudy>,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    init_logging(LogFormat::Text);
+    match evaluate(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("penumbra eval: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn evaluate(args: &Args) -> Result<(), String> {
+    check_args(args)?;
+    let matrix = Matrix::from_size(args.matrix).ok_or_else(|| format!("invalid matrix {}", args.matrix))?;
+    let segmenter = load_model(args)?;
+    let started = Instant::now();
+
+    let mut studies = Vec::new();
+    let mut failed = Vec::new();
+    for index in 0..args.studies {
+        let (case, params) = held_out_params(args.seed, index, matrix);
+        let outcome = run_phantom(&params).and_then(|run| evaluate_model_study(case, run, &segmenter, args.batch));
+        let study = match outcome {
+            Ok(study) => study,
+            Err(error) => {
+                let failure = error.as_failed_study(&params, Some(case)).ok_or_else(|| error.to_string())?;
+                eprintln!("study {}/{}: phantom seed {} ({}) failed: {}", index + 1, args.studies, params.seed, case.name(), failure.message);
+                failed.push(failure);
+                continue;
+            }
+        };
+        eprintln!(
+            "study {}/{}: phantom seed {} ({}), core Dice {:.3}, confidence {:.3}",
+            index + 1,
+            args.studies,
+            params.seed,
+            case.name(),
+            study.core_dice,
+            study.confidence.score
+        );
+        studies.push(study);
+    }
+
+    let report = Report {
+        model: args.model.clone(),
+        seed: args.seed,
+        matrix: args.matrix,
+        tversky_alpha: TVERSKY_ALPHA,
+        tversky_beta: TVERSKY_BETA,
+        unet: summarize_classes(studies.iter().map(|s| s.unet.as_slice())),
+        threshold: summarize_classes(studies.iter().map(|s| s.threshold.as_slice())),
+        agreement: summarize_classes(studies.iter().map(|s| s.agreement.as_slice())),
+        calibration: calibration(&studies, args.review_below),
+        studies,
+        failed,
+    };
+    print!("{}", table(&report));
+    println!("{} studies of {m}x{m} in {:.0} s", report.studies.len(), started.elapsed().as_secs_f64(), m = args.matrix);
+
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+fn check_args(args: &Args) -> Result<(), String> {
+    if args.studies == 0 {
+        return Err("--studies must be at least 1".to_string());
+    }
+    if args.batch == 0 {
+        return Err("--batch must be at least 1".to_string());
+    }
+    if !(0.0..=1.0).contains(&args.review_below) {
+        return Err(format!("invalid --review-below {}: expected a number from 0 to 1", args.review_below));
+    }
+    Ok(())
+}
+
+/// Loads the model and checks that the held-out seed is not its training seed.
+fn load_model(args: &Args) -> Result<Arc<Segmenter>, String> {
+    let segmenter = penumbra_model::load(&args.model)
+        .map_err(|e| format!("cannot load the model from {}: {e}", args.model.display()))?;
+    check_held_out(args.seed, args.studies, segmenter.card().training.seed, MAX_TRAINING_STUDIES).map_err(|e| e.to_string())?;
+    Ok(Arc::new(segmenter))
+}
+
+/// Returns the per-class tables of the three comparisons and the calibration lines.
+fn table(report: &Report) -> String {
+    let mut out = format!(
+        "Per-class scores, means over {} studies (Tversky alpha {}, beta {})\n",
+        report.studies.len(),
+        TVERSKY_ALPHA,
+        TVERSKY_BETA
+    );
+    out.push_str(&format!(
+        "{:>22} {:>13} {:>7} {:>8} {:>8} {:>8} {:>8}\n",
+        "comparison", "class", "Dice", "Tversky", "HD95 mm", "dV mL", "|dV| mL"
+    ));
+    let groups = [
+        ("U-Net vs truth", &report.unet),
+        ("threshold vs truth", &report.threshold),
+        ("U-Net vs threshold", &report.agreement),
+    ];
+    for (name, classes) in groups {
+        for c in classes.iter() {
+            out.push_str(&format!(
+                "{:>22} {:>13} {:>7} {:>8} {:>8} {:>8} {:>8}\n",
+                name,
+                c.class,
+                fmt(c.dice, 3),
+                fmt(c.tversky, 3),
+                fmt(c.hd95_mm, 1),
+                fmt(c.volume_error_ml, 1),
+                fmt(c.abs_volume_error_ml, 1)
+            ));
+        }
+    }
+
+    out.push_str("\nPer study\n");
+    out.push_str(&format!("{:>16} {:>12} {:>10} {:>10} {:>10}\n", "case", "phantom", "core Dice", "confidence", "flagged"));
+    for s in &report.studies {
+        out.push_str(&format!(
+            "{:>16} {:>12} {:>10.3} {:>10.3} {:>10}\n",
+            s.case.name(),
+            s.phantom_seed,
+            s.core_dice,
+            s.confidence.score,
+            if s.confidence.score < report.calibration.review_below { "yes" } else { "no" }
+        ));
+    }
+
+    for failure in &report.failed {
+        let case = failure.case.map_or("", |c| c.name());
+        out.push_str(&format!("{case:>16} {:>12} failed: {}\n", failure.phantom_seed, failure.message));
+    }
+
+    let c = &report.calibration;
+    out.push_str(&format!(
+        "\nConfidence calibration: AUROC of (1 - score) for core Dice < {POOR_CORE_DICE}: {} ({} poor of {} cases)\n",
+        fmt(c.auroc, 3),
+        c.poor_cases,
+        c.cases
+    ));
+    out.push_str(&format!(
+        "Below review_below {}: {:.0} % of cases, {} of {} poor cases; mean score poor {} / good {}\n",
+        c.review_below,
+        100.0 * c.flagged_fraction,
+        c.flagged_poor,
+        c.poor_cases,
+        fmt(c.mean_score_poor, 3),
+        fmt(c.mean_score_good, 3)
+    ));
+    out
+}
