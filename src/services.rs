@@ -14,6 +14,7 @@ use crate::ingest::scp::{spawn_scp, ScpConfig, ScpHandle};
 use crate::ingest::scp_sink::SpoolSink;
 use crate::ingest::spool::Spool;
 use crate::outbox::{Destination, Outbox, RetryPolicy};
+use crate::pipeline::review::ReexportHook;
 use crate::qa::http::QaState;
 use crate::qa::store::{CaseState, QaStore, SqliteQaStore};
 use crate::qa::QaConfig;
@@ -95,11 +96,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Opens the QA store and the state its HTTP server needs.
-pub fn open_qa(settings: &Settings) -> Result<(Arc<dyn QaStore>, QaState), String> {
-    let store: Arc<dyn QaStore> = Arc::new(
-        SqliteQaStore::open(&settings.data_dir).map_err(|e| format!("cannot open the QA store: {e}"))?,
-    );
+/// Opens the QA store.
+pub fn open_qa_store(settings: &Settings) -> Result<Arc<dyn QaStore>, String> {
+    let store = SqliteQaStore::open(&settings.data_dir).map_err(|e| format!("cannot open the QA store: {e}"))?;
+    Ok(Arc::new(store))
+}
+
+/// Builds the QA server's state; each decision re-exports the study through `outbox`.
+pub fn qa_state(settings: &Settings, store: &Arc<dyn QaStore>, outbox: &Arc<Outbox>) -> Result<QaState, String> {
     let config = QaConfig {
         listen: settings.qa.listen,
         token_file: qa_token_file(settings)?,
@@ -107,8 +111,15 @@ pub fn open_qa(settings: &Settings) -> Result<(Arc<dyn QaStore>, QaState), Strin
         review_below: settings.confidence.review_below,
         hold_until_reviewed: settings.confidence.hold_until_reviewed,
     };
-    let state = QaState::from_config(&config, Arc::clone(&store)).map_err(|e| format!("cannot start QA: {e}"))?;
-    Ok((store, state))
+    let hook = ReexportHook {
+        exports_dir: settings.data_dir.join("exports"),
+        store: Arc::clone(store),
+        outbox: Some(Arc::clone(outbox)),
+        destinations: destinations(settings),
+        formats: settings.export.formats.clone(),
+    };
+    let state = QaState::from_config(&config, Arc::clone(store)).map_err(|e| format!("cannot start QA: {e}"))?;
+    Ok(state.with_decision_hook(Arc::new(hook)))
 }
 
 /// The HTTP servers (metrics and health, QA) on their own small tokio runtime.

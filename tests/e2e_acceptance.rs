@@ -198,4 +198,26 @@ fn storescu_study_comes_back_as_seg_sr_and_summary() {
             .then_some(cases)
     });
     assert!(cases.to_string().contains("pending"), "{cases}");
+
+    // The radiologist accepts it: the study is re-exported as reviewed and forwarded again.
+    let case = &cases["cases"][0];
+    let id = case["id"].as_i64().expect("case id");
+    let study_uid = case["study_uid"].as_str().expect("case study UID").to_string();
+    let forwarded_before = received_classes(&received).len();
+    let response = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{}/api/cases/{id}/decision", ports.qa))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "action": "accept", "reviewer": "acceptance test" }))
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "decision answered {}", response.status());
+    let report_path = exports.join(&study_uid).join("report.json");
+    let report = wait_for("the reviewed report", Duration::from_secs(60), || {
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).ok()?).ok()?;
+        (report["qa_status"] == "approved").then_some(report)
+    });
+    assert!(report["reviewed"]["core_volume_ml"].is_number(), "{report}");
+    wait_for("the reviewed outputs at storescp", Duration::from_secs(60), || {
+        (received_classes(&received).len() >= forwarded_before + 3).then_some(())
+    });
 }

@@ -90,7 +90,8 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
 
     let outbox = services::open_outbox(settings)?;
     let sender = outbox.spawn_sender(Arc::clone(&stop)).map_err(|e| format!("cannot start the outbox sender: {e}"))?;
-    let (qa_store, qa_state) = services::open_qa(settings)?;
+    let qa_store = services::open_qa_store(settings)?;
+    let qa_state = services::qa_state(settings, &qa_store, &outbox)?;
     let http = HttpServers::start(settings, Arc::clone(&readiness), qa_state)?;
     let gauges = services::spawn_gauges(
         Arc::clone(&spool),

@@ -9,7 +9,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use penumbra_dicom::{DecodedSeries, StudyContext};
+use dicom_object::InMemDicomObject;
+use ndarray::Array3;
+use penumbra_dicom::{DecodedSeries, SeriesInfo, StudyContext};
+use penumbra_imaging::{Geometry, LabelVolume};
+use serde::{Deserialize, Serialize};
 use penumbra_export::report::{Confidence as ReportConfidence, ModelInfo, QaStatus, Report, Thresholds};
 use penumbra_export::{
     build_seg, build_sr, build_summary_sc, render_summary, summary_png, volumes_from_labels,
@@ -35,6 +39,116 @@ const SR_SERIES_NUMBER: i32 = 903;
 /// sending order.
 const FORWARDABLE: [(ExportFormat, &str); 3] =
     [(ExportFormat::Seg, "seg.dcm"), (ExportFormat::Sr, "sr.dcm"), (ExportFormat::SummaryImage, "summary.dcm")];
+
+/// File in each export folder with what a re-export after review needs besides the QA case.
+pub const EXPORT_INPUTS: &str = "export-inputs.json";
+
+/// The source attributes an export is built from, kept for re-export after review.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportInputs {
+    pub study: StudyContext,
+    pub source: SeriesInfo,
+    pub geometry: Geometry,
+    pub algorithm: AlgorithmInfo,
+    /// Confidence score shown on the summary image.
+    pub confidence: Option<f64>,
+}
+
+/// The maps drawn on the summary image, on the label grid.
+#[derive(Clone, Copy)]
+pub struct MapsToShow<'a> {
+    pub cbf: &'a Array3<f32>,
+    pub tmax: &'a Array3<f32>,
+}
+
+/// SEG, SR and summary image of one set of labels.
+pub struct Objects {
+    pub seg: InMemDicomObject,
+    pub sr: InMemDicomObject,
+    pub summary: InMemDicomObject,
+    pub summary_png: Vec<u8>,
+}
+
+impl Objects {
+    /// Returns the files `write_outputs` writes, with `report` last.
+    pub fn files<'a>(&'a self, report: &'a Report) -> ExportFiles<'a> {
+        ExportFiles { seg: &self.seg, summary: &self.summary, summary_png: &self.summary_png, sr: &self.sr, report }
+    }
+}
+
+/// Builds the SEG, the SR that references it and the summary image for `labels`; `reviewed`
+/// marks them final and drops the "not for diagnostic use without review" line.
+pub fn build_objects(
+    inputs: &ExportInputs,
+    labels: &LabelVolume,
+    maps: MapsToShow,
+    reviewed: bool,
+) -> Result<Objects, String> {
+    let info = &inputs.source;
+    let figures = volumes_from_labels(labels, &inputs.geometry);
+    let failed = |what: &str, e: penumbra_export::ExportError| {
+        format!("cannot build the {what} for series {}: {e}", info.series_instance_uid)
+    };
+
+    let seg = build_seg(&SegInput {
+        study: &inputs.study,
+        source: info,
+        geometry: &inputs.geometry,
+        labels,
+        algorithm: &inputs.algorithm,
+        series_number: SEG_SERIES_NUMBER,
+        content_label: "PENUMBRA",
+        reviewed,
+    })
+    .map_err(|e| failed("SEG", e))?;
+    let seg_reference = SegReference::from_seg(&seg).map_err(|e| failed("SEG reference", e))?;
+    let sr = build_sr(&SrInput {
+        study: &inputs.study,
+        source: info,
+        seg: &seg_reference,
+        figures: &figures,
+        algorithm: &inputs.algorithm,
+        series_number: SR_SERIES_NUMBER,
+        reviewed,
+    })
+    .map_err(|e| failed("SR", e))?;
+
+    let summary_input = SummaryInput {
+        study: &inputs.study,
+        source: info,
+        cbf: maps.cbf,
+        tmax: maps.tmax,
+        labels,
+        figures: &figures,
+        confidence: inputs.confidence,
+        reviewed,
+        algorithm: &inputs.algorithm,
+        series_number: SUMMARY_SERIES_NUMBER,
+    };
+    let image = render_summary(&summary_input).map_err(|e| failed("summary image", e))?;
+    let summary = build_summary_sc(&summary_input, &image).map_err(|e| failed("summary image", e))?;
+    let summary_png = summary_png(&image).map_err(|e| failed("summary PNG", e))?;
+    Ok(Objects { seg, sr, summary, summary_png })
+}
+
+/// Returns the DICOM files of an export folder that `formats` selects for forwarding.
+pub fn forwarded_files(dir: &Path, formats: &[ExportFormat]) -> Vec<PathBuf> {
+    let forwarded = FORWARDABLE.iter().filter(|(format, _)| formats.contains(format));
+    forwarded.map(|(_, name)| dir.join(name)).collect()
+}
+
+/// Writes `value` as pretty JSON to `path` atomically: temporary file, fsync, rename, folder fsync.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let io = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let json = serde_json::to_vec_pretty(value).map_err(|e| format!("cannot encode {}: {e}", path.display()))?;
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, json).map_err(io)?;
+    std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
 
 /// Where results go and what decides review.
 pub struct ExportStage {
@@ -92,7 +206,7 @@ impl Stage for ExportStage {
         if !confidence.assessable {
             self.queue_for_review(&job, &outputs)?;
             let report = self.report(&job, &outputs, QaStatus::PendingReview);
-            write_report_only(&dir, &report)?;
+            write_json(&dir.join("report.json"), &report).map_err(|e| StageError::Failed(e.into()))?;
             warn!(reasons = ?confidence.reasons, "Study not assessable: no segmentation exported");
             job.artifacts.report = Some(report_json(&report));
             return Ok(job);
@@ -163,6 +277,7 @@ impl ExportStage {
                 components: outputs.confidence.components.clone(),
             }),
             qa_status,
+            reviewed: None,
             assessable: outputs.confidence.assessable,
             notes: outputs.confidence.reasons.clone(),
             input_quality: outputs.perfusion.quality.as_ref().and_then(|q| serde_json::to_value(q).ok()),
@@ -173,56 +288,20 @@ impl ExportStage {
     }
 
     fn write_files(&self, dir: &Path, outputs: &Outputs, report: &Report) -> Result<Vec<PathBuf>, StageError> {
-        let info = &outputs.series.info;
         let geometry = &outputs.perfusion.maps.geometry;
-        let figures = report.unet.clone().unwrap_or_else(|| volumes_from_labels(&outputs.unet.labels, geometry));
-        let failed = |what: &str, e: penumbra_export::ExportError| {
-            StageError::Failed(format!("cannot build the {what} for series {}: {e}", info.series_instance_uid).into())
-        };
-
-        let seg = build_seg(&SegInput {
-            study: outputs.study,
-            source: info,
-            geometry,
-            labels: &outputs.unet.labels,
-            algorithm: &self.algorithm,
-            series_number: SEG_SERIES_NUMBER,
-            content_label: "PENUMBRA",
-            reviewed: false,
-        })
-        .map_err(|e| failed("SEG", e))?;
-        let seg_reference = SegReference::from_seg(&seg).map_err(|e| failed("SEG reference", e))?;
-        let sr = build_sr(&SrInput {
-            study: outputs.study,
-            source: info,
-            seg: &seg_reference,
-            figures: &figures,
-            algorithm: &self.algorithm,
-            series_number: SR_SERIES_NUMBER,
-            reviewed: false,
-        })
-        .map_err(|e| failed("SR", e))?;
-
-        let summary_input = SummaryInput {
-            study: outputs.study,
-            source: info,
-            cbf: &outputs.perfusion.maps.cbf,
-            tmax: &outputs.perfusion.maps.tmax,
-            labels: &outputs.unet.labels,
-            figures: &figures,
+        let inputs = ExportInputs {
+            study: outputs.study.clone(),
+            source: outputs.series.info.clone(),
+            geometry: geometry.clone(),
+            algorithm: self.algorithm.clone(),
             confidence: Some(outputs.confidence.score),
-            reviewed: false,
-            algorithm: &self.algorithm,
-            series_number: SUMMARY_SERIES_NUMBER,
         };
-        let image = render_summary(&summary_input).map_err(|e| failed("summary image", e))?;
-        let summary = build_summary_sc(&summary_input, &image).map_err(|e| failed("summary image", e))?;
-        let png = summary_png(&image).map_err(|e| failed("summary PNG", e))?;
+        let maps = MapsToShow { cbf: &outputs.perfusion.maps.cbf, tmax: &outputs.perfusion.maps.tmax };
+        let objects = build_objects(&inputs, &outputs.unet.labels, maps, false).map_err(|e| StageError::Failed(e.into()))?;
 
-        let files = ExportFiles { seg: &seg, summary: &summary, summary_png: &png, sr: &sr, report };
-        write_outputs(dir, &files).map_err(|e| StageError::Failed(format!("cannot write outputs: {e}").into()))?;
-        let forwarded = FORWARDABLE.iter().filter(|(format, _)| self.formats.contains(format));
-        Ok(forwarded.map(|(_, name)| dir.join(name)).collect())
+        write_outputs(dir, &objects.files(report)).map_err(|e| StageError::Failed(format!("cannot write outputs: {e}").into()))?;
+        write_json(&dir.join(EXPORT_INPUTS), &inputs).map_err(|e| StageError::Failed(e.into()))?;
+        Ok(forwarded_files(dir, &self.formats))
     }
 
     fn forward(&self, files: &[PathBuf]) -> Result<(), StageError> {
@@ -271,18 +350,6 @@ impl ExportStage {
         info!(case_id = %id, score = outputs.confidence.score, "Study queued for radiologist review");
         Ok(())
     }
-}
-
-/// Writes `report.json` alone, atomically, for a study whose input is not assessable.
-fn write_report_only(dir: &Path, report: &Report) -> Result<(), StageError> {
-    let io = |e: std::io::Error| StageError::Failed(format!("cannot write report.json in {}: {e}", dir.display()).into());
-    let json = serde_json::to_vec_pretty(report).map_err(|e| StageError::Failed(Box::new(e)))?;
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let temporary = dir.join(".report.json.tmp");
-    std::fs::write(&temporary, json).map_err(io)?;
-    std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(io)?;
-    std::fs::rename(&temporary, dir.join("report.json")).map_err(io)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 fn report_json(report: &Report) -> serde_json::Value {

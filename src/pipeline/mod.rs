@@ -10,6 +10,7 @@ pub mod infer;
 pub mod job;
 pub mod perfusion;
 pub mod resample;
+pub mod review;
 pub mod runner;
 pub mod stage;
 pub mod stages;

@@ -288,23 +288,37 @@ fn npy_header(descr: &str, (z, y, x): (usize, usize, usize)) -> Vec<u8> {
 
 /// Reads a `uint8` `(z, y, x)` `.npy` file as written by [`write_npy_u8`].
 pub fn read_npy_u8(path: &Path) -> Result<Array3<u8>, QaError> {
-    let bytes = fs::read(path).map_err(|e| QaError::io(path, e))?;
-    let invalid = |what: &str| QaError::io(path, io::Error::new(io::ErrorKind::InvalidData, format!("invalid npy file: {what}")));
+    let (shape, data) = read_npy(path, "|u1")?;
+    Array3::from_shape_vec(shape, data).map_err(|_| invalid_npy(path, "data size does not match shape"))
+}
 
+/// Reads a `float32` `(z, y, x)` `.npy` file as written by [`write_npy_f32`].
+pub fn read_npy_f32(path: &Path) -> Result<Array3<f32>, QaError> {
+    let (shape, data) = read_npy(path, "<f4")?;
+    let values = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Array3::from_shape_vec(shape, values).map_err(|_| invalid_npy(path, "data size does not match shape"))
+}
+
+fn invalid_npy(path: &Path, what: &str) -> QaError {
+    QaError::io(path, io::Error::new(io::ErrorKind::InvalidData, format!("invalid npy file: {what}")))
+}
+
+/// Reads a version 1 `.npy` file of three dimensions in C order with element type `descr`.
+fn read_npy(path: &Path, descr: &str) -> Result<((usize, usize, usize), Vec<u8>), QaError> {
+    let bytes = fs::read(path).map_err(|e| QaError::io(path, e))?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" || bytes[6] != 1 {
-        return Err(invalid("missing version 1 magic"));
+        return Err(invalid_npy(path, "missing version 1 magic"));
     }
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let header = bytes
         .get(10..10 + header_len)
         .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| invalid("truncated header"))?;
-    if !header.contains("'descr': '|u1'") || !header.contains("'fortran_order': False") {
-        return Err(invalid("expected uint8 in C order"));
+        .ok_or_else(|| invalid_npy(path, "truncated header"))?;
+    if !header.contains(&format!("'descr': '{descr}'")) || !header.contains("'fortran_order': False") {
+        return Err(invalid_npy(path, &format!("expected {descr} in C order")));
     }
-    let shape = parse_shape(header).ok_or_else(|| invalid("unreadable shape"))?;
-    let data = &bytes[10 + header_len..];
-    Array3::from_shape_vec((shape[0], shape[1], shape[2]), data.to_vec()).map_err(|_| invalid("data size does not match shape"))
+    let shape = parse_shape(header).ok_or_else(|| invalid_npy(path, "unreadable shape"))?;
+    Ok(((shape[0], shape[1], shape[2]), bytes[10 + header_len..].to_vec()))
 }
 
 fn parse_shape(header: &str) -> Option<[usize; 3]> {

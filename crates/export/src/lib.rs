@@ -25,7 +25,7 @@ pub use summary::{build_summary_sc, render_summary, summary_png, RgbImage, Summa
 use std::path::PathBuf;
 
 /// The algorithm that produced a segmentation, as written into DICOM outputs and the report.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AlgorithmInfo {
     /// Algorithm name, e.g. `penumbra-unet` or `threshold rCBF<30% Tmax>6s`.
     pub name: String,

@@ -127,6 +127,9 @@ pub struct Report {
     pub model: ModelInfo,
     pub confidence: Option<Confidence>,
     pub qa_status: QaStatus,
+    /// Figures of the labels a radiologist accepted or corrected, once reviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed: Option<VolumeFigures>,
     /// False when the input cannot support a segmentation; `unet` is then `None`.
     pub assessable: bool,
     /// Plain-language reasons behind a lowered confidence or a study that is not assessable.
@@ -351,6 +354,7 @@ mod tests {
             },
             confidence: None,
             qa_status: QaStatus::PendingReview,
+            reviewed: None,
             assessable: true,
             notes: Vec::new(),
             input_quality: None,
@@ -420,6 +424,7 @@ mod tests {
             },
             confidence: None,
             qa_status: QaStatus::Approved,
+            reviewed: None,
             assessable: true,
             notes: Vec::new(),
             input_quality: None,

@@ -255,6 +255,7 @@ fn report(study_uid: &str, figures: &VolumeFigures) -> Report {
         },
         confidence: None,
         qa_status: QaStatus::PendingReview,
+        reviewed: None,
         assessable: true,
         notes: Vec::new(),
         input_quality: None,
