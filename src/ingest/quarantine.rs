@@ -89,6 +89,7 @@ impl Quarantine {
             to: target.clone(),
             source,
         })?;
+        crate::telemetry::metrics::metrics().quarantined_files.with_label_values(&[reason.kind.as_str()]).inc();
         Ok(entry)
     }
 
@@ -98,6 +99,7 @@ impl Quarantine {
         let target = entry.join(safe_name(name));
         write_atomically(&target, bytes, true).map_err(|source| QuarantineError::Write { path: target, source })?;
         self.write_reason(&entry, reason)?;
+        crate::telemetry::metrics::metrics().quarantined_files.with_label_values(&[reason.kind.as_str()]).inc();
         Ok(entry)
     }
 

@@ -191,6 +191,12 @@ impl Metrics {
         for &stage in stages {
             self.stage_duration.with_label_values(&[stage]);
             self.queue_depth.with_label_values(&[stage]);
+            for error_type in ["stage_rejected", "stage_failed", "stage_panicked"] {
+                self.stage_errors.with_label_values(&[stage, error_type]);
+            }
+        }
+        for reason in ["empty_file", "not_dicom", "truncated", "length_exceeds_file", "malformed"] {
+            self.quarantined_files.with_label_values(&[reason]);
         }
         for state in ["pending", "in_review", "accepted", "corrected", "rejected", "accepted_threshold"] {
             self.qa_cases.with_label_values(&[state]);
