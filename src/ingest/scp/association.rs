@@ -462,6 +462,9 @@ fn store_instance(
     }
 }
 
+/// Transfer syntax UID of Deflated Explicit VR Little Endian.
+const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
+
 /// Parses the data set and checks its SOP Class and Instance UIDs against the command.
 fn identify(
     command: &Command,
@@ -475,6 +478,18 @@ fn identify(
             format!("transfer syntax {ts_uid} is unknown"),
         ));
     };
+
+    // dicom-object allocates declared lengths before reading them, so a data set whose element
+    // lengths run past its end is rejected first by the bounded parser. A deflated data set is
+    // not checked: the bounded parser cannot tell a bare deflate stream from other bytes.
+    if ts_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
+        use penumbra_dicom::ReadError;
+        if let Err(err @ (ReadError::Truncated { .. } | ReadError::DeclaredLengthTooLarge { .. } | ReadError::NestingTooDeep { .. })) =
+            penumbra_dicom::read_bytes(data)
+        {
+            return Err((status::CANNOT_UNDERSTAND, format!("data set cannot be parsed: {err}")));
+        }
+    }
 
     // A decoder bug must not take the association down with it, so a panic counts as a parse
     // failure of this one data set.

@@ -66,6 +66,8 @@ pub enum CommandError {
     Parse(#[source] Box<dicom_object::ReadError>),
     #[error("DIMSE command set is missing {0}")]
     Missing(&'static str),
+    #[error("invalid DIMSE command set: {0}")]
+    Layout(String),
     #[error("failed to encode DIMSE command set: {0}")]
     Encode(#[source] Box<dicom_object::WriteError>),
 }
@@ -79,9 +81,11 @@ pub fn trim_padding(value: &str) -> &str {
 ///
 /// # Errors
 ///
-/// [`CommandError::Parse`] when the bytes are not an Implicit VR Little Endian data set and
-/// [`CommandError::Missing`] when Command Field is absent.
+/// [`CommandError::Layout`] when an element lies outside group 0000 or declares more bytes than
+/// follow, [`CommandError::Parse`] when the bytes are not an Implicit VR Little Endian data set
+/// and [`CommandError::Missing`] when Command Field is absent.
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandError> {
+    check_layout(bytes).map_err(CommandError::Layout)?;
     let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let object = InMemDicomObject::read_dataset_with_ts(bytes, &ts)
         .map_err(|err| CommandError::Parse(Box::new(err)))?;
@@ -102,6 +106,30 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandError> {
         status: read_u16(&object, tags::STATUS),
         error_comment: read_string(&object, tags::ERROR_COMMENT),
     })
+}
+
+/// Walks the elements of an Implicit VR Little Endian command set and checks that each is in
+/// group 0000 with a defined length inside the buffer, so that the parser never allocates what a
+/// peer merely declares.
+fn check_layout(bytes: &[u8]) -> Result<(), String> {
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        let header = bytes.get(offset..offset + 8).ok_or_else(|| format!("element header cut at byte {offset}"))?;
+        let group = u16::from_le_bytes([header[0], header[1]]);
+        let element = u16::from_le_bytes([header[2], header[3]]);
+        let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if group != 0x0000 {
+            return Err(format!("element ({group:04X},{element:04X}) at byte {offset} is outside group 0000"));
+        }
+        let available = bytes.len() - offset - 8;
+        if length > available {
+            return Err(format!(
+                "element (0000,{element:04X}) declares {length} bytes, only {available} follow"
+            ));
+        }
+        offset += 8 + length;
+    }
+    Ok(())
 }
 
 fn read_u16(object: &InMemDicomObject, tag: Tag) -> Option<u16> {
