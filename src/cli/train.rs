@@ -56,7 +56,7 @@ pub struct Args {
     /// Plain convolution blocks instead of residual ones (for the ablation).
     #[arg(long)]
     pub plain: bool,
-    /// Start afresh even when the checkpoint folder holds an earlier run.
+    /// Start afresh even when the checkpoint folder contains an earlier run.
     #[arg(long)]
     pub no_resume: bool,
 }

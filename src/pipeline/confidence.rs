@@ -56,7 +56,7 @@ fn lesion_volumes(labels: &penumbra_imaging::LabelVolume, geometry: &Geometry) -
 }
 
 /// Converts the perfusion stage's measures. A scanner's maps come without them: the score then
-/// rests on the model components alone, and a note says so.
+/// rests on the model components alone, and a note states it.
 fn input_quality(measured: Option<&PerfusionQuality>) -> (InputQuality, Vec<String>) {
     match measured {
         Some(q) => (

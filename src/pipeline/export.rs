@@ -168,7 +168,7 @@ pub struct ExportTargets {
     pub data_dir: PathBuf,
     pub outbox: Option<Arc<Outbox>>,
     pub destinations: Vec<Destination>,
-    /// Which DICOM outputs go to the destinations.
+    /// DICOM outputs sent to the destinations.
     pub formats: Vec<ExportFormat>,
     pub qa: Option<Arc<dyn QaStore>>,
     pub review_below: f64,
@@ -279,7 +279,7 @@ impl ExportStage {
             qa_status,
             reviewed: None,
             assessable: outputs.confidence.assessable,
-            notes: outputs.confidence.reasons.clone(),
+            notes: report_notes(job, outputs.confidence),
             input_quality: outputs.perfusion.quality.as_ref().and_then(|q| serde_json::to_value(q).ok()),
             threshold_details: serde_json::to_value(&outputs.perfusion.threshold).ok(),
             timings_s,
@@ -350,6 +350,20 @@ impl ExportStage {
         info!(case_id = %id, score = outputs.confidence.score, "Study queued for radiologist review");
         Ok(())
     }
+}
+
+/// Returns the confidence reasons followed by every file and series the decoder set aside.
+fn report_notes(job: &Job, confidence: &Confidence) -> Vec<String> {
+    let mut notes = confidence.reasons.clone();
+    if let Some(decoded) = &job.artifacts.decoded {
+        for file in &decoded.rejected {
+            notes.push(format!("file {} set aside: {}", file.path.display(), file.error));
+        }
+        for series in &decoded.rejected_series {
+            notes.push(format!("series {} set aside: {}", series.series_instance_uid, series.error));
+        }
+    }
+    notes
 }
 
 fn report_json(report: &Report) -> serde_json::Value {

@@ -16,7 +16,7 @@ use super::job::Job;
 use super::stage::{Stage, StageError, StageName};
 use crate::telemetry::metrics::metrics;
 
-/// What the infer stage adds to a job.
+/// The infer stage's artifacts.
 #[derive(Debug)]
 pub struct UnetArtifacts {
     /// Class probabilities `(3, z, y, x)` on the native grid (mean of plain and mirrored runs

@@ -14,7 +14,7 @@ use super::job::Job;
 use super::stage::{Stage, StageError, StageName};
 use crate::config::{LabellingPreset, LabellingSettings, PerfusionSettings};
 
-/// What the perfusion stage adds to a job.
+/// The perfusion stage's artifacts.
 #[derive(Debug)]
 pub struct PerfusionArtifacts {
     /// Index in the decoded series of the series whose grid the maps are on.

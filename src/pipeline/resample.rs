@@ -13,7 +13,7 @@ use super::stage::{Stage, StageError, StageName};
 /// Input channel names the maps can provide, in physical units.
 pub const MAP_CHANNELS: [&str; 4] = ["cbf", "cbv", "mtt", "tmax"];
 
-/// What the resample stage adds to a job.
+/// The resample stage's artifacts.
 #[derive(Debug)]
 pub struct ModelInput {
     /// Model input `(z, c, 256, 256)` in physical units; the segmenter normalizes it.
