@@ -226,7 +226,7 @@ fn write_unparseable(path: &Path, uid: &str) {
 }
 
 fn cases_dir() -> PathBuf {
-    PathBuf::from("/work/shared/cases/dicom")
+    shared_cases()
 }
 
 fn run(command: &mut Command) -> Output {
@@ -1194,4 +1194,17 @@ fn sender_thread_delivers_queued_items() {
     assert_eq!(outbox.counters("ours").unwrap().pending, 0);
     assert!(scp.sink.path_of(&uid).exists());
     assert!(!work.path().join(format!("outbox/ours/{uid}.dcm")).exists());
+}
+
+/// Returns the shared DICOM cases folder: `shared/cases/dicom` in the nearest folder above this
+/// package that has one (the repository's sibling `shared/`).
+fn shared_cases() -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        let candidate = dir.join("shared/cases/dicom");
+        if candidate.is_dir() {
+            return candidate;
+        }
+        assert!(dir.pop(), "no shared/cases/dicom beside the repository");
+    }
 }

@@ -103,7 +103,7 @@ fn broken_files_land_in_quarantine() {
     let mut daemon = start_daemon(&config, "daemon.log");
 
     for name in ["g01_zero_length.dcm", "g02_truncated_half.dcm", "g53_huge_declared_length.dcm", "g00_base_ct_explicit.dcm"] {
-        std::fs::copy(std::path::Path::new(CASES).join(name), incoming.join(name)).unwrap();
+        std::fs::copy(shared_cases().join(name), incoming.join(name)).unwrap();
     }
     std::fs::write(incoming.join("notes.txt"), "not an image\n").unwrap();
 

@@ -480,8 +480,21 @@ mod tests {
 
     const CASE_STUDY_UID_PREFIX: &str = "1.2.826.0.1.3680043.8.498.";
 
+/// Returns the shared DICOM cases folder: `shared/cases/dicom` in the nearest folder above this
+/// package that has one (the repository's sibling `shared/`).
+fn shared_cases() -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        let candidate = dir.join("shared/cases/dicom");
+        if candidate.is_dir() {
+            return candidate;
+        }
+        assert!(dir.pop(), "no shared/cases/dicom beside the repository");
+    }
+}
+
     fn case(name: &str) -> Vec<u8> {
-        let path = PathBuf::from("/work/shared/cases/dicom").join(name);
+        let path = shared_cases().join(name);
         std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
     }
 

@@ -13,7 +13,6 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
-pub const CASES: &str = "/work/shared/cases/dicom";
 
 /// Encodes a small CT image (4 x 4 pixels) as a Part 10 file in Explicit VR Little Endian.
 pub fn ct_instance(study: &str, series: &str, sop: &str, temporal_positions: Option<u32>, z_mm: f64) -> Vec<u8> {
@@ -166,4 +165,17 @@ pub fn terminate(child: &mut Child, timeout: Duration) -> Option<std::process::E
 /// them: the record says failed at decode, with the instance count intake assembled.
 pub fn reached_decode(record: &serde_json::Value) -> bool {
     record["stage_reached"] == "decode" && record["state"] == "failed"
+}
+
+/// Returns the shared DICOM cases folder: `shared/cases/dicom` in the nearest folder above this
+/// package that has one (the repository's sibling `shared/`).
+pub fn shared_cases() -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        let candidate = dir.join("shared/cases/dicom");
+        if candidate.is_dir() {
+            return candidate;
+        }
+        assert!(dir.pop(), "no shared/cases/dicom beside the repository");
+    }
 }

@@ -7,7 +7,7 @@ use penumbra_dicom::pixels::decode_pixels;
 use penumbra_dicom::{read_bytes, read_file, ReadError};
 
 fn case(name: &str) -> PathBuf {
-    Path::new("/work/shared/cases/dicom").join(name)
+    shared_cases().join(name)
 }
 
 /// Reads a case and returns (HU minimum, HU maximum, warnings).
@@ -155,4 +155,17 @@ fn inspect_reports_series_and_rejections() {
     assert_eq!(json["series"][0]["kind"], "dynamic_ctp");
     assert_eq!(json["rejected_files"][0]["error"]["kind"], "duplicate_instance");
     assert!(json["series"][0]["value_min"].as_f64().unwrap() >= -1024.0);
+}
+
+/// Returns the shared DICOM cases folder: `shared/cases/dicom` in the nearest folder above this
+/// package that has one (the repository's sibling `shared/`).
+fn shared_cases() -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        let candidate = dir.join("shared/cases/dicom");
+        if candidate.is_dir() {
+            return candidate;
+        }
+        assert!(dir.pop(), "no shared/cases/dicom beside the repository");
+    }
 }

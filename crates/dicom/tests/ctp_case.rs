@@ -6,7 +6,7 @@ use penumbra_dicom::pixels::decode_pixels;
 use penumbra_dicom::{decode_study, read_file, ReadError, SeriesKind};
 
 fn dir() -> PathBuf {
-    PathBuf::from("/work/shared/cases/dicom/g60_ctp_series")
+    shared_cases().join("g60_ctp_series")
 }
 
 fn files() -> Vec<PathBuf> {
@@ -106,4 +106,17 @@ fn truncated_instance_rejects_series() {
     let message = study.rejected_series[0].error.to_string();
     assert!(message.contains("IM0007.dcm"), "{message}");
     assert!(message.contains("truncated"), "{message}");
+}
+
+/// Returns the shared DICOM cases folder: `shared/cases/dicom` in the nearest folder above this
+/// package that has one (the repository's sibling `shared/`).
+fn shared_cases() -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        let candidate = dir.join("shared/cases/dicom");
+        if candidate.is_dir() {
+            return candidate;
+        }
+        assert!(dir.pop(), "no shared/cases/dicom beside the repository");
+    }
 }

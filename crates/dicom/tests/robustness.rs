@@ -58,12 +58,12 @@ fn peak_during(f: impl FnOnce()) -> usize {
 const MB: usize = 1 << 20;
 
 fn clean_case() -> Vec<u8> {
-    std::fs::read(Path::new("/work/shared/cases/dicom/g00_base_ct_explicit.dcm")).unwrap()
+    std::fs::read(shared_cases().join("g00_base_ct_explicit.dcm")).unwrap()
 }
 
 #[test]
 fn huge_declared_length_case_uses_bounded_memory() {
-    let bytes = std::fs::read("/work/shared/cases/dicom/g53_huge_declared_length.dcm").unwrap();
+    let bytes = std::fs::read(shared_cases().join("g53_huge_declared_length.dcm")).unwrap();
     assert_eq!(bytes.len(), 480);
     let mut result = None;
     let peak = peak_during(|| result = Some(read_bytes(&bytes)));
@@ -161,7 +161,7 @@ proptest! {
         case in prop_oneof![Just("g42_jpeg_lossless_sv1.dcm"), Just("g44_rle.dcm"), Just("g38_deflated.dcm")],
         mutations in proptest::collection::vec(mutation(), 1..4),
     ) {
-        let mut bytes = std::fs::read(Path::new("/work/shared/cases/dicom").join(case)).unwrap();
+        let mut bytes = std::fs::read(shared_cases().join(case)).unwrap();
         for m in &mutations {
             apply(&mut bytes, m);
         }
@@ -171,5 +171,18 @@ proptest! {
             }
         });
         prop_assert!(peak < 64 * MB, "peak {} bytes", peak);
+    }
+}
+
+/// Returns the shared DICOM cases folder: `shared/cases/dicom` in the nearest folder above this
+/// package that has one (the repository's sibling `shared/`).
+fn shared_cases() -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        let candidate = dir.join("shared/cases/dicom");
+        if candidate.is_dir() {
+            return candidate;
+        }
+        assert!(dir.pop(), "no shared/cases/dicom beside the repository");
     }
 }
