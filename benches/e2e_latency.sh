@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end latency and peak memory of one study through `penumbra serve`.
 #
-# Sends a 16-slice x 40-frame 512x512 phantom CTP study with DCMTK storescu over loopback, and
-# measures the time from the end of the transfer (the last instance acknowledged) to the report
-# at the destination storescp (the SEG, SR and summary image received), plus the daemon's peak
-# resident memory (VmHWM). Usage: benches/e2e_latency.sh [PENUMBRA_BINARY]
+# Sends a 16-slice x 40-frame 512x512 phantom CTP study with DCMTK storescu over loopback. It
+# measures the time from the end of the transfer (the last instance acknowledged) until the
+# destination storescp has received the SEG, SR and summary image. It also reports the daemon's
+# peak resident memory (VmHWM). Usage: benches/e2e_latency.sh [PENUMBRA_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/penumbra}

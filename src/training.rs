@@ -1,7 +1,7 @@
 //! Phantom studies as model training and evaluation data.
 //!
 //! Each study runs through the same perfusion computation as the daemon, so the model learns
-//! from maps with the noise and bias of real processing; the labels are the phantom's truth.
+//! from maps with the noise and bias of real processing. The labels are the phantom's truth.
 
 use ndarray::{Array3, Array4};
 use penumbra_model::{labels_to_model_grid, to_model_grid, Dataset, ModelError};
@@ -26,8 +26,8 @@ pub struct ProcessedStudy {
     pub truth: Array3<u8>,
 }
 
-/// Returns the phantom parameters of study `index` of a set drawn from `seed`: noise, lesion
-/// size, side and pose vary; every eighth study has no lesion.
+/// Returns the phantom parameters of study `index` of a set drawn from `seed`. Noise, lesion
+/// size, side and pose vary, and every eighth study has no lesion.
 pub fn study_params(seed: u64, index: u64) -> PhantomParams {
     let study_seed = seed.wrapping_mul(1_000_003).wrapping_add(index);
     let sizes = [LesionSize::Small, LesionSize::Medium, LesionSize::Large];

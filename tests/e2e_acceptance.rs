@@ -1,6 +1,7 @@
-//! End-to-end acceptance: the daemon started as the README says receives a phantom CTP study
-//! from DCMTK `storescu` and forwards SEG, SR and summary image to a DCMTK `storescp`; metrics
-//! move; an uncertain study (truncated bolus at very low dose) reaches the QA queue.
+//! End-to-end acceptance, with the daemon started as the README describes. It receives a phantom
+//! CTP study from DCMTK `storescu` and forwards SEG, SR and summary image to a DCMTK `storescp`,
+//! and the metrics move. An uncertain study (truncated bolus at very low dose) reaches the QA
+//! queue, and accepting it there forwards the reviewed objects.
 //!
 //! Needs DCMTK on PATH and the shipped model in `models/ctp-resunet-v1`.
 
@@ -135,7 +136,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 #[test]
-fn storescu_study_comes_back_as_seg_sr_and_summary() {
+fn study_round_trip_through_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports { scp: free_port(), destination: free_port(), qa: free_port(), metrics: free_port() };
     let received = dir.path().join("received");

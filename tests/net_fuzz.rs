@@ -1,16 +1,16 @@
-//! Mutation fuzzing of what arrives over the network: DIMSE command sets and PDUs, in a bounded
+//! Mutation fuzzing of the DIMSE command sets and PDUs that arrive over the network, in a bounded
 //! number of proptest cases so it runs in CI. Neither decoder may panic or allocate what the
-//! bytes merely claim; every input is answered with a value or an error.
+//! bytes merely claim, so every input returns a value or an error.
 
 use penumbra::ingest::scp::dimse::{decode_command, encode_echo_request, encode_store_request};
 use proptest::prelude::*;
 
-/// A valid C-STORE request command set, the seed the mutations start from.
+/// Returns a valid C-STORE request command set, the seed the mutations start from.
 fn store_command() -> Vec<u8> {
     encode_store_request(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5.6.7").unwrap()
 }
 
-/// An A-ASSOCIATE-RQ with one presentation context, as DCMTK's echoscu sends it (abridged).
+/// Returns an A-ASSOCIATE-RQ with one presentation context, as DCMTK's echoscu sends it (abridged).
 fn associate_rq() -> Vec<u8> {
     let mut variable = Vec::new();
     variable.extend_from_slice(&[0x00, 0x01, 0x00, 0x00]);

@@ -1,7 +1,7 @@
 //! Decode stage: a study's spooled files to volumes in physical units.
 //!
-//! Files or series the decoder cannot use are logged with their reason and listed in the report;
-//! the study goes on only when it has a dynamic CTP series or a complete set of perfusion maps.
+//! Files or series the decoder cannot use are logged with their reason and listed in the report.
+//! The study goes on only when it has a dynamic CTP series or a complete set of perfusion maps.
 
 use penumbra_dicom::{decode_study, SeriesKind, StudyDecode};
 use tracing::{info, warn};

@@ -3,7 +3,7 @@
 //! The SEG carries the U-Net labels on the source series' grid. An uncertain study is queued for
 //! review; with `confidence.hold_until_reviewed` its DICOM outputs wait for the decision,
 //! otherwise they go out at once marked unreviewed. A study whose input is not assessable gets a
-//! report that says so, no segmentation, and a place at the front of the review queue.
+//! report that states it, no segmentation, and a place at the front of the review queue.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Infer stage: residual U-Net class probabilities and labels on the native grid.
 //!
-//! With test-time augmentation the slices also run mirrored left to right; the labels come from
-//! the mean of both predictions and the mirrored one is kept for the confidence stage.
+//! With test-time augmentation the slices also run mirrored left to right. The labels then come
+//! from the mean of both predictions, and the mirrored one is kept for the confidence stage.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,9 +1,10 @@
 //! Re-export after a radiologist's decision.
 //!
 //! Accepting the U-Net labels, taking the threshold labels instead or saving a corrected mask
-//! rebuilds the SEG, SR and summary image from the final labels, marks them reviewed (final, no
-//! "not for diagnostic use without review" line), records the reviewed figures and the QA status in
-//! `report.json`, and forwards the DICOM outputs again. A rejection only updates the report.
+//! rebuilds the SEG, SR and summary image from the final labels. They are marked reviewed: final,
+//! without the "not for diagnostic use without review" line. `report.json` gets the reviewed
+//! figures and the QA status, and the DICOM outputs are forwarded again. A rejection only updates
+//! the report.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -44,7 +44,7 @@ pub struct Metrics {
     pub outbox_dead_letters: IntCounterVec,
     /// Bytes held in the spool.
     pub spool_bytes: IntGauge,
-    /// Free bytes on the file system that holds the data directory.
+    /// Free bytes on the file system that contains the data directory.
     pub disk_free_bytes: IntGauge,
     /// 1 when `/readyz` reports ready, else 0.
     pub ready: IntGauge,
@@ -180,7 +180,7 @@ impl Metrics {
     }
 
     /// Creates every series of the fixed label sets at zero, so dashboards and `rate()` see them
-    /// from the first scrape on; `destinations` are the configured AE titles.
+    /// from the first scrape on. `destinations` are the configured AE titles.
     pub fn initialize_labels(&self, stages: &[&str], destinations: &[String]) {
         for source in ["scp", "watch"] {
             self.instances_received.with_label_values(&[source]);

@@ -1,9 +1,9 @@
-//! What a decoded series carries besides its voxels.
+//! The attributes a decoded series carries besides its voxels.
 
 use penumbra_imaging::Volume;
 use serde::{Deserialize, Serialize};
 
-/// What the decoder made of a series.
+/// Classification of a decoded series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SeriesKind {

@@ -3,7 +3,7 @@
 use ndarray::{Array3, Array4};
 use serde::{Deserialize, Serialize};
 
-/// Where a slice stack sits in the patient coordinate system (DICOM LPS, millimetres).
+/// Position and orientation of a slice stack in the patient coordinate system (DICOM LPS, mm).
 ///
 /// Voxel `(z, y, x)` is at `origin_mm + x * spacing_mm[2] * row_dir + y * spacing_mm[1] * col_dir
 /// + z * spacing_mm[0] * normal`.
@@ -47,7 +47,7 @@ impl Geometry {
 pub struct Volume {
     /// Voxel values, shape `(t, z, y, x)`.
     pub voxels: Array4<f32>,
-    /// Where the slices sit in patient space.
+    /// Position of the slices in patient space.
     pub geometry: Geometry,
     /// Acquisition time of each frame in seconds from the first frame, one per `t`.
     /// Shuttle-mode data with per-slice offsets keeps the frame mean here.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
-/// Which convolution kernels run the CPU forward and backward passes.
+/// Convolution kernels for the CPU forward and backward passes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kernels {
