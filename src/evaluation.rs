@@ -93,6 +93,7 @@ impl EvaluationError {
 }
 
 /// A phantom study after perfusion processing, with its truth.
+#[derive(Clone)]
 pub struct PhantomRun {
     pub params: PhantomParams,
     pub truth: Truth,

@@ -80,3 +80,46 @@ fn model_evaluation_scores_agree() {
     let flagged = studies.iter().filter(|s| s.confidence.score < 0.7).count();
     assert_eq!(summary.flagged_fraction, flagged as f64 / 2.0);
 }
+
+#[test]
+fn ablation_trains_each_variant_on_the_same_data() {
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("ablation.json");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_penumbra"))
+        .args(["ablate", "--studies", "2", "--epochs", "1", "--width", "4", "--depth", "2", "--patch", "64"])
+        .args(["--eval-studies", "1", "--eval-matrix", "128", "--slices", "4"])
+        .args(["--variants", "residual-tversky,plain-dice", "--out"])
+        .arg(out.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| variant")).collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert!(rows[0].starts_with("| residual-tversky |") && rows[1].starts_with("| plain-dice |"), "{stdout}");
+    assert!(rows[2].starts_with("| threshold labels"), "{stdout}");
+    for variant in ["residual-tversky", "plain-dice"] {
+        assert!(out.path().join(variant).join("model.safetensors").is_file(), "{variant} model missing");
+    }
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let variants = report["variants"].as_array().unwrap();
+    assert_eq!(variants[0]["variant"]["residual"], true);
+    assert_eq!(variants[1]["variant"]["residual"], false);
+    assert_ne!(variants[0]["best_validation_loss"], variants[1]["best_validation_loss"]);
+}
+
+#[test]
+fn ablation_rejects_an_unknown_variant() {
+    let out = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_penumbra"))
+        .args(["ablate", "--variants", "residual-l1", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown loss \"l1\""));
+}

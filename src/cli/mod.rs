@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod ablate;
 pub mod check_config;
 pub mod echo;
 pub mod eval;
@@ -48,6 +49,8 @@ pub enum Command {
     EvalPerfusion(eval_perfusion::Args),
     /// Score a trained U-Net, the threshold labels and the confidence score on held-out phantoms.
     Eval(eval::Args),
+    /// Train U-Net variants on the same data and budget and compare them on held-out phantoms.
+    Ablate(ablate::Args),
     /// Serve the radiologist QA page on its own, or export reviewed labels as training data.
     Qa(qa::Args),
 }
@@ -66,5 +69,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::EvalPerfusion(args) => eval_perfusion::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Ablate(args) => ablate::run(args),
     }
 }

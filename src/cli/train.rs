@@ -127,7 +127,7 @@ fn train_model(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn loss_kind(choice: LossChoice) -> LossKind {
+pub(super) fn loss_kind(choice: LossChoice) -> LossKind {
     match choice {
         LossChoice::Tversky => LossKind::default(),
         LossChoice::FocalTversky => LossKind::FocalTversky { alpha: 0.3, beta: 0.7, gamma: 0.75 },
