@@ -5,7 +5,7 @@ use dicom_core::value::{DataSetSequence, PrimitiveValue, C};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use penumbra_dicom::StudyContext;
+use penumbra_dicom::{SourceInstance, StudyContext};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Manufacturer written into every object Penumbra creates.
@@ -44,6 +44,22 @@ impl Code {
         item.put_str(tags::CODE_MEANING, VR::LO, self.meaning);
         item
     }
+}
+
+/// DICOM CID 7202 "Source image for image processing operation".
+const SOURCE_PURPOSE: Code = Code::new("121322", "DCM", "Source image for image processing operation");
+
+/// Builds a SourceImageSequence item that references one source slice (and its frame, for a
+/// multi-frame source) as the input of the image processing.
+pub(crate) fn source_image_item(slice: &SourceInstance) -> InMemDicomObject {
+    let mut item = InMemDicomObject::new_empty();
+    item.put_str(tags::REFERENCED_SOP_CLASS_UID, VR::UI, slice.sop_class_uid.clone());
+    item.put_str(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, slice.sop_instance_uid.clone());
+    if let Some(frame_number) = slice.frame_number {
+        item.put_str(tags::REFERENCED_FRAME_NUMBER, VR::IS, frame_number.to_string());
+    }
+    put_code_seq(&mut item, tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE, SOURCE_PURPOSE);
+    item
 }
 
 pub(crate) fn put_seq(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {

@@ -33,12 +33,6 @@ const PENUMBRA_TYPE: Code = Code::new("PENUMBRA", dcm::PRIVATE_SCHEME, "Ischemic
 const ALGORITHM_FAMILY: Code = Code::new("123110", "DCM", "Artificial Intelligence");
 /// DICOM CID 7203 "Segmentation" image derivation.
 const DERIVATION: Code = Code::new("113076", "DCM", "Segmentation");
-/// DICOM CID 7202 "Source image for image processing operation".
-const SOURCE_PURPOSE: Code = Code::new(
-    "121322",
-    "DCM",
-    "Source image for image processing operation",
-);
 
 /// DICOM-encoded CIELab (L* 0..100 and a*, b* -128..127, each scaled to 0..65535) of sRGB pure
 /// red under D65, L* 53.24 a* 80.09 b* 67.20, for the core.
@@ -507,30 +501,7 @@ fn frame_item(input: &SegInput, segment: u16, z: usize) -> InMemDicomObject {
 
 /// Builds the DerivationImageSequence item that points frame `z` at its source slice.
 fn derivation_item(source: &SeriesInfo, z: usize) -> InMemDicomObject {
-    let slice = &source.slice_sources[z];
-    let mut image = InMemDicomObject::new_empty();
-    image.put_str(
-        tags::REFERENCED_SOP_CLASS_UID,
-        VR::UI,
-        slice.sop_class_uid.clone(),
-    );
-    image.put_str(
-        tags::REFERENCED_SOP_INSTANCE_UID,
-        VR::UI,
-        slice.sop_instance_uid.clone(),
-    );
-    if let Some(frame_number) = slice.frame_number {
-        image.put_str(
-            tags::REFERENCED_FRAME_NUMBER,
-            VR::IS,
-            frame_number.to_string(),
-        );
-    }
-    dcm::put_code_seq(
-        &mut image,
-        tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-        SOURCE_PURPOSE,
-    );
+    let mut image = dcm::source_image_item(&source.slice_sources[z]);
     // The SEG is on the source grid, so each frame covers its source slice pixel for pixel.
     image.put_str(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES");
 

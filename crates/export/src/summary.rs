@@ -5,7 +5,7 @@
 //! The image is written as an RGB Secondary Capture object and as PNG. The header carries no
 //! patient data.
 
-use crate::dcm::{self, Code};
+use crate::dcm;
 use crate::report::VolumeFigures;
 use crate::{font, AlgorithmInfo, ExportError};
 use dicom_core::value::PrimitiveValue;
@@ -39,12 +39,6 @@ const TILE_GAP: usize = 12;
 /// Tiles are laid out in rows no wider than this many pixels (at least one tile per row).
 const MAX_GRID_WIDTH: usize = 1024;
 
-/// DICOM CID 7202 "Source image for image processing operation".
-const SOURCE_PURPOSE: Code = Code::new(
-    "121322",
-    "DCM",
-    "Source image for image processing operation",
-);
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved `R, G, B`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,34 +439,7 @@ fn put_general_image(obj: &mut InMemDicomObject, input: &SummaryInput) {
 }
 
 fn source_images(source: &SeriesInfo) -> Vec<InMemDicomObject> {
-    let mut items = Vec::with_capacity(source.slice_sources.len());
-    for slice in &source.slice_sources {
-        let mut item = InMemDicomObject::new_empty();
-        item.put_str(
-            tags::REFERENCED_SOP_CLASS_UID,
-            VR::UI,
-            slice.sop_class_uid.clone(),
-        );
-        item.put_str(
-            tags::REFERENCED_SOP_INSTANCE_UID,
-            VR::UI,
-            slice.sop_instance_uid.clone(),
-        );
-        if let Some(frame_number) = slice.frame_number {
-            item.put_str(
-                tags::REFERENCED_FRAME_NUMBER,
-                VR::IS,
-                frame_number.to_string(),
-            );
-        }
-        dcm::put_code_seq(
-            &mut item,
-            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-            SOURCE_PURPOSE,
-        );
-        items.push(item);
-    }
-    items
+    source.slice_sources.iter().map(dcm::source_image_item).collect()
 }
 
 #[cfg(test)]
