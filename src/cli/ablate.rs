@@ -15,7 +15,7 @@ use penumbra_model::{train, Dataset, Norm, TrainConfig, UNetConfig};
 use penumbra_phantom::Matrix;
 use serde::Serialize;
 
-use super::eval_perfusion::{fmt, write_json};
+use super::eval_perfusion::{fmt, parse_matrix, write_json};
 use super::train::{loss_kind, LossChoice};
 use crate::evaluation::{
     check_held_out, evaluate_model_study, evaluation_params, run_phantom, summarize_classes, Case, ClassSummary,
@@ -60,7 +60,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2001)]
     pub eval_seed: u64,
     /// In-plane matrix of the held-out phantoms: 128 or 256.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = parse_matrix)]
     pub eval_matrix: usize,
     /// Slices per phantom study, training and held out.
     #[arg(long, default_value_t = 16)]

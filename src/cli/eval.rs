@@ -10,7 +10,7 @@ use penumbra_model::Segmenter;
 use penumbra_phantom::Matrix;
 use serde::Serialize;
 
-use super::eval_perfusion::{fmt, write_json};
+use super::eval_perfusion::{fmt, parse_matrix, write_json};
 use crate::evaluation::{
     calibration, check_held_out, evaluate_model_study, held_out_params, run_phantom, summarize_classes, Calibration,
     ClassSummary, FailedStudy, ModelStudyEval, DEFAULT_REVIEW_BELOW, MAX_TRAINING_STUDIES, POOR_CORE_DICE, TVERSKY_ALPHA,
@@ -42,13 +42,6 @@ pub struct Args {
     /// File to write every study's scores, the summaries and the calibration to, as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
-}
-
-fn parse_matrix(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(size @ (128 | 256)) => Ok(size),
-        _ => Err(format!("invalid matrix {text:?}: expected 128 or 256")),
-    }
 }
 
 /// Everything the JSON file holds.

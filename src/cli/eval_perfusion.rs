@@ -31,8 +31,8 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
-/// Accepts the matrix sizes the evaluation supports.
-fn parse_matrix(text: &str) -> Result<usize, String> {
+/// Accepts the matrix sizes the phantom supports.
+pub(super) fn parse_matrix(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(size @ (128 | 256)) => Ok(size),
         _ => Err(format!("invalid matrix {text:?}: expected 128 or 256")),
