@@ -5,8 +5,9 @@
 //! run past its end before anything is allocated for them. dicom-object then parses
 //! only the bytes before Pixel Data.
 
-use dicom_core::Tag;
-use dicom_dictionary_std::tags;
+use dicom_core::dictionary::{DataDictionary, VirtualVr};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -103,6 +104,31 @@ pub fn identify(bytes: &[u8]) -> Result<InstanceIds, IdentifyError> {
     };
 
     ids_from_object(&object, &layout)
+}
+
+/// Parses the elements before Pixel Data of a data set received without File Meta, encoded in
+/// `transfer_syntax`. It runs the same length and nesting checks as [`identify`] first, so Pixel
+/// Data is checked against the bytes but never decoded. The C-STORE receiver calls it on every
+/// data set, because it stores the pixels as they arrived.
+///
+/// # Errors
+///
+/// [`IdentifyError::EmptyFile`] for no bytes, [`IdentifyError::Unparseable`] for a deflated
+/// data set (it cannot be scanned before it is inflated) or one dicom-object cannot parse, and
+/// the scan's errors ([`IdentifyError::LengthExceedsFile`], [`IdentifyError::Truncated`],
+/// [`IdentifyError::Malformed`]).
+pub fn parse_data_set_header(data: &[u8], transfer_syntax: &str) -> Result<InMemDicomObject, IdentifyError> {
+    if data.is_empty() {
+        return Err(IdentifyError::EmptyFile);
+    }
+    if transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
+        return Err(IdentifyError::Unparseable("a deflated data set cannot be scanned before it is inflated".to_string()));
+    }
+
+    let encoding = Encoding::for_transfer_syntax(transfer_syntax);
+    let scan = scan_top_level(data, 0, encoding)?;
+    let cut = scan.pixel_data_at.unwrap_or(scan.end);
+    parse_data_set(&data[..cut], transfer_syntax)
 }
 
 /// Start and encoding of the data set, with SOP UIDs from the File Meta group.
@@ -340,16 +366,66 @@ fn scan_top_level(bytes: &[u8], start: usize, encoding: Encoding) -> Result<TopL
     Ok(TopLevelScan { pixel_data_at: None, end: pos })
 }
 
-/// Returns the offset just past an element's value, following undefined-length sequences.
+/// Returns the offset just past an element's value. Sequences of either length form are walked
+/// item by item, so that their nesting depth is checked before a parser recurses into them.
 fn skip_value(bytes: &[u8], header: &Header, value_start: usize, encoding: Encoding, depth: usize) -> Result<usize, IdentifyError> {
     if let Some(length) = header.defined_length() {
         check_fits(bytes, value_start, length, header.tag)?;
-        return Ok(value_start + length);
+        let end = value_start + length;
+        if is_sequence(header) {
+            skip_defined_sequence(&bytes[..end], value_start, encoding, depth + 1)?;
+        }
+        return Ok(end);
     }
 
     // An undefined-length UN element contains Implicit VR Little Endian items.
     let inner = if header.vr == Some(*b"UN") { LITTLE_IMPLICIT } else { encoding };
     skip_sequence(bytes, value_start, inner, depth + 1)
+}
+
+/// Returns whether an element with a defined length is a sequence: its VR is SQ, or, in Implicit
+/// VR, the standard dictionary gives SQ for its tag (as dicom-object decides when it parses).
+fn is_sequence(header: &Header) -> bool {
+    match header.vr {
+        Some(vr) => &vr == b"SQ",
+        None => StandardDataDictionary
+            .by_tag(header.tag)
+            .is_some_and(|entry| entry.vr == VirtualVr::Exact(VR::SQ)),
+    }
+}
+
+/// Walks the items of a defined-length sequence whose value is `bytes[pos..]`.
+fn skip_defined_sequence(bytes: &[u8], mut pos: usize, encoding: Encoding, depth: usize) -> Result<(), IdentifyError> {
+    if depth > MAX_SEQUENCE_DEPTH {
+        return Err(malformed(pos, &format!("sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")));
+    }
+
+    while pos < bytes.len() {
+        let header = read_header(bytes, pos, encoding).map_err(|_| truncated_sequence(bytes, pos))?;
+        if header.tag != ITEM {
+            return Err(malformed(pos, &format!("expected an item in a sequence, found {}", header.tag)));
+        }
+        let value_start = pos + 8;
+        pos = match header.defined_length() {
+            Some(length) => skip_defined_item(bytes, value_start, length, encoding, depth)?,
+            None => skip_item(bytes, value_start, encoding, depth)?,
+        };
+    }
+    Ok(())
+}
+
+/// Walks the elements of a defined-length item and returns the offset just past it.
+fn skip_defined_item(bytes: &[u8], value_start: usize, length: usize, encoding: Encoding, depth: usize) -> Result<usize, IdentifyError> {
+    check_fits(bytes, value_start, length, ITEM)?;
+    let end = value_start + length;
+    let content = &bytes[..end];
+
+    let mut pos = value_start;
+    while pos < end {
+        let header = read_header(content, pos, encoding)?;
+        pos = skip_value(content, &header, pos + header.header_len, encoding, depth)?;
+    }
+    Ok(end)
 }
 
 fn skip_sequence(bytes: &[u8], mut pos: usize, encoding: Encoding, depth: usize) -> Result<usize, IdentifyError> {
@@ -363,10 +439,7 @@ fn skip_sequence(bytes: &[u8], mut pos: usize, encoding: Encoding, depth: usize)
         match header.tag {
             SEQUENCE_DELIMITATION => return Ok(value_start),
             ITEM => match header.defined_length() {
-                Some(length) => {
-                    check_fits(bytes, value_start, length, header.tag)?;
-                    pos = value_start + length;
-                }
+                Some(length) => pos = skip_defined_item(bytes, value_start, length, encoding, depth)?,
                 None => pos = skip_item(bytes, value_start, encoding, depth)?,
             },
             other => return Err(malformed(pos, &format!("expected an item in a sequence, found {other}"))),
@@ -385,11 +458,22 @@ fn skip_item(bytes: &[u8], mut pos: usize, encoding: Encoding, depth: usize) -> 
     }
 }
 
-fn skip_encapsulated(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<usize, IdentifyError> {
-    skip_sequence(bytes, pos, Encoding { explicit: false, ..encoding }, 1).map_err(|err| match err {
-        IdentifyError::LengthExceedsFile { declared, remaining, .. } => IdentifyError::Truncated { declared, remaining },
-        other => other,
-    })
+/// Skips the fragments of encapsulated Pixel Data: items of defined length holding compressed
+/// bytes, up to the sequence delimitation item. A cut fragment counts as truncated Pixel Data.
+fn skip_encapsulated(bytes: &[u8], mut pos: usize, encoding: Encoding) -> Result<usize, IdentifyError> {
+    let items = Encoding { explicit: false, ..encoding };
+    loop {
+        let header = read_header(bytes, pos, items).map_err(|_| truncated_sequence(bytes, pos))?;
+        let value_start = pos + 8;
+        match (header.tag, header.defined_length()) {
+            (SEQUENCE_DELIMITATION, _) => return Ok(value_start),
+            (ITEM, Some(length)) => {
+                check_fits(bytes, value_start, length, tags::PIXEL_DATA)?;
+                pos = value_start + length;
+            }
+            (other, _) => return Err(malformed(pos, &format!("expected a pixel data fragment, found {other}"))),
+        }
+    }
 }
 
 fn truncated_sequence(bytes: &[u8], pos: usize) -> IdentifyError {
@@ -570,6 +654,64 @@ fn shared_cases() -> std::path::PathBuf {
                 assert_eq!(result.map_err(|e| e.kind()).err(), Some("truncated"), "cut at {cut}");
             }
         }
+    }
+
+    /// Builds an Explicit VR Little Endian data set: SOP Class UID, then `depth` Content Sequences
+    /// of defined length, each the only element of the one item of its parent.
+    fn nested_sequences(depth: usize) -> Vec<u8> {
+        let mut inner: Vec<u8> = Vec::new();
+        for _ in 0..depth {
+            let mut item = vec![0xFE, 0xFF, 0x00, 0xE0];
+            item.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+            item.extend_from_slice(&inner);
+            let mut sequence = vec![0x40, 0x00, 0x30, 0xA7, b'S', b'Q', 0, 0];
+            sequence.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            sequence.extend_from_slice(&item);
+            inner = sequence;
+        }
+        let mut bytes = vec![0x08, 0x00, 0x16, 0x00, b'U', b'I', 26, 0];
+        bytes.extend_from_slice(b"1.2.840.10008.5.1.4.1.1.2\0");
+        bytes.extend_from_slice(&inner);
+        bytes
+    }
+
+    #[test]
+    fn defined_length_nesting_within_limit_parses() {
+        let object = parse_data_set_header(&nested_sequences(MAX_SEQUENCE_DEPTH), EXPLICIT_VR_LE).unwrap();
+        assert!(object.element(tags::CONTENT_SEQUENCE).is_ok());
+    }
+
+    #[test]
+    fn defined_length_nesting_past_limit_is_malformed() {
+        let err = parse_data_set_header(&nested_sequences(MAX_SEQUENCE_DEPTH + 1), EXPLICIT_VR_LE).unwrap_err();
+        assert_eq!(err.kind(), "malformed", "{err}");
+
+        let err = parse_data_set_header(&nested_sequences(5_000), EXPLICIT_VR_LE).unwrap_err();
+        assert_eq!(err.kind(), "malformed", "{err}");
+    }
+
+    #[test]
+    fn data_set_header_stops_before_pixel_data() {
+        let bytes = case("g00_base_ct_explicit.dcm");
+        let layout = locate_data_set(&bytes).unwrap();
+
+        let object = parse_data_set_header(&bytes[layout.data_set_start..], &layout.transfer_syntax).unwrap();
+
+        assert!(object.element(tags::SOP_INSTANCE_UID).is_ok());
+        assert!(object.element(tags::PIXEL_DATA).is_err());
+    }
+
+    #[test]
+    fn data_set_header_rejects_truncated_pixel_data() {
+        let bytes = case("g00_base_ct_explicit.dcm");
+        let layout = locate_data_set(&bytes).unwrap();
+        let scan = scan_top_level(&bytes, layout.data_set_start, LITTLE_EXPLICIT).unwrap();
+        let pixel_value_start = scan.pixel_data_at.unwrap() + 12;
+        let cut = &bytes[layout.data_set_start..pixel_value_start + 1_000];
+
+        let err = parse_data_set_header(cut, &layout.transfer_syntax).unwrap_err();
+
+        assert_eq!(err.kind(), "truncated", "{err}");
     }
 
     #[test]

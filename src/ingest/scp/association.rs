@@ -9,6 +9,7 @@ use std::time::Instant;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_encoding::TransferSyntax;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
 use dicom_ul::association::{Association, ServerAssociation};
@@ -479,29 +480,15 @@ fn identify(
         ));
     };
 
-    // dicom-object allocates declared lengths before reading them, so a data set whose element
-    // lengths run past its end is rejected first by the bounded parser. A deflated data set is
-    // not checked: the bounded parser cannot tell a bare deflate stream from other bytes.
-    if ts_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
-        use penumbra_dicom::ReadError;
-        if let Err(err @ (ReadError::Truncated { .. } | ReadError::DeclaredLengthTooLarge { .. } | ReadError::NestingTooDeep { .. })) =
-            penumbra_dicom::read_bytes(data)
-        {
-            return Err((status::CANNOT_UNDERSTAND, format!("data set cannot be parsed: {err}")));
-        }
-    }
-
     // A decoder bug must not take the association down with it, so a panic counts as a parse
     // failure of this one data set.
-    let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        InMemDicomObject::read_dataset_with_ts(data, ts)
-    }));
+    let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| parse_data_set(data, ts_uid, ts)));
     let object = match parsed {
         Ok(Ok(object)) => object,
-        Ok(Err(err)) => {
+        Ok(Err(reason)) => {
             return Err((
                 status::CANNOT_UNDERSTAND,
-                format!("data set cannot be parsed: {err}"),
+                format!("data set cannot be parsed: {reason}"),
             ))
         }
         Err(_) => {
@@ -541,6 +528,26 @@ fn identify(
         series_instance_uid: read_uid(&object, tags::SERIES_INSTANCE_UID),
         transfer_syntax_uid: ts_uid.to_string(),
         calling_ae_title: calling_ae.to_string(),
+    })
+}
+
+/// Parses the attributes of a data set that the SCP reads. Pixel Data is stored as received and
+/// never decoded, so only its declared length is checked and parsing stops before it. The check
+/// of every declared length and of the sequence depth runs before dicom-object parses, because
+/// dicom-object allocates declared lengths before reading them and recurses once per sequence.
+///
+/// A deflated data set cannot be scanned before it is inflated, so dicom-object parses all of it.
+fn parse_data_set(data: &[u8], ts_uid: &str, ts: &TransferSyntax) -> Result<InMemDicomObject, String> {
+    if ts_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
+        // NOTE: a deflated data set is parsed without the length and depth checks, so its
+        // allocations are bounded only by dicom-object's own checks.
+        return InMemDicomObject::read_dataset_with_ts(data, ts).map_err(|err| err.to_string());
+    }
+    use crate::ingest::identify::{parse_data_set_header, IdentifyError};
+
+    parse_data_set_header(data, ts_uid).map_err(|err| match err {
+        IdentifyError::Unparseable(reason) => reason,
+        other => other.to_string(),
     })
 }
 
