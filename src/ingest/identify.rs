@@ -530,7 +530,9 @@ fn required_uid(object: &InMemDicomObject, tag: Tag, name: &'static str, fallbac
     }
 }
 
-fn ids_from_object(object: &InMemDicomObject, layout: &Layout) -> Result<InstanceIds, IdentifyError> {
+/// Reads Number of Temporal Positions (0020,0105), when positive, and Image Position (Patient)
+/// (0020,0032), when it has three finite values: the frame layout the assembler sorts by.
+pub fn frame_layout(object: &InMemDicomObject) -> (Option<u32>, Option<[f64; 3]>) {
     let temporal_positions = object
         .element_opt(tags::NUMBER_OF_TEMPORAL_POSITIONS)
         .ok()
@@ -545,6 +547,11 @@ fn ids_from_object(object: &InMemDicomObject, layout: &Layout) -> Result<Instanc
         .and_then(|e| e.to_multi_float64().ok())
         .filter(|v| v.len() == 3 && v.iter().all(|x| x.is_finite()))
         .map(|v| [v[0], v[1], v[2]]);
+    (temporal_positions, position)
+}
+
+fn ids_from_object(object: &InMemDicomObject, layout: &Layout) -> Result<InstanceIds, IdentifyError> {
+    let (temporal_positions, position) = frame_layout(object);
 
     Ok(InstanceIds {
         study_instance_uid: required_uid(object, tags::STUDY_INSTANCE_UID, "StudyInstanceUID", None)?,

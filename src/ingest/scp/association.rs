@@ -521,6 +521,8 @@ fn identify(
         ));
     }
 
+    let (number_of_temporal_positions, image_position_patient) =
+        crate::ingest::identify::frame_layout(&object);
     Ok(InstanceIds {
         sop_class_uid: command.affected_sop_class_uid.clone(),
         sop_instance_uid: command.affected_sop_instance_uid.clone(),
@@ -528,6 +530,8 @@ fn identify(
         series_instance_uid: read_uid(&object, tags::SERIES_INSTANCE_UID),
         transfer_syntax_uid: ts_uid.to_string(),
         calling_ae_title: calling_ae.to_string(),
+        number_of_temporal_positions,
+        image_position_patient,
     })
 }
 
