@@ -9,7 +9,7 @@ use dicom_core::dictionary::{DataDictionary, VirtualVr};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -92,17 +92,7 @@ pub fn identify(bytes: &[u8]) -> Result<InstanceIds, IdentifyError> {
     }
 
     let layout = locate_data_set(bytes)?;
-    let object = if layout.transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
-        // NOTE: the deflated data set is not scanned for oversized lengths before parsing,
-        // so its allocations are bounded only by dicom-object's own checks.
-        parse_part10(bytes)?
-    } else {
-        let encoding = Encoding::for_transfer_syntax(&layout.transfer_syntax);
-        let scan = scan_top_level(bytes, layout.data_set_start, encoding)?;
-        let cut = scan.pixel_data_at.unwrap_or(scan.end);
-        parse_data_set(&bytes[layout.data_set_start..cut], &layout.transfer_syntax)?
-    };
-
+    let object = parse_data_set_header(&bytes[layout.data_set_start..], &layout.transfer_syntax)?;
     ids_from_object(&object, &layout)
 }
 
@@ -113,22 +103,43 @@ pub fn identify(bytes: &[u8]) -> Result<InstanceIds, IdentifyError> {
 ///
 /// # Errors
 ///
-/// [`IdentifyError::EmptyFile`] for no bytes, [`IdentifyError::Unparseable`] for a deflated
-/// data set (it cannot be scanned before it is inflated) or one dicom-object cannot parse, and
+/// [`IdentifyError::EmptyFile`] for no bytes, [`IdentifyError::Unparseable`] for a deflate
+/// stream that is invalid or too large or a data set dicom-object cannot parse, and
 /// the scan's errors ([`IdentifyError::LengthExceedsFile`], [`IdentifyError::Truncated`],
 /// [`IdentifyError::Malformed`]).
+/// A deflated data set is inflated first, to at most [`MAX_INFLATED_BYTES`].
 pub fn parse_data_set_header(data: &[u8], transfer_syntax: &str) -> Result<InMemDicomObject, IdentifyError> {
     if data.is_empty() {
         return Err(IdentifyError::EmptyFile);
     }
     if transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
-        return Err(IdentifyError::Unparseable("a deflated data set cannot be scanned before it is inflated".to_string()));
+        let inflated = inflate(data)?;
+        return parse_data_set_header(&inflated, EXPLICIT_VR_LE);
     }
 
     let encoding = Encoding::for_transfer_syntax(transfer_syntax);
     let scan = scan_top_level(data, 0, encoding)?;
     let cut = scan.pixel_data_at.unwrap_or(scan.end);
     parse_data_set(&data[..cut], transfer_syntax)
+}
+
+/// Maximum size of an inflated data set, in bytes. The buffer grows with the bytes the stream
+/// really produces, so a small file costs memory only as far as it inflates.
+pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
+
+/// Inflates a Deflated Explicit VR Little Endian data set (a raw deflate stream, PS3.5 A.5).
+fn inflate(data: &[u8]) -> Result<Vec<u8>, IdentifyError> {
+    use std::io::Read;
+
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(data)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|err| IdentifyError::Unparseable(format!("invalid deflate stream: {err}")))?;
+    if inflated.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(IdentifyError::Unparseable(format!("data set inflates to more than {MAX_INFLATED_BYTES} bytes")));
+    }
+    Ok(inflated)
 }
 
 /// Start and encoding of the data set, with SOP UIDs from the File Meta group.
@@ -491,23 +502,6 @@ fn parse_data_set(bytes: &[u8], transfer_syntax: &str) -> Result<InMemDicomObjec
     InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|err| IdentifyError::Unparseable(err.to_string()))
 }
 
-fn parse_part10(bytes: &[u8]) -> Result<InMemDicomObject, IdentifyError> {
-    let object = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(after_preamble(bytes))
-        .map_err(|err| IdentifyError::Unparseable(err.to_string()))?;
-    Ok(object.into_inner())
-}
-
-/// Returns the bytes from "DICM" on, which is where dicom-object's reader expects to start.
-fn after_preamble(bytes: &[u8]) -> &[u8] {
-    if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
-        &bytes[128..]
-    } else {
-        bytes
-    }
-}
-
 fn uid_text(value: &[u8]) -> String {
     String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).trim().to_string()
 }
@@ -719,6 +713,38 @@ fn shared_cases() -> std::path::PathBuf {
         let err = parse_data_set_header(cut, &layout.transfer_syntax).unwrap_err();
 
         assert_eq!(err.kind(), "truncated", "{err}");
+    }
+
+    /// A fuzzer-found case: a deflated data set declaring a 3.6 GB element made dicom-object
+    /// allocate that much before the inflated bytes were checked.
+    #[test]
+    fn deflated_huge_declared_length_is_rejected() {
+        use std::io::Write;
+
+        let mut data_set = vec![0x08, 0x00, 0x16, 0x00, b'U', b'I', 26, 0];
+        data_set.extend_from_slice(b"1.2.840.10008.5.1.4.1.1.2\0");
+        data_set.extend_from_slice(&[0x09, 0x00, 0x01, 0x10, b'O', b'B', 0, 0]);
+        data_set.extend_from_slice(&3_600_000_000u32.to_le_bytes());
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&data_set).unwrap();
+        let deflated = encoder.finish().unwrap();
+
+        let err = parse_data_set_header(&deflated, DEFLATED_EXPLICIT_VR_LE).unwrap_err();
+
+        assert_eq!(err.kind(), "length_exceeds_file", "{err}");
+    }
+
+    #[test]
+    fn deflated_case_is_identified_from_inflated_bytes() {
+        let ids = identify(&case("g38_deflated.dcm")).unwrap();
+        assert_eq!(ids.sop_class_uid, "1.2.840.10008.5.1.4.1.1.2");
+        assert!(is_valid_uid(&ids.series_instance_uid));
+    }
+
+    #[test]
+    fn invalid_deflate_stream_is_unparseable() {
+        let err = parse_data_set_header(b"\xff\xff\xff\xff not deflate", DEFLATED_EXPLICIT_VR_LE).unwrap_err();
+        assert_eq!(err.kind(), "unparseable", "{err}");
     }
 
     #[test]
