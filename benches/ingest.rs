@@ -1,20 +1,31 @@
 //! Ingest throughput: N synthetic 512x512 CT images sent by DCMTK `storescu` over loopback to
-//! Penumbra's C-STORE SCP (fsync before every acknowledgement) and to DCMTK `storescp`, in
-//! alternating order, reporting images per second for both and their ratio.
+//! Penumbra's C-STORE SCP and to DCMTK `storescp`, alternating, reporting images per second for
+//! both and their ratio.
+//!
+//! The Penumbra SCP stores into the spool through the same sink the daemon uses
+//! ([`SpoolSink`]), in both durability modes: `fsync` (file and folder synced before each
+//! acknowledgement, grouped across associations) and `page_cache`. Each mode runs with one
+//! association (one `storescu` with every file) and with four parallel associations (four
+//! `storescu` processes, a quarter of the files each). `storescp` runs with `--fork` for the
+//! parallel case, because without it DCMTK serves one association at a time.
 //!
 //! Run: `cargo bench --bench ingest --profile dev` (the dev profile builds dependencies at
-//! opt-level 3). `PENUMBRA_BENCH_N` sets the image count (default 200) and
-//! `PENUMBRA_BENCH_ROUNDS` the number of alternating rounds (default 3).
-//! `PENUMBRA_BENCH_FSYNC=0` skips the fsync in the Penumbra sink, to compare the protocol path
-//! alone.
+//! opt-level 3). Settings, from the environment:
+//! - `PENUMBRA_BENCH_N`: image count (default 500);
+//! - `PENUMBRA_BENCH_ROUNDS`: alternating rounds per case (default 3);
+//! - `PENUMBRA_BENCH_ASSOCIATIONS`: comma-separated association counts (default `1,4`);
+//! - `PENUMBRA_BENCH_DURABILITY`: comma-separated modes, `fsync` and `page_cache` (default both).
 //!
-//! NOTE: `storescp` 3.6.7 writes files without fsync, so the comparison favours DCMTK.
+//! Every run starts after `sync()`, so neither receiver pays for the other's dirty pages. Unset
+//! `RUST_BACKTRACE`, as some dicom-rs errors raised during parsing capture a backtrace when it is
+//! set.
+//!
+//! NOTE: `storescp` 3.6.7 writes files without fsync, so the fsync rows favour DCMTK.
 
 use std::fs;
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,153 +33,189 @@ use std::time::{Duration, Instant};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-use penumbra::ingest::scp::{
-    spawn_scp, InstanceIds, InstanceSink, ScpConfig, SinkError, StoreOutcome,
-};
+use penumbra::config::Durability;
+use penumbra::ingest::scp::{spawn_scp, ScpConfig, ScpHandle};
+use penumbra::ingest::scp_sink::SpoolSink;
+use penumbra::ingest::spool::Spool;
 
-/// Stores each instance as `<uid>.dcm`, fsyncing the file before returning when `fsync` is set.
-struct FsyncSink {
-    dir: PathBuf,
-    fsync: bool,
-}
+/// Number of `storescu` processes, and input folders, of the parallel case.
+const PARALLEL_PARTS: usize = 4;
 
-impl InstanceSink for FsyncSink {
-    fn store(&self, ids: &InstanceIds, bytes: &[u8]) -> Result<StoreOutcome, SinkError> {
-        let path = self.dir.join(format!("{}.dcm", ids.sop_instance_uid));
-        let io = |source| SinkError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = fs::File::create(&path).map_err(io)?;
-        file.write_all(bytes).map_err(io)?;
-        if self.fsync {
-            file.sync_all().map_err(io)?;
-        }
-        Ok(StoreOutcome::Stored)
-    }
-
-    fn free_disk_bytes(&self) -> Option<u64> {
-        None
-    }
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    env_or(name, &default.to_string())
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} must be a whole number"))
 }
 
-/// Writes `count` CT slices of 512x512 signed 16-bit pixels (512 KiB of pixel data each).
-fn write_inputs(dir: &Path, count: usize) {
-    fs::create_dir_all(dir).unwrap();
+/// Writes `count` CT slices of 512x512 signed 16-bit pixels (512 KiB of pixel data each), spread
+/// round-robin over `input/part0` to `input/part3`.
+fn write_inputs(input: &Path, count: usize) -> Vec<PathBuf> {
+    let parts: Vec<PathBuf> = (0..PARALLEL_PARTS).map(|i| input.join(format!("part{i}"))).collect();
+    for part in &parts {
+        fs::create_dir_all(part).unwrap();
+    }
+
     let series = penumbra_dicom::uid::new_uid();
     let pixels: Vec<u16> = (0..512 * 512).map(|i| (i % 4096) as u16).collect();
     for index in 0..count {
-        let mut obj = InMemDicomObject::new_empty();
-        let mut put_str = |tag, vr, value: String| {
-            obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)))
-        };
-        put_str(
-            tags::SOP_CLASS_UID,
-            VR::UI,
-            uids::CT_IMAGE_STORAGE.to_string(),
-        );
-        put_str(
-            tags::SOP_INSTANCE_UID,
-            VR::UI,
-            penumbra_dicom::uid::new_uid(),
-        );
-        put_str(tags::STUDY_INSTANCE_UID, VR::UI, "2.25.1".to_string());
-        put_str(tags::SERIES_INSTANCE_UID, VR::UI, series.clone());
-        put_str(tags::MODALITY, VR::CS, "CT".to_string());
-        put_str(
-            tags::PHOTOMETRIC_INTERPRETATION,
-            VR::CS,
-            "MONOCHROME2".to_string(),
-        );
-        put_str(tags::INSTANCE_NUMBER, VR::IS, (index + 1).to_string());
-        for (tag, value) in [
-            (tags::ROWS, 512u16),
-            (tags::COLUMNS, 512),
-            (tags::SAMPLES_PER_PIXEL, 1),
-            (tags::BITS_ALLOCATED, 16),
-            (tags::BITS_STORED, 16),
-            (tags::HIGH_BIT, 15),
-            (tags::PIXEL_REPRESENTATION, 1),
-        ] {
-            obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
-        }
-        obj.put(DataElement::new(
-            tags::PIXEL_DATA,
-            VR::OW,
-            PrimitiveValue::U16(pixels.clone().into()),
-        ));
-        let file = obj
+        let object = ct_slice(index, &series, &pixels);
+        let file = object
             .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
             .unwrap();
-        file.write_to_file(dir.join(format!("ct{index:04}.dcm")))
-            .unwrap();
+        let part = &parts[index % PARALLEL_PARTS];
+        file.write_to_file(part.join(format!("ct{index:04}.dcm"))).unwrap();
     }
+    parts
+}
+
+fn ct_slice(index: usize, series: &str, pixels: &[u16]) -> InMemDicomObject {
+    let mut object = InMemDicomObject::new_empty();
+    let mut put_str = |tag, vr, value: String| object.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    put_str(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE.to_string());
+    put_str(tags::SOP_INSTANCE_UID, VR::UI, penumbra_dicom::uid::new_uid());
+    put_str(tags::STUDY_INSTANCE_UID, VR::UI, "2.25.1".to_string());
+    put_str(tags::SERIES_INSTANCE_UID, VR::UI, series.to_string());
+    put_str(tags::MODALITY, VR::CS, "CT".to_string());
+    put_str(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2".to_string());
+    put_str(tags::INSTANCE_NUMBER, VR::IS, (index + 1).to_string());
+    put_str(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("0\\0\\{index}"));
+
+    for (tag, value) in [
+        (tags::ROWS, 512u16),
+        (tags::COLUMNS, 512),
+        (tags::SAMPLES_PER_PIXEL, 1),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::BITS_STORED, 16),
+        (tags::HIGH_BIT, 15),
+        (tags::PIXEL_REPRESENTATION, 1),
+    ] {
+        object.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
+    }
+    object.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())));
+    object
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "storescp did not start on port {port}"
-        );
+        assert!(Instant::now() < deadline, "storescp did not start on port {port}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
+/// Counts the files under `dir`, in every subfolder, whose name does not start with a dot
+/// (the spool's temporary files do).
 fn count_files(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .map(|entries| entries.count())
-        .unwrap_or(0)
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                count_files(&path)
+            } else {
+                usize::from(!entry.file_name().to_string_lossy().starts_with('.'))
+            }
+        })
+        .sum()
 }
 
+/// Removes everything inside `dir`, keeping the folder itself.
 fn clear(dir: &Path) {
-    let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir).unwrap();
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            fs::remove_dir_all(&path).unwrap();
+        } else {
+            fs::remove_file(&path).unwrap();
+        }
+    }
 }
 
-/// Sends the input folder in one association and returns images per second.
-fn send_all(port: u16, called_ae: &str, input: &Path, output: &Path, count: usize) -> f64 {
+fn load_average() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// A receiver under test: where it listens, its AE title and the folder it stores into.
+struct Receiver {
+    port: u16,
+    ae_title: &'static str,
+    output: PathBuf,
+}
+
+/// Sends `sets` (one `storescu` per set, all at once) and returns images per second once every
+/// `storescu` has finished and the receiver contains `count` files.
+fn send(receiver: &Receiver, sets: &[Vec<PathBuf>], count: usize) -> f64 {
+    clear(&receiver.output);
+    // SAFETY: sync() takes no arguments and only flushes file systems.
+    unsafe { libc::sync() };
+
     let started = Instant::now();
-    let status = Command::new("storescu")
+    let children: Vec<Child> = sets.iter().map(|set| spawn_storescu(receiver, set)).collect();
+    for mut child in children {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "storescu to {} failed: {status}", receiver.ae_title);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let stored = count_files(&receiver.output);
+    assert_eq!(stored, count, "{} stored {stored} of {count} files", receiver.ae_title);
+    count as f64 / elapsed
+}
+
+fn spawn_storescu(receiver: &Receiver, inputs: &[PathBuf]) -> Child {
+    Command::new("storescu")
+        // DCMTK reads TCP_NODELAY from the environment; the Penumbra SCP sets it on its sockets.
         .env("TCP_NODELAY", "1")
-        .args([
-            "-aet",
-            "BENCH",
-            "-aec",
-            called_ae,
-            "+sd",
-            "127.0.0.1",
-            &port.to_string(),
-        ])
-        .arg(input)
+        .args(["-aet", "BENCH", "-aec", receiver.ae_title, "+sd", "127.0.0.1", &receiver.port.to_string()])
+        .args(inputs)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .expect("storescu must be installed (DCMTK)");
-    let elapsed = started.elapsed().as_secs_f64();
-    assert!(status.success(), "storescu to {called_ae} failed: {status}");
-    assert_eq!(
-        count_files(output),
-        count,
-        "{called_ae} stored a wrong number of files"
-    );
-    count as f64 / elapsed
+        .spawn()
+        .expect("storescu must be installed (DCMTK)")
+}
+
+fn spawn_storescp(port: u16, output: &Path, fork: bool) -> Child {
+    fs::create_dir_all(output).unwrap();
+    let mut command = Command::new("storescp");
+    command
+        .env("TCP_NODELAY", "1")
+        // Same maximum PDU as the Penumbra SCP default, so both receive in equal-sized PDUs.
+        .args(["-aet", "STORESCP", "--max-pdu", "131072", "-od"])
+        .arg(output);
+    if fork {
+        command.arg("--fork");
+    }
+    let child = command
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("storescp must be installed (DCMTK)");
+    wait_for_port(port);
+    child
+}
+
+fn start_penumbra(data_dir: &Path, durability: Durability) -> (ScpHandle, PathBuf) {
+    let spool = Arc::new(Spool::open_with(data_dir, durability).unwrap());
+    let spool_root = spool.root().to_path_buf();
+    let config = ScpConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        min_free_disk_bytes: 0,
+        ..ScpConfig::default()
+    };
+    let scp = spawn_scp(config, Arc::new(SpoolSink::new(spool)), Arc::new(AtomicBool::new(false))).unwrap();
+    (scp, spool_root)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -176,74 +223,122 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+fn parse_durability(name: &str) -> Durability {
+    match name {
+        "fsync" => Durability::Fsync,
+        "page_cache" => Durability::PageCache,
+        other => panic!("PENUMBRA_BENCH_DURABILITY: unknown mode {other:?}; use fsync or page_cache"),
+    }
+}
+
+/// One row of the summary.
+struct CaseResult {
+    label: String,
+    penumbra: f64,
+    storescp: f64,
+    /// Median of the per-round ratios, each from two back-to-back runs, so that each ratio
+    /// compares runs that saw a similar load.
+    paired_ratio: f64,
+    load: String,
+}
+
 fn main() {
-    let count = env_usize("PENUMBRA_BENCH_N", 200);
+    let count = env_usize("PENUMBRA_BENCH_N", 500);
     let rounds = env_usize("PENUMBRA_BENCH_ROUNDS", 3).max(1);
+    let associations: Vec<usize> = env_or("PENUMBRA_BENCH_ASSOCIATIONS", "1,4")
+        .split(',')
+        .map(|n| n.trim().parse().expect("PENUMBRA_BENCH_ASSOCIATIONS must list whole numbers"))
+        .collect();
+    let modes = env_or("PENUMBRA_BENCH_DURABILITY", "fsync,page_cache");
+
     let work = tempfile::tempdir().unwrap();
-    let input = work.path().join("input");
-    let ours_dir = work.path().join("penumbra");
-    let dcmtk_dir = work.path().join("storescp");
-    write_inputs(&input, count);
+    let parts = write_inputs(&work.path().join("input"), count);
 
-    clear(&ours_dir);
-    let config = ScpConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        min_free_disk_bytes: 0,
-        ..ScpConfig::default()
-    };
-    let fsync = env_usize("PENUMBRA_BENCH_FSYNC", 1) != 0;
-    let sink = Arc::new(FsyncSink {
-        dir: ours_dir.clone(),
-        fsync,
-    });
-    let scp = spawn_scp(config, sink, Arc::new(AtomicBool::new(false))).unwrap();
-    let ours_port = scp.local_addr().port();
+    let plain_port = free_port();
+    let mut plain = spawn_storescp(plain_port, &work.path().join("storescp"), false);
+    let forked_port = free_port();
+    let mut forked = spawn_storescp(forked_port, &work.path().join("storescp-fork"), true);
 
-    clear(&dcmtk_dir);
-    let dcmtk_port = free_port();
-    // DCMTK reads TCP_NODELAY from the environment; the Penumbra SCP sets it on every socket.
-    let mut storescp = Command::new("storescp")
-        .env("TCP_NODELAY", "1")
-        // Same maximum PDU as the Penumbra SCP default, so both receive in equal-sized PDUs.
-        .args(["-aet", "STORESCP", "--max-pdu", "131072", "-od"])
-        .arg(&dcmtk_dir)
-        .arg(dcmtk_port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("storescp must be installed (DCMTK)");
-    wait_for_port(dcmtk_port);
+    let mut results = Vec::new();
+    for mode in modes.split(',').map(str::trim) {
+        let (scp, spool_root) = start_penumbra(&work.path().join(format!("penumbra-{mode}")), parse_durability(mode));
+        let ours = Receiver { port: scp.local_addr().port(), ae_title: "PENUMBRA", output: spool_root };
 
-    let mut ours = Vec::new();
-    let mut dcmtk = Vec::new();
+        for &parallel in &associations {
+            let (port, folder) = if parallel == 1 { (plain_port, "storescp") } else { (forked_port, "storescp-fork") };
+            let theirs = Receiver { port, ae_title: "STORESCP", output: work.path().join(folder) };
+            let sets = split_inputs(&parts, parallel);
+            let label = format!("{mode}, {parallel} association{}", if parallel == 1 { "" } else { "s" });
+            results.push(run_case(&label, &ours, &theirs, &sets, count, rounds));
+        }
+        scp.shutdown(Duration::from_secs(2));
+    }
+
+    for child in [&mut plain, &mut forked] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    print_summary(count, rounds, &results);
+}
+
+/// Groups the input folders into `parallel` sets, one per `storescu` process.
+fn split_inputs(parts: &[PathBuf], parallel: usize) -> Vec<Vec<PathBuf>> {
+    assert!(
+        (1..=PARALLEL_PARTS).contains(&parallel),
+        "association counts from 1 to {PARALLEL_PARTS} are supported, got {parallel}"
+    );
+    let mut sets = vec![Vec::new(); parallel];
+    for (index, part) in parts.iter().enumerate() {
+        sets[index % parallel].push(part.clone());
+    }
+    sets
+}
+
+fn run_case(label: &str, ours: &Receiver, theirs: &Receiver, sets: &[Vec<PathBuf>], count: usize, rounds: usize) -> CaseResult {
+    let load = load_average();
+    let mut penumbra = Vec::new();
+    let mut storescp = Vec::new();
     for round in 0..rounds {
         let penumbra_first = round % 2 == 0;
         for turn in 0..2 {
             if (turn == 0) == penumbra_first {
-                clear(&ours_dir);
-                ours.push(send_all(ours_port, "PENUMBRA", &input, &ours_dir, count));
+                penumbra.push(send(ours, sets, count));
             } else {
-                clear(&dcmtk_dir);
-                dcmtk.push(send_all(dcmtk_port, "STORESCP", &input, &dcmtk_dir, count));
+                storescp.push(send(theirs, sets, count));
             }
         }
         println!(
-            "round {}: penumbra {:.1} images/s, storescp {:.1} images/s",
+            "{label}, round {}: penumbra {:.1} images/s, storescp {:.1} images/s (load average {})",
             round + 1,
-            ours[round],
-            dcmtk[round]
+            penumbra[round],
+            storescp[round],
+            load_average()
         );
     }
+    let mut ratios: Vec<f64> = penumbra.iter().zip(&storescp).map(|(ours, theirs)| ours / theirs).collect();
+    CaseResult {
+        label: label.to_string(),
+        penumbra: median(&mut penumbra),
+        storescp: median(&mut storescp),
+        paired_ratio: median(&mut ratios),
+        load,
+    }
+}
 
-    let _ = storescp.kill();
-    let _ = storescp.wait();
-    scp.shutdown(Duration::from_secs(2));
-
-    let ours_median = median(&mut ours);
-    let dcmtk_median = median(&mut dcmtk);
-    println!("images: {count} of 512x512 16-bit, rounds: {rounds}");
-    let mode = if fsync { "fsync" } else { "no fsync" };
-    println!("penumbra scp ({mode}): {ours_median:.1} images/s (median)");
-    println!("dcmtk storescp:       {dcmtk_median:.1} images/s (median)");
-    println!("ratio penumbra/storescp: {:.2}", ours_median / dcmtk_median);
+fn print_summary(count: usize, rounds: usize, results: &[CaseResult]) {
+    println!();
+    println!("images: {count} of 512x512 16-bit, rounds: {rounds}, medians in images/s");
+    println!("| case | penumbra | storescp | ratio of medians | median paired ratio | load average at start |");
+    println!("|---|---|---|---|---|---|");
+    for result in results {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+            result.label,
+            result.penumbra,
+            result.storescp,
+            result.penumbra / result.storescp,
+            result.paired_ratio,
+            result.load
+        );
+    }
 }

@@ -5,10 +5,11 @@
 //! run past its end before anything is allocated for them. dicom-object then parses
 //! only the bytes before Pixel Data.
 
-use dicom_core::Tag;
-use dicom_dictionary_std::tags;
+use dicom_core::dictionary::{DataDictionary, VirtualVr};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -91,18 +92,54 @@ pub fn identify(bytes: &[u8]) -> Result<InstanceIds, IdentifyError> {
     }
 
     let layout = locate_data_set(bytes)?;
-    let object = if layout.transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
-        // NOTE: the deflated data set is not scanned for oversized lengths before parsing,
-        // so its allocations are bounded only by dicom-object's own checks.
-        parse_part10(bytes)?
-    } else {
-        let encoding = Encoding::for_transfer_syntax(&layout.transfer_syntax);
-        let scan = scan_top_level(bytes, layout.data_set_start, encoding)?;
-        let cut = scan.pixel_data_at.unwrap_or(scan.end);
-        parse_data_set(&bytes[layout.data_set_start..cut], &layout.transfer_syntax)?
-    };
-
+    let object = parse_data_set_header(&bytes[layout.data_set_start..], &layout.transfer_syntax)?;
     ids_from_object(&object, &layout)
+}
+
+/// Parses the elements before Pixel Data of a data set received without File Meta, encoded in
+/// `transfer_syntax`. It runs the same length and nesting checks as [`identify`] first, so Pixel
+/// Data is checked against the bytes but never decoded. The C-STORE receiver calls it on every
+/// data set, because it stores the pixels as they arrived.
+///
+/// # Errors
+///
+/// [`IdentifyError::EmptyFile`] for no bytes, [`IdentifyError::Unparseable`] for a deflate
+/// stream that is invalid or too large or a data set dicom-object cannot parse, and
+/// the scan's errors ([`IdentifyError::LengthExceedsFile`], [`IdentifyError::Truncated`],
+/// [`IdentifyError::Malformed`]).
+/// A deflated data set is inflated first, to at most [`MAX_INFLATED_BYTES`].
+pub fn parse_data_set_header(data: &[u8], transfer_syntax: &str) -> Result<InMemDicomObject, IdentifyError> {
+    if data.is_empty() {
+        return Err(IdentifyError::EmptyFile);
+    }
+    if transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
+        let inflated = inflate(data)?;
+        return parse_data_set_header(&inflated, EXPLICIT_VR_LE);
+    }
+
+    let encoding = Encoding::for_transfer_syntax(transfer_syntax);
+    let scan = scan_top_level(data, 0, encoding)?;
+    let cut = scan.pixel_data_at.unwrap_or(scan.end);
+    parse_data_set(&data[..cut], transfer_syntax)
+}
+
+/// Maximum size of an inflated data set, in bytes. The buffer grows with the bytes the stream
+/// really produces, so a small file costs memory only as far as it inflates.
+pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
+
+/// Inflates a Deflated Explicit VR Little Endian data set (a raw deflate stream, PS3.5 A.5).
+fn inflate(data: &[u8]) -> Result<Vec<u8>, IdentifyError> {
+    use std::io::Read;
+
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(data)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|err| IdentifyError::Unparseable(format!("invalid deflate stream: {err}")))?;
+    if inflated.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(IdentifyError::Unparseable(format!("data set inflates to more than {MAX_INFLATED_BYTES} bytes")));
+    }
+    Ok(inflated)
 }
 
 /// Start and encoding of the data set, with SOP UIDs from the File Meta group.
@@ -340,16 +377,66 @@ fn scan_top_level(bytes: &[u8], start: usize, encoding: Encoding) -> Result<TopL
     Ok(TopLevelScan { pixel_data_at: None, end: pos })
 }
 
-/// Returns the offset just past an element's value, following undefined-length sequences.
+/// Returns the offset just past an element's value. Sequences of either length form are walked
+/// item by item, so that their nesting depth is checked before a parser recurses into them.
 fn skip_value(bytes: &[u8], header: &Header, value_start: usize, encoding: Encoding, depth: usize) -> Result<usize, IdentifyError> {
     if let Some(length) = header.defined_length() {
         check_fits(bytes, value_start, length, header.tag)?;
-        return Ok(value_start + length);
+        let end = value_start + length;
+        if is_sequence(header) {
+            skip_defined_sequence(&bytes[..end], value_start, encoding, depth + 1)?;
+        }
+        return Ok(end);
     }
 
     // An undefined-length UN element contains Implicit VR Little Endian items.
     let inner = if header.vr == Some(*b"UN") { LITTLE_IMPLICIT } else { encoding };
     skip_sequence(bytes, value_start, inner, depth + 1)
+}
+
+/// Returns whether an element with a defined length is a sequence: its VR is SQ, or, in Implicit
+/// VR, the standard dictionary gives SQ for its tag (as dicom-object decides when it parses).
+fn is_sequence(header: &Header) -> bool {
+    match header.vr {
+        Some(vr) => &vr == b"SQ",
+        None => StandardDataDictionary
+            .by_tag(header.tag)
+            .is_some_and(|entry| entry.vr == VirtualVr::Exact(VR::SQ)),
+    }
+}
+
+/// Walks the items of a defined-length sequence whose value is `bytes[pos..]`.
+fn skip_defined_sequence(bytes: &[u8], mut pos: usize, encoding: Encoding, depth: usize) -> Result<(), IdentifyError> {
+    if depth > MAX_SEQUENCE_DEPTH {
+        return Err(malformed(pos, &format!("sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")));
+    }
+
+    while pos < bytes.len() {
+        let header = read_header(bytes, pos, encoding).map_err(|_| truncated_sequence(bytes, pos))?;
+        if header.tag != ITEM {
+            return Err(malformed(pos, &format!("expected an item in a sequence, found {}", header.tag)));
+        }
+        let value_start = pos + 8;
+        pos = match header.defined_length() {
+            Some(length) => skip_defined_item(bytes, value_start, length, encoding, depth)?,
+            None => skip_item(bytes, value_start, encoding, depth)?,
+        };
+    }
+    Ok(())
+}
+
+/// Walks the elements of a defined-length item and returns the offset just past it.
+fn skip_defined_item(bytes: &[u8], value_start: usize, length: usize, encoding: Encoding, depth: usize) -> Result<usize, IdentifyError> {
+    check_fits(bytes, value_start, length, ITEM)?;
+    let end = value_start + length;
+    let content = &bytes[..end];
+
+    let mut pos = value_start;
+    while pos < end {
+        let header = read_header(content, pos, encoding)?;
+        pos = skip_value(content, &header, pos + header.header_len, encoding, depth)?;
+    }
+    Ok(end)
 }
 
 fn skip_sequence(bytes: &[u8], mut pos: usize, encoding: Encoding, depth: usize) -> Result<usize, IdentifyError> {
@@ -363,10 +450,7 @@ fn skip_sequence(bytes: &[u8], mut pos: usize, encoding: Encoding, depth: usize)
         match header.tag {
             SEQUENCE_DELIMITATION => return Ok(value_start),
             ITEM => match header.defined_length() {
-                Some(length) => {
-                    check_fits(bytes, value_start, length, header.tag)?;
-                    pos = value_start + length;
-                }
+                Some(length) => pos = skip_defined_item(bytes, value_start, length, encoding, depth)?,
                 None => pos = skip_item(bytes, value_start, encoding, depth)?,
             },
             other => return Err(malformed(pos, &format!("expected an item in a sequence, found {other}"))),
@@ -385,11 +469,22 @@ fn skip_item(bytes: &[u8], mut pos: usize, encoding: Encoding, depth: usize) -> 
     }
 }
 
-fn skip_encapsulated(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<usize, IdentifyError> {
-    skip_sequence(bytes, pos, Encoding { explicit: false, ..encoding }, 1).map_err(|err| match err {
-        IdentifyError::LengthExceedsFile { declared, remaining, .. } => IdentifyError::Truncated { declared, remaining },
-        other => other,
-    })
+/// Skips the fragments of encapsulated Pixel Data: items of defined length holding compressed
+/// bytes, up to the sequence delimitation item. A cut fragment counts as truncated Pixel Data.
+fn skip_encapsulated(bytes: &[u8], mut pos: usize, encoding: Encoding) -> Result<usize, IdentifyError> {
+    let items = Encoding { explicit: false, ..encoding };
+    loop {
+        let header = read_header(bytes, pos, items).map_err(|_| truncated_sequence(bytes, pos))?;
+        let value_start = pos + 8;
+        match (header.tag, header.defined_length()) {
+            (SEQUENCE_DELIMITATION, _) => return Ok(value_start),
+            (ITEM, Some(length)) => {
+                check_fits(bytes, value_start, length, tags::PIXEL_DATA)?;
+                pos = value_start + length;
+            }
+            (other, _) => return Err(malformed(pos, &format!("expected a pixel data fragment, found {other}"))),
+        }
+    }
 }
 
 fn truncated_sequence(bytes: &[u8], pos: usize) -> IdentifyError {
@@ -405,23 +500,6 @@ fn parse_data_set(bytes: &[u8], transfer_syntax: &str) -> Result<InMemDicomObjec
         .get(transfer_syntax)
         .ok_or_else(|| IdentifyError::Unparseable(format!("unknown transfer syntax {transfer_syntax}")))?;
     InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|err| IdentifyError::Unparseable(err.to_string()))
-}
-
-fn parse_part10(bytes: &[u8]) -> Result<InMemDicomObject, IdentifyError> {
-    let object = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(after_preamble(bytes))
-        .map_err(|err| IdentifyError::Unparseable(err.to_string()))?;
-    Ok(object.into_inner())
-}
-
-/// Returns the bytes from "DICM" on, which is where dicom-object's reader expects to start.
-fn after_preamble(bytes: &[u8]) -> &[u8] {
-    if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
-        &bytes[128..]
-    } else {
-        bytes
-    }
 }
 
 fn uid_text(value: &[u8]) -> String {
@@ -446,7 +524,9 @@ fn required_uid(object: &InMemDicomObject, tag: Tag, name: &'static str, fallbac
     }
 }
 
-fn ids_from_object(object: &InMemDicomObject, layout: &Layout) -> Result<InstanceIds, IdentifyError> {
+/// Reads Number of Temporal Positions (0020,0105), when positive, and Image Position (Patient)
+/// (0020,0032), when it has three finite values: the frame layout the assembler sorts by.
+pub fn frame_layout(object: &InMemDicomObject) -> (Option<u32>, Option<[f64; 3]>) {
     let temporal_positions = object
         .element_opt(tags::NUMBER_OF_TEMPORAL_POSITIONS)
         .ok()
@@ -461,6 +541,11 @@ fn ids_from_object(object: &InMemDicomObject, layout: &Layout) -> Result<Instanc
         .and_then(|e| e.to_multi_float64().ok())
         .filter(|v| v.len() == 3 && v.iter().all(|x| x.is_finite()))
         .map(|v| [v[0], v[1], v[2]]);
+    (temporal_positions, position)
+}
+
+fn ids_from_object(object: &InMemDicomObject, layout: &Layout) -> Result<InstanceIds, IdentifyError> {
+    let (temporal_positions, position) = frame_layout(object);
 
     Ok(InstanceIds {
         study_instance_uid: required_uid(object, tags::STUDY_INSTANCE_UID, "StudyInstanceUID", None)?,
@@ -570,6 +655,96 @@ fn shared_cases() -> std::path::PathBuf {
                 assert_eq!(result.map_err(|e| e.kind()).err(), Some("truncated"), "cut at {cut}");
             }
         }
+    }
+
+    /// Builds an Explicit VR Little Endian data set: SOP Class UID, then `depth` Content Sequences
+    /// of defined length, each the only element of the one item of its parent.
+    fn nested_sequences(depth: usize) -> Vec<u8> {
+        let mut inner: Vec<u8> = Vec::new();
+        for _ in 0..depth {
+            let mut item = vec![0xFE, 0xFF, 0x00, 0xE0];
+            item.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+            item.extend_from_slice(&inner);
+            let mut sequence = vec![0x40, 0x00, 0x30, 0xA7, b'S', b'Q', 0, 0];
+            sequence.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            sequence.extend_from_slice(&item);
+            inner = sequence;
+        }
+        let mut bytes = vec![0x08, 0x00, 0x16, 0x00, b'U', b'I', 26, 0];
+        bytes.extend_from_slice(b"1.2.840.10008.5.1.4.1.1.2\0");
+        bytes.extend_from_slice(&inner);
+        bytes
+    }
+
+    #[test]
+    fn defined_length_nesting_within_limit_parses() {
+        let object = parse_data_set_header(&nested_sequences(MAX_SEQUENCE_DEPTH), EXPLICIT_VR_LE).unwrap();
+        assert!(object.element(tags::CONTENT_SEQUENCE).is_ok());
+    }
+
+    #[test]
+    fn defined_length_nesting_past_limit_is_malformed() {
+        let err = parse_data_set_header(&nested_sequences(MAX_SEQUENCE_DEPTH + 1), EXPLICIT_VR_LE).unwrap_err();
+        assert_eq!(err.kind(), "malformed", "{err}");
+
+        let err = parse_data_set_header(&nested_sequences(5_000), EXPLICIT_VR_LE).unwrap_err();
+        assert_eq!(err.kind(), "malformed", "{err}");
+    }
+
+    #[test]
+    fn data_set_header_stops_before_pixel_data() {
+        let bytes = case("g00_base_ct_explicit.dcm");
+        let layout = locate_data_set(&bytes).unwrap();
+
+        let object = parse_data_set_header(&bytes[layout.data_set_start..], &layout.transfer_syntax).unwrap();
+
+        assert!(object.element(tags::SOP_INSTANCE_UID).is_ok());
+        assert!(object.element(tags::PIXEL_DATA).is_err());
+    }
+
+    #[test]
+    fn data_set_header_rejects_truncated_pixel_data() {
+        let bytes = case("g00_base_ct_explicit.dcm");
+        let layout = locate_data_set(&bytes).unwrap();
+        let scan = scan_top_level(&bytes, layout.data_set_start, LITTLE_EXPLICIT).unwrap();
+        let pixel_value_start = scan.pixel_data_at.unwrap() + 12;
+        let cut = &bytes[layout.data_set_start..pixel_value_start + 1_000];
+
+        let err = parse_data_set_header(cut, &layout.transfer_syntax).unwrap_err();
+
+        assert_eq!(err.kind(), "truncated", "{err}");
+    }
+
+    /// A fuzzer-found case: a deflated data set declaring a 3.6 GB element made dicom-object
+    /// allocate that much before the inflated bytes were checked.
+    #[test]
+    fn deflated_huge_declared_length_is_rejected() {
+        use std::io::Write;
+
+        let mut data_set = vec![0x08, 0x00, 0x16, 0x00, b'U', b'I', 26, 0];
+        data_set.extend_from_slice(b"1.2.840.10008.5.1.4.1.1.2\0");
+        data_set.extend_from_slice(&[0x09, 0x00, 0x01, 0x10, b'O', b'B', 0, 0]);
+        data_set.extend_from_slice(&3_600_000_000u32.to_le_bytes());
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&data_set).unwrap();
+        let deflated = encoder.finish().unwrap();
+
+        let err = parse_data_set_header(&deflated, DEFLATED_EXPLICIT_VR_LE).unwrap_err();
+
+        assert_eq!(err.kind(), "length_exceeds_file", "{err}");
+    }
+
+    #[test]
+    fn deflated_case_is_identified_from_inflated_bytes() {
+        let ids = identify(&case("g38_deflated.dcm")).unwrap();
+        assert_eq!(ids.sop_class_uid, "1.2.840.10008.5.1.4.1.1.2");
+        assert!(is_valid_uid(&ids.series_instance_uid));
+    }
+
+    #[test]
+    fn invalid_deflate_stream_is_unparseable() {
+        let err = parse_data_set_header(b"\xff\xff\xff\xff not deflate", DEFLATED_EXPLICIT_VR_LE).unwrap_err();
+        assert_eq!(err.kind(), "unparseable", "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! quarantine and study assembly.
 
 pub mod assembler;
+pub mod group_commit;
 pub mod identify;
 pub mod quarantine;
 pub mod scp;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::identify::identify;
+use super::identify::InstanceIds as SpoolIds;
 use super::scp::{InstanceIds as ReceivedIds, InstanceSink, SinkError, StoreOutcome};
 use super::spool::{Source, Spool, StoreOutcome as SpoolOutcome};
 use crate::telemetry::metrics::metrics;
@@ -21,11 +21,9 @@ impl SpoolSink {
 
 impl InstanceSink for SpoolSink {
     fn store(&self, received: &ReceivedIds, bytes: &[u8]) -> Result<StoreOutcome, SinkError> {
-        // The spool needs the temporal and position attributes the assembler reads, so the file
-        // is identified again from its own header.
-        let ids = identify(bytes).map_err(|e| {
-            SinkError::Other(format!("instance {} not usable: {e}", received.sop_instance_uid))
-        })?;
+        // The SCP has parsed the data set's header already, so its identifiers are used as they
+        // are. The spool checks that each UID is valid as a file name.
+        let ids = spool_ids(received)?;
         let source = Source::Scp { calling_ae: received.calling_ae_title.clone() };
 
         let outcome = self.spool.store(&ids, bytes, source).map_err(|e| SinkError::Other(e.to_string()))?;
@@ -42,4 +40,21 @@ impl InstanceSink for SpoolSink {
     fn free_disk_bytes(&self) -> Option<u64> {
         self.spool.free_disk_bytes().ok()
     }
+}
+
+/// Converts the received identifiers into the spool's, which need the study and series.
+fn spool_ids(received: &ReceivedIds) -> Result<SpoolIds, SinkError> {
+    let required = |value: &Option<String>, name: &str| {
+        value.clone().ok_or_else(|| {
+            SinkError::Other(format!("instance {} has no {name}", received.sop_instance_uid))
+        })
+    };
+    Ok(SpoolIds {
+        study_instance_uid: required(&received.study_instance_uid, "StudyInstanceUID")?,
+        series_instance_uid: required(&received.series_instance_uid, "SeriesInstanceUID")?,
+        sop_instance_uid: received.sop_instance_uid.clone(),
+        sop_class_uid: received.sop_class_uid.clone(),
+        number_of_temporal_positions: received.number_of_temporal_positions,
+        image_position_patient: received.image_position_patient,
+    })
 }

@@ -1,7 +1,8 @@
 //! The durable spool: every accepted instance as `<data_dir>/spool/<study>/<series>/<sop>.dcm`.
 //!
 //! A file is written to a temporary name in its final folder, synced, linked to its final name
-//! and the folder synced, so a crash leaves either the whole instance or none of it. Linking
+//! and the folder synced, so a crash leaves either the whole instance or none of it. The syncs
+//! of concurrent stores (several associations) run in shared batches ([`GroupCommit`]). Linking
 //! (not renaming) never replaces an existing file: a second instance with the same SOP Instance
 //! UID and other bytes is kept beside it as `<sop>.conflict-<n>.dcm`.
 
@@ -15,6 +16,7 @@ use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::group_commit::GroupCommit;
 use super::identify::is_valid_uid;
 pub use super::identify::InstanceIds;
 use crate::config::Durability;
@@ -80,6 +82,7 @@ pub struct Spool {
     root: PathBuf,
     durability: Durability,
     listener: Mutex<Option<Sender<SpooledInstance>>>,
+    commits: GroupCommit,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -91,9 +94,13 @@ impl Spool {
     }
 
     pub fn open_with(data_dir: &Path, durability: Durability) -> Result<Self, SpoolError> {
+        Self::open_with_commits(data_dir, durability, GroupCommit::default())
+    }
+
+    fn open_with_commits(data_dir: &Path, durability: Durability, commits: GroupCommit) -> Result<Self, SpoolError> {
         let root = data_dir.join("spool");
         fs::create_dir_all(&root).map_err(|source| SpoolError::CreateDir { path: root.clone(), source })?;
-        let spool = Self { root, durability, listener: Mutex::new(None) };
+        let spool = Self { root, durability, listener: Mutex::new(None), commits };
         spool.remove_stale_temp_files();
         Ok(spool)
     }
@@ -142,7 +149,7 @@ impl Spool {
         self.create_folder(&folder, fsync)?;
 
         let final_path = folder.join(format!("{}.dcm", ids.sop_instance_uid));
-        let outcome = place(&folder, &final_path, &ids.sop_instance_uid, bytes, fsync)?;
+        let outcome = self.place(&folder, &final_path, &ids.sop_instance_uid, bytes, fsync)?;
         self.report(ids, &outcome, &source);
         Ok(outcome)
     }
@@ -234,23 +241,57 @@ fn check_uid(name: &'static str, value: &str) -> Result<(), SpoolError> {
     }
 }
 
-/// Puts `bytes` at `final_path` unless that name (or a conflict copy) already contains them.
-fn place(folder: &Path, final_path: &Path, sop: &str, bytes: &[u8], fsync: bool) -> Result<StoreOutcome, SpoolError> {
-    let temp = write_temp(folder, sop, bytes, fsync)?;
-    let result = link_first_free(folder, final_path, sop, &temp, bytes, fsync);
-    let _ = fs::remove_file(&temp);
-    result
+impl Spool {
+    /// Puts `bytes` at `final_path` unless that name (or a conflict copy) already contains them.
+    /// With `fsync`, the data is on disk before it is linked, and the link before this returns.
+    fn place(&self, folder: &Path, final_path: &Path, sop: &str, bytes: &[u8], fsync: bool) -> Result<StoreOutcome, SpoolError> {
+        let temp = self.write_temp(folder, sop, bytes, fsync)?;
+        let result = link_first_free(folder, final_path, sop, &temp, bytes);
+        let _ = fs::remove_file(&temp);
+        let outcome = result?;
+
+        if fsync {
+            self.sync_outcome(&outcome, folder)?;
+        }
+        Ok(outcome)
+    }
+
+    fn write_temp(&self, folder: &Path, sop: &str, bytes: &[u8], fsync: bool) -> Result<PathBuf, SpoolError> {
+        let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = folder.join(format!(".{sop}.{}-{counter}.tmp", std::process::id()));
+        let write = || -> io::Result<()> {
+            let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+            file.write_all(bytes)?;
+            if fsync {
+                self.commits.sync_file(file)?;
+            }
+            Ok(())
+        };
+        write().map_err(|source| {
+            let _ = fs::remove_file(&temp);
+            SpoolError::Write { path: temp.clone(), source }
+        })?;
+        Ok(temp)
+    }
+
+    /// Syncs the folder that links the instance. A duplicate may have been linked by a
+    /// concurrent store that has not synced yet, or in page-cache mode before a restart, so its
+    /// file is synced too before it is reported as stored.
+    fn sync_outcome(&self, outcome: &StoreOutcome, folder: &Path) -> Result<(), SpoolError> {
+        if let StoreOutcome::Duplicate { path } = outcome {
+            let file = fs::File::open(path).map_err(|source| SpoolError::Read { path: path.clone(), source })?;
+            self.commits.sync_file(file).map_err(|source| SpoolError::Write { path: path.clone(), source })?;
+        }
+        self.commits.sync_folder(folder).map_err(|source| SpoolError::Write { path: folder.to_path_buf(), source })
+    }
 }
 
-fn link_first_free(folder: &Path, final_path: &Path, sop: &str, temp: &Path, bytes: &[u8], fsync: bool) -> Result<StoreOutcome, SpoolError> {
+fn link_first_free(folder: &Path, final_path: &Path, sop: &str, temp: &Path, bytes: &[u8]) -> Result<StoreOutcome, SpoolError> {
     for n in 0u32.. {
         let candidate = if n == 0 { final_path.to_path_buf() } else { folder.join(format!("{sop}.conflict-{n}.dcm")) };
 
         match fs::hard_link(temp, &candidate) {
             Ok(()) => {
-                if fsync {
-                    sync_dir(folder).map_err(|source| SpoolError::Write { path: folder.to_path_buf(), source })?;
-                }
                 return Ok(if n == 0 {
                     StoreOutcome::Stored { path: candidate }
                 } else {
@@ -266,24 +307,6 @@ fn link_first_free(folder: &Path, final_path: &Path, sop: &str, temp: &Path, byt
         }
     }
     unreachable!("u32 conflict counter exhausted")
-}
-
-fn write_temp(folder: &Path, sop: &str, bytes: &[u8], fsync: bool) -> Result<PathBuf, SpoolError> {
-    let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let temp = folder.join(format!(".{sop}.{}-{counter}.tmp", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
-        file.write_all(bytes)?;
-        if fsync {
-            file.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|source| {
-        let _ = fs::remove_file(&temp);
-        SpoolError::Write { path: temp.clone(), source }
-    })?;
-    Ok(temp)
 }
 
 fn same_content(path: &Path, bytes: &[u8]) -> Result<bool, SpoolError> {
@@ -483,6 +506,70 @@ mod tests {
 
         assert!(!stale.exists());
         assert_eq!(reopened.study_instances("1.2.3").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn fsync_store_orders_syncs_and_link() {
+        use crate::ingest::group_commit::{SyncFn, SyncRequest};
+        use std::sync::mpsc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let final_path = dir.path().join("spool/1.2.3/1.2.3.4/1.7.dcm");
+        let (started_tx, started) = mpsc::channel::<&'static str>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let sync: Box<SyncFn> = Box::new(move |requests: &[SyncRequest]| {
+            let kind = match requests {
+                [SyncRequest::File(_)] => "file",
+                [SyncRequest::Folder(_)] => "folder",
+                _ => "other",
+            };
+            started_tx.send(kind).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+            Ok(())
+        });
+        let spool = Spool::open_with_commits(dir.path(), Durability::Fsync, GroupCommit::with_sync(sync)).unwrap();
+        let (done_tx, done) = mpsc::channel();
+
+        std::thread::scope(|scope| {
+            scope.spawn(|| done_tx.send(spool.store(&ids("1.7"), b"pixels", source()).unwrap()).unwrap());
+
+            assert_eq!(started.recv().unwrap(), "file");
+            assert!(!final_path.exists(), "linked before its data was synced");
+            release.send(()).unwrap();
+
+            assert_eq!(started.recv().unwrap(), "folder");
+            assert!(final_path.exists());
+            assert!(done.try_recv().is_err(), "returned before the folder was synced");
+            release.send(()).unwrap();
+
+            assert_eq!(done.recv().unwrap(), StoreOutcome::Stored { path: final_path.clone() });
+        });
+    }
+
+    #[test]
+    fn page_cache_store_skips_sync() {
+        use crate::ingest::group_commit::SyncRequest;
+
+        let dir = tempfile::tempdir().unwrap();
+        let sync = GroupCommit::with_sync(Box::new(|_: &[SyncRequest]| Err(io::Error::other("sync called"))));
+        let spool = Spool::open_with_commits(dir.path(), Durability::PageCache, sync).unwrap();
+
+        assert!(matches!(spool.store(&ids("1.8"), b"a", source()).unwrap(), StoreOutcome::Stored { .. }));
+    }
+
+    #[test]
+    fn failed_sync_is_a_write_error() {
+        use crate::ingest::group_commit::SyncRequest;
+
+        let dir = tempfile::tempdir().unwrap();
+        let sync = GroupCommit::with_sync(Box::new(|_: &[SyncRequest]| Err(io::Error::other("disk gone"))));
+        let spool = Spool::open_with_commits(dir.path(), Durability::Fsync, sync).unwrap();
+
+        let err = spool.store(&ids("1.8"), b"a", source()).unwrap_err();
+
+        assert!(matches!(err, SpoolError::Write { .. }), "{err}");
+        assert!(spool.study_instances("1.2.3").unwrap().is_empty());
     }
 
     #[test]

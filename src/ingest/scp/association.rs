@@ -1,6 +1,7 @@
 //! One association of the C-STORE SCP: negotiation, the DIMSE message loop and the turn of each
 //! received data set into a Part 10 file for the sink.
 
+use std::borrow::Cow;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -214,16 +215,29 @@ fn receive_loop(
 struct Transfer {
     presentation_context_id: u8,
     command: Command,
-    data: Vec<u8>,
+    /// Transfer syntax accepted for the presentation context, without padding.
+    transfer_syntax: String,
+    /// The Part 10 file being built: preamble and File Meta (`file[..data_start]`), then the
+    /// data set fragments as they arrive.
+    file: Vec<u8>,
+    /// Offset of the data set in `file`; 0 when the File Meta could not be built from the
+    /// command, so that it is built after the data set has been checked.
+    data_start: usize,
     /// Status decided before the data set arrived; its fragments are then discarded.
     refusal: Option<(u16, String)>,
 }
+
+/// Largest buffer capacity an association keeps for its next instance, in bytes. A larger one
+/// (a big multi-frame instance) is freed once the instance is stored.
+const MAX_KEPT_BUFFER: usize = 16 << 20;
 
 /// Reassembles command and data fragments (PS3.8 annex E) into DIMSE messages.
 struct Receiver {
     calling_ae_title: String,
     command_bytes: Vec<u8>,
     transfer: Option<Transfer>,
+    /// Buffer of the previous instance, reused so that each instance does not grow a new one.
+    spare_buffer: Vec<u8>,
     tally: Tally,
 }
 
@@ -233,6 +247,7 @@ impl Receiver {
             calling_ae_title,
             command_bytes: Vec::new(),
             transfer: None,
+            spare_buffer: Vec::new(),
             tally: Tally::default(),
         }
     }
@@ -271,13 +286,7 @@ impl Receiver {
         let pc_id = value.presentation_context_id;
 
         if command.has_data_set {
-            let refusal = refuse_early(&command, context);
-            self.transfer = Some(Transfer {
-                presentation_context_id: pc_id,
-                command,
-                data: Vec::new(),
-                refusal,
-            });
+            self.transfer = Some(self.start_transfer(command, pc_id, association, context));
             return Ok(());
         }
 
@@ -299,6 +308,45 @@ impl Receiver {
         )
     }
 
+    /// Prepares the reception of a data set: an early refusal, or a buffer that starts with the
+    /// preamble and File Meta built from the command, so that the data set is never copied
+    /// after it arrived.
+    fn start_transfer(
+        &mut self,
+        command: Command,
+        pc_id: u8,
+        association: &ServerAssociation<TcpStream>,
+        context: &AssociationContext,
+    ) -> Transfer {
+        let transfer_syntax = accepted_transfer_syntax(association, pc_id);
+        let mut refusal = refuse_early(&command, context);
+        if refusal.is_none() && transfer_syntax.is_none() {
+            refusal = Some((
+                status::CANNOT_UNDERSTAND,
+                "data set sent on a presentation context that was not accepted".to_string(),
+            ));
+        }
+
+        let mut file = std::mem::take(&mut self.spare_buffer);
+        file.clear();
+        let transfer_syntax = transfer_syntax.unwrap_or_default();
+        if refusal.is_some() {
+            file = Vec::new();
+        } else if write_part10_header(&mut file, &command, &transfer_syntax, &self.calling_ae_title).is_err() {
+            // The error is reported after the data set is checked, because a UID mismatch
+            // (0xA900) is reported first.
+            file.clear();
+        }
+        Transfer {
+            presentation_context_id: pc_id,
+            command,
+            transfer_syntax,
+            data_start: file.len(),
+            file,
+            refusal,
+        }
+    }
+
     fn on_data_fragment(
         &mut self,
         value: PDataValue,
@@ -317,7 +365,7 @@ impl Receiver {
         if transfer.refusal.is_none() {
             // NOTE: the whole data set is kept in memory until its last fragment arrives, so the
             // largest instance accepted is bounded only by available memory.
-            transfer.data.extend_from_slice(&value.data);
+            transfer.file.extend_from_slice(&value.data);
         }
         if !value.is_last {
             return Ok(());
@@ -326,18 +374,9 @@ impl Receiver {
         let Some(transfer) = self.transfer.take() else {
             return Err("data set state lost".to_string());
         };
-        let (code, comment) = match transfer.refusal {
-            Some(refusal) => refusal,
-            None => {
-                let ts = accepted_transfer_syntax(association, transfer.presentation_context_id);
-                store_instance(
-                    &transfer.command,
-                    &transfer.data,
-                    ts.as_deref(),
-                    &self.calling_ae_title,
-                    context,
-                )
-            }
+        let (code, comment) = match &transfer.refusal {
+            Some(refusal) => refusal.clone(),
+            None => store_instance(&transfer, &self.calling_ae_title, context),
         };
 
         if status::is_stored(code) {
@@ -353,13 +392,18 @@ impl Receiver {
             );
         }
         let comment = (!status::is_stored(code)).then_some(comment);
-        respond(
+        let sent = respond(
             association,
             transfer.presentation_context_id,
             &transfer.command,
             code,
             comment.as_deref(),
-        )
+        );
+
+        if transfer.file.capacity() <= MAX_KEPT_BUFFER {
+            self.spare_buffer = transfer.file;
+        }
+        sent
     }
 }
 
@@ -424,32 +468,25 @@ fn respond(
 
 /// Checks a complete data set, builds its Part 10 file and hands it to the sink. Returns the
 /// C-STORE status and a reason for the log and Error Comment.
-fn store_instance(
-    command: &Command,
-    data: &[u8],
-    ts_uid: Option<&str>,
-    calling_ae: &str,
-    context: &AssociationContext,
-) -> (u16, String) {
-    let Some(ts_uid) = ts_uid else {
-        return (
-            status::CANNOT_UNDERSTAND,
-            "data set sent on a presentation context that was not accepted".to_string(),
-        );
-    };
-    let ids = match identify(command, data, ts_uid, calling_ae) {
+fn store_instance(transfer: &Transfer, calling_ae: &str, context: &AssociationContext) -> (u16, String) {
+    let data = &transfer.file[transfer.data_start..];
+    let ids = match identify(&transfer.command, data, &transfer.transfer_syntax, calling_ae) {
         Ok(ids) => ids,
         Err(refusal) => return refusal,
     };
 
-    let file = match build_part10(&ids, data) {
-        Ok(file) => file,
-        Err(err) => {
+    let file = if transfer.data_start > 0 {
+        Cow::Borrowed(transfer.file.as_slice())
+    } else {
+        let mut file = Vec::with_capacity(data.len() + 512);
+        if let Err(err) = write_part10_header(&mut file, &transfer.command, &ids.transfer_syntax_uid, calling_ae) {
             return (
                 status::CANNOT_UNDERSTAND,
                 format!("failed to build the file meta group: {err}"),
-            )
+            );
         }
+        file.extend_from_slice(data);
+        Cow::Owned(file)
     };
 
     match context.sink.store(&ids, &file) {
@@ -462,9 +499,6 @@ fn store_instance(
     }
 }
 
-/// Transfer syntax UID of Deflated Explicit VR Little Endian.
-const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
-
 /// Parses the data set and checks its SOP Class and Instance UIDs against the command.
 fn identify(
     command: &Command,
@@ -472,36 +506,22 @@ fn identify(
     ts_uid: &str,
     calling_ae: &str,
 ) -> Result<InstanceIds, (u16, String)> {
-    let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
+    if TransferSyntaxRegistry.get(ts_uid).is_none() {
         return Err((
             status::CANNOT_UNDERSTAND,
             format!("transfer syntax {ts_uid} is unknown"),
         ));
-    };
-
-    // dicom-object allocates declared lengths before reading them, so a data set whose element
-    // lengths run past its end is rejected first by the bounded parser. A deflated data set is
-    // not checked: the bounded parser cannot tell a bare deflate stream from other bytes.
-    if ts_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
-        use penumbra_dicom::ReadError;
-        if let Err(err @ (ReadError::Truncated { .. } | ReadError::DeclaredLengthTooLarge { .. } | ReadError::NestingTooDeep { .. })) =
-            penumbra_dicom::read_bytes(data)
-        {
-            return Err((status::CANNOT_UNDERSTAND, format!("data set cannot be parsed: {err}")));
-        }
     }
 
     // A decoder bug must not take the association down with it, so a panic counts as a parse
     // failure of this one data set.
-    let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        InMemDicomObject::read_dataset_with_ts(data, ts)
-    }));
+    let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| parse_data_set(data, ts_uid)));
     let object = match parsed {
         Ok(Ok(object)) => object,
-        Ok(Err(err)) => {
+        Ok(Err(reason)) => {
             return Err((
                 status::CANNOT_UNDERSTAND,
-                format!("data set cannot be parsed: {err}"),
+                format!("data set cannot be parsed: {reason}"),
             ))
         }
         Err(_) => {
@@ -534,6 +554,8 @@ fn identify(
         ));
     }
 
+    let (number_of_temporal_positions, image_position_patient) =
+        crate::ingest::identify::frame_layout(&object);
     Ok(InstanceIds {
         sop_class_uid: command.affected_sop_class_uid.clone(),
         sop_instance_uid: command.affected_sop_instance_uid.clone(),
@@ -541,6 +563,22 @@ fn identify(
         series_instance_uid: read_uid(&object, tags::SERIES_INSTANCE_UID),
         transfer_syntax_uid: ts_uid.to_string(),
         calling_ae_title: calling_ae.to_string(),
+        number_of_temporal_positions,
+        image_position_patient,
+    })
+}
+
+/// Parses the attributes of a data set that the SCP reads. Pixel Data is stored as received and
+/// never decoded, so only its declared length is checked and parsing stops before it. The check
+/// of every declared length and of the sequence depth runs before dicom-object parses, because
+/// dicom-object allocates declared lengths before reading them and recurses once per sequence.
+/// A deflated data set is inflated (up to 1 GiB) and checked the same way.
+fn parse_data_set(data: &[u8], ts_uid: &str) -> Result<InMemDicomObject, String> {
+    use crate::ingest::identify::{parse_data_set_header, IdentifyError};
+
+    parse_data_set_header(data, ts_uid).map_err(|err| match err {
+        IdentifyError::Unparseable(reason) => reason,
+        other => other.to_string(),
     })
 }
 
@@ -550,27 +588,28 @@ fn read_uid(object: &InMemDicomObject, tag: Tag) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_string())
 }
 
-/// Builds a Part 10 file: 128-byte preamble, "DICM", File Meta group, then the data set bytes
-/// exactly as received (still deflated for Deflated Explicit VR Little Endian).
-pub(crate) fn build_part10(
-    ids: &InstanceIds,
-    data: &[u8],
-) -> Result<Vec<u8>, dicom_object::meta::Error> {
+/// Appends the start of a Part 10 file to `file`: 128-byte preamble, "DICM" and the File Meta
+/// group, with the SOP UIDs of the command. The data set bytes follow exactly as received,
+/// still deflated for Deflated Explicit VR Little Endian. The file is stored only once the data
+/// set's UIDs agree with the command's.
+fn write_part10_header(
+    file: &mut Vec<u8>,
+    command: &Command,
+    transfer_syntax: &str,
+    calling_ae: &str,
+) -> Result<(), dicom_object::meta::Error> {
     let mut builder = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(ids.sop_class_uid.as_str())
-        .media_storage_sop_instance_uid(ids.sop_instance_uid.as_str())
-        .transfer_syntax(ids.transfer_syntax_uid.as_str())
+        .media_storage_sop_class_uid(command.affected_sop_class_uid.as_str())
+        .media_storage_sop_instance_uid(command.affected_sop_instance_uid.as_str())
+        .transfer_syntax(transfer_syntax)
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
-    if !ids.calling_ae_title.is_empty() {
-        builder = builder.source_application_entity_title(ids.calling_ae_title.as_str());
+    if !calling_ae.is_empty() {
+        builder = builder.source_application_entity_title(calling_ae);
     }
     let meta = builder.build()?;
 
-    let mut file = Vec::with_capacity(data.len() + 512);
     file.extend_from_slice(&[0u8; 128]);
     file.extend_from_slice(b"DICM");
-    meta.write(&mut file)?;
-    file.extend_from_slice(data);
-    Ok(file)
+    meta.write(file)
 }

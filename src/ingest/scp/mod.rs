@@ -61,7 +61,7 @@ impl Default for ScpConfig {
 }
 
 /// Identifiers of a received instance, taken from the data set (not only from the command).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstanceIds {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
@@ -70,6 +70,10 @@ pub struct InstanceIds {
     pub transfer_syntax_uid: String,
     /// AE title of the peer that sent the instance.
     pub calling_ae_title: String,
+    /// Number of Temporal Positions (0020,0105), when the data set has a positive one.
+    pub number_of_temporal_positions: Option<u32>,
+    /// Image Position (Patient) (0020,0032) in mm, when the data set has three finite values.
+    pub image_position_patient: Option<[f64; 3]>,
 }
 
 /// Result of storing an instance in the sink. Every variant means the bytes are durable.

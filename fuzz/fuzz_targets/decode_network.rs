@@ -1,0 +1,21 @@
+//! Fuzz target over network decoding: dicom-ul's PDU reader, with the maximum PDU length the
+//! SCP negotiates by default, and the SCP's DIMSE command set decoder.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+/// The SCP's command set codec, compiled here from its source because it depends only on the
+/// dicom-rs crates.
+#[path = "../../src/ingest/scp/dimse.rs"]
+#[allow(dead_code)]
+mod dimse;
+
+/// Maximum PDU length the SCP accepts by default, in bytes.
+const MAX_PDU_LENGTH: u32 = 131_072;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = dicom_ul::pdu::read_pdu(data, MAX_PDU_LENGTH, true);
+    let _ = dicom_ul::pdu::read_pdu(data, MAX_PDU_LENGTH, false);
+    let _ = dimse::decode_command(data);
+});
