@@ -565,18 +565,18 @@ mod tests {
 
     const CASE_STUDY_UID_PREFIX: &str = "1.2.826.0.1.3680043.8.498.";
 
-/// Returns the shared DICOM cases folder: `shared/cases/dicom` in the nearest folder above this
-/// package that has one (the repository's sibling `shared/`).
-fn shared_cases() -> std::path::PathBuf {
-    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        let candidate = dir.join("shared/cases/dicom");
-        if candidate.is_dir() {
-            return candidate;
+    /// Returns the shared DICOM cases folder: `shared/cases/dicom` in the nearest folder above this
+    /// package that has one (the repository's sibling `shared/`).
+    fn shared_cases() -> PathBuf {
+        let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        loop {
+            let candidate = dir.join("shared/cases/dicom");
+            if candidate.is_dir() {
+                return candidate;
+            }
+            assert!(dir.pop(), "no shared/cases/dicom beside the repository");
         }
-        assert!(dir.pop(), "no shared/cases/dicom beside the repository");
     }
-}
 
     fn case(name: &str) -> Vec<u8> {
         let path = shared_cases().join(name);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::identify::InstanceIds as SpoolIds;
 use super::scp::{InstanceIds as ReceivedIds, InstanceSink, SinkError, StoreOutcome};
-use super::spool::{Source, Spool, StoreOutcome as SpoolOutcome};
+use super::spool::{Source, Spool, SpoolError, StoreOutcome as SpoolOutcome};
 use crate::telemetry::metrics::metrics;
 
 /// Stores received instances in the spool, which notifies the assembler.
@@ -26,7 +26,10 @@ impl InstanceSink for SpoolSink {
         let ids = spool_ids(received)?;
         let source = Source::Scp { calling_ae: received.calling_ae_title.clone() };
 
-        let outcome = self.spool.store(&ids, bytes, source).map_err(|e| SinkError::Other(e.to_string()))?;
+        let outcome = self.spool.store(&ids, bytes, source).map_err(|e| match e {
+            SpoolError::InvalidUid { .. } => SinkError::Invalid(e.to_string()),
+            other => SinkError::Other(other.to_string()),
+        })?;
         Ok(match outcome {
             SpoolOutcome::Stored { .. } => {
                 metrics().instances_received.with_label_values(&["scp"]).inc();
@@ -46,7 +49,7 @@ impl InstanceSink for SpoolSink {
 fn spool_ids(received: &ReceivedIds) -> Result<SpoolIds, SinkError> {
     let required = |value: &Option<String>, name: &str| {
         value.clone().ok_or_else(|| {
-            SinkError::Other(format!("instance {} has no {name}", received.sop_instance_uid))
+            SinkError::Invalid(format!("instance {} has no {name}", received.sop_instance_uid))
         })
     };
     Ok(SpoolIds {
@@ -57,4 +60,44 @@ fn spool_ids(received: &ReceivedIds) -> Result<SpoolIds, SinkError> {
         number_of_temporal_positions: received.number_of_temporal_positions,
         image_position_patient: received.image_position_patient,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+
+    fn received(study: Option<&str>, series: Option<&str>) -> ReceivedIds {
+        ReceivedIds {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".to_string(),
+            sop_instance_uid: "1.2.3.4".to_string(),
+            study_instance_uid: study.map(str::to_string),
+            series_instance_uid: series.map(str::to_string),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".to_string(),
+            calling_ae_title: "SCANNER".to_string(),
+            number_of_temporal_positions: None,
+            image_position_patient: None,
+        }
+    }
+
+    #[test]
+    fn missing_study_uid_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SpoolSink::new(Arc::new(Spool::open_with(dir.path(), Durability::PageCache).unwrap()));
+
+        let error = sink.store(&received(None, Some("1.2.3")), b"bytes").unwrap_err();
+
+        assert!(matches!(error, SinkError::Invalid(_)), "{error}");
+        assert!(error.to_string().contains("StudyInstanceUID"), "{error}");
+    }
+
+    #[test]
+    fn unusable_series_uid_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SpoolSink::new(Arc::new(Spool::open_with(dir.path(), Durability::PageCache).unwrap()));
+
+        let error = sink.store(&received(Some("1.2.3"), Some("../etc")), b"bytes").unwrap_err();
+
+        assert!(matches!(error, SinkError::Invalid(_)), "{error}");
+    }
 }

@@ -20,7 +20,7 @@ use dicom_ul::pdu::{
 use dicom_ul::{Pdu, ServerAssociationOptions};
 
 use super::dimse::{self, status, Command};
-use super::{sop, InstanceIds, InstanceSink, ScpConfig, StoreOutcome};
+use super::{sop, InstanceIds, InstanceSink, ScpConfig, SinkError, StoreOutcome};
 
 /// Implementation Class UID written into the File Meta of every file the SCP builds.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.121697579399570276385947394069064363992";
@@ -495,6 +495,7 @@ fn store_instance(transfer: &Transfer, calling_ae: &str, context: &AssociationCo
             tracing::warn!(sop_instance_uid = %ids.sop_instance_uid, "Instance conflicts with a stored one of the same SOP Instance UID; kept apart");
             (status::SUCCESS, String::new())
         }
+        Err(err @ SinkError::Invalid(_)) => (status::CANNOT_UNDERSTAND, err.to_string()),
         Err(err) => (status::OUT_OF_RESOURCES, err.to_string()),
     }
 }
