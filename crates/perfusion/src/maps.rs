@@ -252,10 +252,10 @@ fn flat(mask: &Array3<bool>) -> Vec<bool> {
 /// the tissue window, which includes most partial-volume arteries and so reacts to the earliest
 /// enhancement.
 ///
-/// The selection uses the temporal mean, not frame 0: selecting on one noisy frame keeps the
-/// voxels whose noise in that frame happened to fall inside the window, which biases that frame
-/// of the mean curve by about 1 HU at 20 mAs. The arrival threshold is 10 % of a tissue
-/// enhancement of a few HU, so that bias moved the arrival late enough to put arterial frames
+/// The selection uses the temporal mean, not frame 0. Selecting on one noisy frame keeps the
+/// voxels whose noise in that frame happened to fall inside the window. That biases this frame
+/// of the mean curve by about 1 HU at 20 mAs, and the arrival threshold is 10 % of a tissue
+/// enhancement of a few HU, so the bias moved the arrival late enough to put arterial frames
 /// into the baseline.
 fn find_baseline(
     series: &Series,

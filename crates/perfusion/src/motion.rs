@@ -173,8 +173,8 @@ fn parabola_vertex(before: f64, centre: f64, after: f64) -> f64 {
 mod tests {
     use super::*;
 
-    /// A series of `frames` frames of one 64 x 64 slice with 1 mm pixels: a disc of 40 HU with
-    /// radius 20 mm in air, its centre moved by `shift_mm[t]` (y, x) in frame t. The edge is a
+    /// Builds one 64 x 64 slice per entry of `shifts_mm`, with 1 mm pixels: a disc of 40 HU and
+    /// radius 20 mm in air, its centre moved by `shifts_mm[t]` (y, x) in frame t. The edge is a
     /// 1 mm linear ramp, so sub-pixel shifts change the image.
     fn disc_series(shifts_mm: &[[f64; 2]]) -> Series {
         let n = 64;
