@@ -112,6 +112,7 @@ pub fn compute_maps(
     let intracranial_flat = flat(&intracranial);
     let noise_sd_hu = concentration::baseline_noise_sd(&series, &window, &brain_flat);
     let motion_mm = motion::estimate_motion_mm(&series, ctp.geometry.spacing_mm);
+    lap("motion");
     concentration::subtract_baseline(&mut series, &baseline);
     sanitize(&mut series, &finite);
     lap("concentration");
@@ -254,7 +255,7 @@ fn flat(mask: &Array3<bool>) -> Vec<bool> {
 ///
 /// The selection uses the temporal mean, not frame 0. Selecting on one noisy frame keeps the
 /// voxels whose noise in that frame happened to fall inside the window. That biases this frame
-/// of the mean curve by about 1 HU at 20 mAs, and the arrival threshold is 10 % of a tissue
+/// of the mean curve by about 1 HU at 20 mAs. The arrival threshold is 10 % of a tissue
 /// enhancement of a few HU, so the bias moved the arrival late enough to put arterial frames
 /// into the baseline.
 fn find_baseline(
