@@ -4,8 +4,8 @@
 //! moments (bolus centre times) are split into an early and a late cluster by 1-D 2-means. The
 //! AIF averages the early voxels with the highest peak-to-width ratio (early, high, narrow).
 //! The VOF averages the late voxels with the highest peaks, such as the sinus. Ranking the VOF
-//! by area under the curve instead favours voxels whose baseline noise raised the whole curve,
-//! and that area is the numerator of the partial-volume scale: at 20 mAs it inflated the
+//! by area under the curve instead favours voxels whose baseline noise raised the whole curve.
+//! That area is the numerator of the partial-volume scale, and at 20 mAs the bias inflated the
 //! scale to 1.3-1.55 on phantoms whose scale is about 1.05.
 
 use serde::{Deserialize, Serialize};
@@ -318,6 +318,17 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn binomial_smoothing_keeps_constants() {
+        assert_eq!(smooth_binomial(&[3.0, 3.0, 3.0, 3.0]), vec![3.0; 4]);
+        // Ends use the weights [2, 1] / 3 and [1, 2] / 3.
+        let spike = smooth_binomial(&[0.0, 4.0, 0.0]);
+        assert!((spike[0] - 4.0 / 3.0).abs() < 1e-12);
+        assert!((spike[1] - 2.0).abs() < 1e-12);
+        assert!((spike[2] - 4.0 / 3.0).abs() < 1e-12);
+        assert!(smooth_binomial(&[]).is_empty());
     }
 
     #[test]
