@@ -134,7 +134,12 @@ pub fn select_input_curves(
     // averaged AIF and VOF keep the raw samples.
     let features: Vec<(usize, CurveFeatures)> = candidates
         .iter()
-        .map(|&v| (v, curve_features(&smooth_binomial(&series.curve(v)), series.dt_s)))
+        .map(|&v| {
+            (
+                v,
+                curve_features(&smooth_binomial(&series.curve(v)), series.dt_s),
+            )
+        })
         .collect();
     let moments: Vec<f64> = features.iter().map(|(_, f)| f.first_moment_s).collect();
     let (early_centre, late_centre, is_late) = two_means(&moments);

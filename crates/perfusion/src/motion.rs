@@ -3,9 +3,10 @@
 //! Each frame is reduced to one projection image: the mean over slices of HU clamped to
 //! `[-1000, 100]`. The clamp keeps the air-to-scalp edge (about 1000 HU) as the dominant
 //! structure and caps contrast enhancement, so the bolus passing through vessels barely changes
-//! the image. The projections are block-averaged to pixels of about 2 mm, and every integer
-//! shift within [`MAX_SHIFT_MM`] is scored by the mean squared difference over the overlap.
-//! A parabola through the best score and its neighbours along each axis refines the shift to
+//! the image. The projections are block-averaged to pixels of about 2 mm. Every integer shift
+//! within [`MAX_SHIFT_MM`] is first scored on images of half that size by the mean squared
+//! difference over the overlap, then the neighbourhood of the best one at full size. A
+//! parabola through the best score and its neighbours along each axis refines the shift to
 //! sub-pixel precision.
 //!
 //! NOTE: rotation and through-plane (z) motion are not estimated. A yaw about the head centre
@@ -26,6 +27,9 @@ const TARGET_PIXEL_MM: f64 = 2.0;
 /// Largest in-plane shift searched, in mm. A larger motion is reported as about this size.
 pub const MAX_SHIFT_MM: f64 = 16.0;
 
+/// Pixels searched around twice the coarse shift at full size.
+const REFINE_RADIUS: isize = 2;
+
 /// A downsampled projection image, row-major.
 struct Projection {
     values: Vec<f32>,
@@ -42,21 +46,74 @@ pub fn estimate_motion_mm(series: &Series, spacing_mm: [f64; 3]) -> f64 {
     }
     let factor_y = downsample_factor(spacing_mm[1]);
     let factor_x = downsample_factor(spacing_mm[2]);
-    let pixel_mm = [spacing_mm[1] * factor_y as f64, spacing_mm[2] * factor_x as f64];
+    let pixel_mm = [
+        spacing_mm[1] * factor_y as f64,
+        spacing_mm[2] * factor_x as f64,
+    ];
     let radius = [
         (MAX_SHIFT_MM / pixel_mm[0]).ceil() as isize,
         (MAX_SHIFT_MM / pixel_mm[1]).ceil() as isize,
     ];
 
     let reference = project(series, 0, factor_y, factor_x);
+    let coarse_reference = halve(&reference);
+    let coarse_radius = [(radius[0] + 1) / 2, (radius[1] + 1) / 2];
     (1..series.frames)
         .into_par_iter()
         .map(|t| {
             let moving = project(series, t, factor_y, factor_x);
-            let [dy, dx] = register(&reference, &moving, radius);
+
+            // Coarse to fine: the whole range on images of half the size, then the
+            // neighbourhood of that shift at full size.
+            let coarse = best_shift(&coarse_reference, &halve(&moving), [0, 0], coarse_radius);
+            let centre = [2 * coarse[0], 2 * coarse[1]];
+            let [dy, dx] = register(&reference, &moving, centre, [REFINE_RADIUS; 2]);
             ((dy * pixel_mm[0]).powi(2) + (dx * pixel_mm[1]).powi(2)).sqrt()
         })
         .reduce(|| 0.0, f64::max)
+}
+
+/// Returns `projection` block-averaged by 2 along both axes.
+fn halve(projection: &Projection) -> Projection {
+    let (ny, nx) = (projection.ny, projection.nx);
+    let (out_y, out_x) = (ny.div_ceil(2), nx.div_ceil(2));
+    let mut sums = vec![0.0f32; out_y * out_x];
+    let mut counts = vec![0u32; out_y * out_x];
+    for y in 0..ny {
+        for x in 0..nx {
+            sums[(y / 2) * out_x + x / 2] += projection.values[y * nx + x];
+            counts[(y / 2) * out_x + x / 2] += 1;
+        }
+    }
+    let values = sums
+        .iter()
+        .zip(&counts)
+        .map(|(&s, &c)| s / c.max(1) as f32)
+        .collect();
+    Projection {
+        values,
+        ny: out_y,
+        nx: out_x,
+    }
+}
+
+/// Returns the integer shift within `radius` of `centre` with the lowest cost.
+fn best_shift(
+    reference: &Projection,
+    moving: &Projection,
+    centre: [isize; 2],
+    radius: [isize; 2],
+) -> [isize; 2] {
+    let mut best = (f64::INFINITY, centre);
+    for dy in centre[0] - radius[0]..=centre[0] + radius[0] {
+        for dx in centre[1] - radius[1]..=centre[1] + radius[1] {
+            let cost = mean_squared_difference(reference, moving, dy, dx);
+            if cost < best.0 {
+                best = (cost, [dy, dx]);
+            }
+        }
+    }
+    best.1
 }
 
 /// Returns how many pixels of `spacing_mm` are averaged into one projection pixel.
@@ -100,43 +157,37 @@ fn project(series: &Series, t: usize, factor_y: usize, factor_x: usize) -> Proje
 }
 
 /// Returns the sub-pixel shift `(dy, dx)` that best maps `reference` onto `moving`
-/// (`moving(y + dy, x + dx) ~ reference(y, x)`), searched within `radius` pixels.
-fn register(reference: &Projection, moving: &Projection, radius: [isize; 2]) -> [f64; 2] {
-    let side_y = 2 * radius[0] as usize + 1;
-    let side_x = 2 * radius[1] as usize + 1;
-    let mut costs = vec![f64::INFINITY; side_y * side_x];
-    for (i, dy) in (-radius[0]..=radius[0]).enumerate() {
-        for (j, dx) in (-radius[1]..=radius[1]).enumerate() {
-            costs[i * side_x + j] = mean_squared_difference(reference, moving, dy, dx);
-        }
-    }
-
-    let best = costs
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(index, _)| index);
-    let (bi, bj) = (best / side_x, best % side_x);
-    let at = |i: usize, j: usize| costs[i * side_x + j];
-    let refine_y = if bi > 0 && bi + 1 < side_y {
-        parabola_vertex(at(bi - 1, bj), at(bi, bj), at(bi + 1, bj))
-    } else {
-        0.0
-    };
-    let refine_x = if bj > 0 && bj + 1 < side_x {
-        parabola_vertex(at(bi, bj - 1), at(bi, bj), at(bi, bj + 1))
-    } else {
-        0.0
-    };
-    [
-        bi as f64 - radius[0] as f64 + refine_y,
-        bj as f64 - radius[1] as f64 + refine_x,
-    ]
+/// (`moving(y + dy, x + dx) ~ reference(y, x)`), searched within `radius` pixels of `centre`.
+fn register(
+    reference: &Projection,
+    moving: &Projection,
+    centre: [isize; 2],
+    radius: [isize; 2],
+) -> [f64; 2] {
+    let best = best_shift(reference, moving, centre, radius);
+    let cost = |dy: isize, dx: isize| mean_squared_difference(reference, moving, dy, dx);
+    let centre_cost = cost(best[0], best[1]);
+    let refine_y = parabola_vertex(
+        cost(best[0] - 1, best[1]),
+        centre_cost,
+        cost(best[0] + 1, best[1]),
+    );
+    let refine_x = parabola_vertex(
+        cost(best[0], best[1] - 1),
+        centre_cost,
+        cost(best[0], best[1] + 1),
+    );
+    [best[0] as f64 + refine_y, best[1] as f64 + refine_x]
 }
 
 /// Returns the mean of `(moving(y + dy, x + dx) - reference(y, x))^2` over the overlap, or
 /// infinity when the images do not overlap.
-fn mean_squared_difference(reference: &Projection, moving: &Projection, dy: isize, dx: isize) -> f64 {
+fn mean_squared_difference(
+    reference: &Projection,
+    moving: &Projection,
+    dy: isize,
+    dx: isize,
+) -> f64 {
     let (ny, nx) = (reference.ny as isize, reference.nx as isize);
     let (y0, y1) = ((-dy).max(0), (ny - dy).min(ny));
     let (x0, x1) = ((-dx).max(0), (nx - dx).min(nx));
@@ -205,7 +256,11 @@ mod tests {
 
     #[test]
     fn integer_and_sub_pixel_shifts() {
-        for (shift, expected) in [([0.0, 3.0], 3.0), ([3.0, -2.0], 13f64.sqrt()), ([1.5, 0.0], 1.5)] {
+        for (shift, expected) in [
+            ([0.0, 3.0], 3.0),
+            ([3.0, -2.0], 13f64.sqrt()),
+            ([1.5, 0.0], 1.5),
+        ] {
             let series = disc_series(&[[0.0, 0.0], shift, [0.0, 0.0]]);
             let found = estimate_motion_mm(&series, [5.0, 1.0, 1.0]);
             // 1 mm pixels are block-averaged by 2, so sub-pixel refinement does the last mm.

@@ -26,7 +26,13 @@ fn low_dose_baseline_excludes_bolus() {
     let pre_bolus_mean = aif[..8].iter().sum::<f64>() / 8.0;
     let baseline_frames = result.quality.baseline_frames;
     eprintln!("baseline frames {baseline_frames}, AIF mean over frames 0-7 {pre_bolus_mean:.1} HU");
-    assert!(pre_bolus_mean.abs() < 15.0, "AIF mean over frames 0-7: {pre_bolus_mean} HU");
-    assert!((5..=9).contains(&baseline_frames), "baseline frames {baseline_frames}");
+    assert!(
+        pre_bolus_mean.abs() < 15.0,
+        "AIF mean over frames 0-7: {pre_bolus_mean} HU"
+    );
+    assert!(
+        (5..=9).contains(&baseline_frames),
+        "baseline frames {baseline_frames}"
+    );
     assert!(result.aif.auc_hu_s > 0.0);
 }

@@ -15,12 +15,20 @@ fn measured_motion_mm(matrix: Matrix, translation_mm: [f64; 3], yaw_deg: f64) ->
         matrix,
         slices: 4,
         noise: Noise::MilliAmpSeconds(150.0),
-        motion: Some(Motion { first_frame: 20, frame_count: 10, translation_mm, yaw_deg }),
+        motion: Some(Motion {
+            first_frame: 20,
+            frame_count: 10,
+            translation_mm,
+            yaw_deg,
+        }),
         ..PhantomParams::default()
     };
     let study = generate(&params).unwrap();
     let result = compute_maps(&study.volume, &PerfusionParams::default()).unwrap();
-    eprintln!("translation {translation_mm:?} mm, yaw {yaw_deg} degrees: motion {:.2} mm", result.quality.motion_mm);
+    eprintln!(
+        "translation {translation_mm:?} mm, yaw {yaw_deg} degrees: motion {:.2} mm",
+        result.quality.motion_mm
+    );
     result.quality.motion_mm
 }
 
@@ -32,9 +40,16 @@ fn still_head_has_no_motion() {
 
 #[test]
 fn translation_is_measured() {
-    for (translation, expected) in [([3.0, -2.0, 0.0], 13f64.sqrt()), ([0.0, 5.0, 0.0], 5.0), ([1.0, 0.0, 0.0], 1.0)] {
+    for (translation, expected) in [
+        ([3.0, -2.0, 0.0], 13f64.sqrt()),
+        ([0.0, 5.0, 0.0], 5.0),
+        ([1.0, 0.0, 0.0], 1.0),
+    ] {
         let found = measured_motion_mm(Matrix::M128, translation, 0.0);
-        assert!((found - expected).abs() < 0.5, "translation {translation:?}: {found} mm, expected {expected}");
+        assert!(
+            (found - expected).abs() < 0.5,
+            "translation {translation:?}: {found} mm, expected {expected}"
+        );
     }
 }
 
