@@ -97,14 +97,15 @@ fn noise_free_maps_obey_central_volume() {
     }
     assert!(checked > 5_000, "only {checked} brain voxels with CBF > 0");
 
-    // Voxel r against the truth on this seed measured 0.796 (CBF), 0.809 (CBV) and 0.931 (MTT);
-    // the gates sit 0.02 below.
+    // Voxel r against the truth on this seed measured 0.725 (CBF), 0.738 (CBV) and 0.905 (MTT);
+    // the gates sit 0.02 below. With no noise, the 3 mm spatial smoothing only blurs the
+    // truth's texture and lesion edges, so these are lower than with 2 mm (0.796, 0.809, 0.931).
     let accuracy = map_accuracy(maps, &run.truth).unwrap();
     let r = accuracy.pearson_voxel;
     eprintln!("noise-free voxel r {r:?}, tile r {:?}", accuracy.pearson_tile);
-    assert!(r.cbf.unwrap() >= 0.776, "CBF r {:?}", r.cbf);
-    assert!(r.cbv.unwrap() >= 0.789, "CBV r {:?}", r.cbv);
-    assert!(r.mtt.unwrap() >= 0.911, "MTT r {:?}", r.mtt);
+    assert!(r.cbf.unwrap() >= 0.706, "CBF r {:?}", r.cbf);
+    assert!(r.cbv.unwrap() >= 0.719, "CBV r {:?}", r.cbv);
+    assert!(r.mtt.unwrap() >= 0.885, "MTT r {:?}", r.mtt);
 }
 
 /// A 256 x 256 x 16 study of 60 frames (the phantom default) with a medium lesion.
@@ -124,15 +125,17 @@ fn threshold_labels_at_150_mas() {
     let core = class(&eval.threshold, "core").unwrap();
     eprintln!("150 mAs threshold labels: {:?}", eval.threshold);
 
-    // NOTE: the targets are hypoperfused Dice >= 0.85, core Dice >= 0.70 and core volume within
-    // 10 mL, and the current maps miss all three. This seed measured 0.803, 0.683 and -19.1 mL
-    // (core 25.6 mL against 44.8 mL true, hypoperfused 150.0 mL against 109.1 mL). The gates are
-    // frozen just below that. The oSVD maps overestimate Tmax in normal tissue by about 3 s,
-    // which grows the hypoperfused region.
-    assert!(hypoperfused.dice.unwrap() >= 0.78, "hypoperfused Dice {:?}", hypoperfused.dice);
-    assert!(core.dice.unwrap() >= 0.66, "core Dice {:?}", core.dice);
+    // The target core Dice is 0.70; this seed measured 0.816.
+    assert!(core.dice.unwrap() >= 0.70, "core Dice {:?}", core.dice);
+
+    // NOTE: the targets hypoperfused Dice >= 0.85 and core volume within 10 mL are missed
+    // narrowly. This seed measured hypoperfused Dice 0.845 (141.0 mL against 109.1 mL true)
+    // and a core of 33.4 mL against 44.8 mL true (-11.4 mL), and the gates are frozen just
+    // below that. Oligemic and noisy normal voxels still cross Tmax 6 s, because truncated SVD
+    // places the residue maximum about 2 s late and noise adds to that.
+    assert!(hypoperfused.dice.unwrap() >= 0.83, "hypoperfused Dice {:?}", hypoperfused.dice);
     assert!(
-        core.volume_error_ml.abs() <= 22.0,
+        core.volume_error_ml.abs() <= 13.0,
         "core volume {:.1} mL against {:.1} mL true",
         core.predicted_ml,
         core.reference_ml

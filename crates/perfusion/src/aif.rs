@@ -3,7 +3,10 @@
 //! Candidates are the intracranial voxels with the highest peak enhancement. Their first
 //! moments (bolus centre times) are split into an early and a late cluster by 1-D 2-means. The
 //! AIF averages the early voxels with the highest peak-to-width ratio (early, high, narrow).
-//! The VOF averages the late voxels with the largest area under the curve, such as the sinus.
+//! The VOF averages the late voxels with the highest peaks, such as the sinus. Ranking the VOF
+//! by area under the curve instead favours voxels whose baseline noise raised the whole curve.
+//! That area is the numerator of the partial-volume scale, and at 20 mAs the bias inflated the
+//! scale to 1.3-1.55 on phantoms whose scale is about 1.05.
 
 use serde::{Deserialize, Serialize};
 
@@ -126,9 +129,17 @@ pub fn select_input_curves(
         });
     }
 
+    // Ranking on raw curves favours voxels whose noise happens to raise the peak or narrow the
+    // bolus. The ranking features therefore come from lightly smoothed curves, while the
+    // averaged AIF and VOF keep the raw samples.
     let features: Vec<(usize, CurveFeatures)> = candidates
         .iter()
-        .map(|&v| (v, curve_features(&series.curve(v), series.dt_s)))
+        .map(|&v| {
+            (
+                v,
+                curve_features(&smooth_binomial(&series.curve(v)), series.dt_s),
+            )
+        })
         .collect();
     let moments: Vec<f64> = features.iter().map(|(_, f)| f.first_moment_s).collect();
     let (early_centre, late_centre, is_late) = two_means(&moments);
@@ -156,12 +167,33 @@ pub fn select_input_curves(
         .filter(|(_, f)| f.peak >= MIN_VOF_PEAK_FRACTION * aif.peak_hu)
         .collect();
     let vof = if !venous.is_empty() && late_centre - early_centre >= MIN_VENOUS_DELAY_S {
-        let vof_voxels = best_by(&venous, params.voxel_count, |f| f.auc);
+        let vof_voxels = best_by(&venous, params.voxel_count, |f| f.peak);
         Some(average_curve(series, &vof_voxels))
     } else {
         None
     };
     Ok(InputCurves { aif, vof })
+}
+
+/// Returns `values` convolved with the binomial kernel `[1, 2, 1] / 4`, renormalised at the
+/// ends.
+fn smooth_binomial(values: &[f64]) -> Vec<f64> {
+    let last = values.len().saturating_sub(1);
+    (0..values.len())
+        .map(|i| {
+            let mut sum = 2.0 * values[i];
+            let mut weight = 2.0;
+            if i > 0 {
+                sum += values[i - 1];
+                weight += 1.0;
+            }
+            if i < last {
+                sum += values[i + 1];
+                weight += 1.0;
+            }
+            sum / weight
+        })
+        .collect()
 }
 
 /// Returns the region voxels with the highest peaks: at least `3 * voxel_count`, or the
@@ -291,6 +323,17 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn binomial_smoothing_keeps_constants() {
+        assert_eq!(smooth_binomial(&[3.0, 3.0, 3.0, 3.0]), vec![3.0; 4]);
+        // Ends use the weights [2, 1] / 3 and [1, 2] / 3.
+        let spike = smooth_binomial(&[0.0, 4.0, 0.0]);
+        assert!((spike[0] - 4.0 / 3.0).abs() < 1e-12);
+        assert!((spike[1] - 2.0).abs() < 1e-12);
+        assert!((spike[2] - 4.0 / 3.0).abs() < 1e-12);
+        assert!(smooth_binomial(&[]).is_empty());
     }
 
     #[test]

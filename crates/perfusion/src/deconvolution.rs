@@ -102,8 +102,11 @@ impl Deconvolver {
         let len = 2 * frames;
         let smoothed_aif = temporal * nalgebra::DVector::from_column_slice(aif);
         let aif_area: f64 = smoothed_aif.iter().sum();
-        if !(aif_area > 0.0) || !smoothed_aif.iter().all(|v| v.is_finite()) {
+        if !smoothed_aif.iter().all(|v| v.is_finite()) {
             return Err(PerfusionError::DecompositionFailed);
+        }
+        if !(aif_area > 0.0) {
+            return Err(PerfusionError::AifWithoutArea { area_hu: aif_area });
         }
 
         let matrix = circulant_matrix(smoothed_aif.as_slice(), dt_s);
@@ -512,6 +515,18 @@ mod tests {
         // Second differences of 0, 1, 0, 1: |0 - 2 + 0| = 2 and |1 - 0 + 1| = 2; OI = 4 / (4 * 1).
         assert_eq!(oscillation_index(&[0.0, 1.0, 0.0, 1.0]), 1.0);
         assert_eq!(oscillation_index(&[0.0, -1.0]), f32::INFINITY);
+    }
+
+    #[test]
+    fn negative_aif_area_is_reported() {
+        // An AIF whose baseline was taken during the bolus sits below zero on average.
+        let aif: Vec<f64> = gamma_aif(20).iter().map(|a| a - 300.0).collect();
+        let identity = DMatrix::identity(20, 20);
+        let result = Deconvolver::new(&aif, 1.0, DeconvolutionMethod::Osvd, 0.1, 0.035, &identity);
+        assert!(
+            matches!(result, Err(PerfusionError::AifWithoutArea { area_hu }) if area_hu < 0.0),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ pub enum PerfusionError {
     #[error("no arterial input function found: no intracranial voxel enhances by at least {min_peak_hu} HU; check the bolus timing or lower aif.min_peak_hu")]
     NoArterialInput { min_peak_hu: f32 },
 
-    #[error("singular value decomposition of the arterial input matrix failed; the arterial curve may be all zero")]
+    #[error("the arterial input function has a non-positive area ({area_hu:.1} HU summed over frames) after baseline subtraction; the baseline frames may contain the bolus, or the AIF voxels are not arterial")]
+    AifWithoutArea { area_hu: f64 },
+
+    #[error("singular value decomposition of the arterial input matrix failed; the arterial curve contains non-finite values or is all zero")]
     DecompositionFailed,
 
     #[error("vendor map {name} has {frames} frames; pass a single-frame map volume")]

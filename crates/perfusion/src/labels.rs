@@ -323,9 +323,10 @@ fn midline(tissue: &Array3<bool>, spacing_mm: [f64; 3]) -> ([f64; 3], [f64; 2]) 
     if minor <= 0.0 || major / minor < MIN_AXIS_ANISOTROPY {
         return (centroid, [0.0, 1.0]);
     }
-    // Eigenvector of `minor`: (sxy, minor - syy) in (x, y) order, or the axis when sxy is 0.
+    // Eigenvector of `minor`: (minor - syy, sxy) in (x, y) order, from the y row of
+    // (C - minor I) v = 0, or the axis when sxy is 0.
     let (nx, ny) = if sxy.abs() > 1e-12 {
-        (sxy, minor - syy)
+        (minor - syy, sxy)
     } else if sxx < syy {
         (1.0, 0.0)
     } else {
@@ -504,6 +505,22 @@ mod tests {
         assert_eq!(result.labels[(0, 0, 0)], 2);
         assert_eq!(result.labels[(0, 5, 0)], 1);
         assert_eq!(result.labels[(0, 5, 9)], 0);
+    }
+
+    #[test]
+    fn midline_normal_is_minor_axis_of_tilted_ellipse() {
+        // An ellipse with semi-axes 30 (along y) and 20 (along x) voxels of 1 mm, turned by
+        // 10 degrees: the normal is the turned x axis.
+        let (sin, cos) = 10f64.to_radians().sin_cos();
+        let tissue = Array3::from_shape_fn((1, 101, 101), |(_, y, x)| {
+            let (dy, dx) = (y as f64 - 50.0, x as f64 - 50.0);
+            let along_x = cos * dx + sin * dy;
+            let along_y = -sin * dx + cos * dy;
+            (along_x / 20.0).powi(2) + (along_y / 30.0).powi(2) <= 1.0
+        });
+        let (_, normal) = midline(&tissue, [5.0, 1.0, 1.0]);
+        assert!((normal[1] - cos).abs() < 0.02, "normal (y, x) {normal:?}");
+        assert!((normal[0] - sin).abs() < 0.02, "normal (y, x) {normal:?}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod eval;
 pub mod labels;
 pub mod maps;
 pub mod masks;
+pub mod motion;
 mod params;
 mod quality;
 

@@ -19,6 +19,7 @@ use crate::deconvolution::Deconvolver;
 use crate::denoise;
 use crate::error::PerfusionError;
 use crate::masks;
+use crate::motion;
 use crate::params::{MaskParams, PerfusionParams};
 use crate::quality::{self, InputQuality};
 
@@ -93,10 +94,15 @@ pub fn compute_maps(
 
     lap("series");
     let finite = finite_mask(&series);
-    let window = find_baseline(&series, &finite, params)?;
+    let mean_hu = temporal_mean(&series, &finite);
+    let window = find_baseline(&series, &mean_hu, params)?;
     let baseline = concentration::baseline_image(&series, &window);
     let intracranial = masks::intracranial_mask(&baseline, &params.masks) & &finite;
-    let brain = masks::brain_mask(&intracranial, &baseline, &finite, &params.masks);
+    // The CSF cut uses the temporal mean, not the baseline image that is subtracted below.
+    // Cutting on the same noisy baseline keeps the voxels near CSF whose baseline noise is
+    // positive, so their enhancement, spread by spatial smoothing, starts below zero: at
+    // 20 mAs that took the median CBV of the cortical core to 0.
+    let brain = masks::brain_mask(&intracranial, &mean_hu, &finite, &params.masks);
     let brain_flat = flat(&brain);
     if !brain_flat.iter().any(|&b| b) {
         let MaskParams {
@@ -110,8 +116,8 @@ pub fn compute_maps(
     lap("masks");
     let intracranial_flat = flat(&intracranial);
     let noise_sd_hu = concentration::baseline_noise_sd(&series, &window, &brain_flat);
-    let motion_mm =
-        quality::estimate_motion_mm(&series, ctp.geometry.spacing_mm, &intracranial_flat);
+    let motion_mm = motion::estimate_motion_mm(&series, ctp.geometry.spacing_mm);
+    lap("motion");
     concentration::subtract_baseline(&mut series, &baseline);
     sanitize(&mut series, &finite);
     lap("concentration");
@@ -248,20 +254,23 @@ fn flat(mask: &Array3<bool>) -> Vec<bool> {
     mask.iter().copied().collect()
 }
 
-/// Detects the baseline on the mean curve of finite voxels whose first frame is in the tissue
-/// window, which includes the arteries and so reacts to the earliest enhancement.
+/// Detects the baseline on the mean curve of finite voxels whose mean HU over all frames is in
+/// the tissue window, which includes most partial-volume arteries and so reacts to the earliest
+/// enhancement.
+///
+/// The selection uses the temporal mean, not frame 0. Selecting on one noisy frame keeps the
+/// voxels whose noise in that frame happened to fall inside the window. That biases this frame
+/// of the mean curve by about 1 HU at 20 mAs. The arrival threshold is 10 % of a tissue
+/// enhancement of a few HU, so the bias moved the arrival late enough to put arterial frames
+/// into the baseline.
 fn find_baseline(
     series: &Series,
-    finite: &Array3<bool>,
+    mean_hu: &Array3<f32>,
     params: &PerfusionParams,
 ) -> Result<BaselineWindow, PerfusionError> {
-    let first = series.frame(0);
-    let select: Vec<bool> = first
+    let select: Vec<bool> = mean_hu
         .iter()
-        .zip(finite.iter())
-        .map(|(&hu, &ok)| {
-            ok && hu >= params.masks.tissue_min_hu && hu <= params.masks.tissue_max_hu
-        })
+        .map(|&hu| hu >= params.masks.tissue_min_hu && hu <= params.masks.tissue_max_hu)
         .collect();
     let curve = series.mean_curve(&select);
     let window = detect_baseline(&curve, &params.baseline).ok_or(PerfusionError::NoBolus)?;
@@ -272,6 +281,22 @@ fn find_baseline(
         "baseline frames"
     );
     Ok(window)
+}
+
+/// Returns each voxel's mean HU over all frames; voxels with a non-finite sample get NaN, which
+/// every HU window rejects.
+fn temporal_mean(series: &Series, finite: &Array3<bool>) -> Array3<f32> {
+    let mut mean_hu = vec![0.0f32; series.voxels()];
+    for t in 0..series.frames {
+        for (sum, &value) in mean_hu.iter_mut().zip(series.frame(t)) {
+            *sum += value;
+        }
+    }
+    let frames = series.frames as f32;
+    for (value, &ok) in mean_hu.iter_mut().zip(finite.iter()) {
+        *value = if ok { *value / frames } else { f32::NAN };
+    }
+    Array3::from_shape_vec(series.shape, mean_hu).expect("length is the product of the shape")
 }
 
 /// Applies AUC(VOF)/AUC(AIF) to the AIF when enabled and when the factor lies in
