@@ -2,6 +2,7 @@
 //!
 //! Each study runs through the same perfusion computation as the daemon, so the model learns
 //! from maps with the noise and bias of real processing. The labels are the phantom's truth.
+//! Reviewed QA cases join them through [`qa_labels`].
 
 use ndarray::{Array3, Array4};
 use penumbra_model::{labels_to_model_grid, to_model_grid, Dataset, ModelError};
@@ -9,6 +10,8 @@ use penumbra_perfusion::{compute_maps, label, LabelParams, PerfusionMaps, Perfus
 use penumbra_phantom::{generate, LesionSize, Noise, PhantomParams, PoseSpec, Side};
 
 use crate::pipeline::resample::map_channels;
+
+pub mod qa_labels;
 
 /// Input channels of the shipped model, in order.
 pub const CHANNELS: [&str; 4] = ["cbf", "cbv", "mtt", "tmax"];

@@ -44,7 +44,7 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
-fn parse_matrix(text: &str) -> Result<usize, String> {
+pub(super) fn parse_matrix(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(size @ (128 | 256)) => Ok(size),
         _ => Err(format!("invalid matrix {text:?}: expected 128 or 256")),
