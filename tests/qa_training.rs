@@ -1,6 +1,6 @@
-//! Reviewed QA cases as training data: a correction saved through the API reaches the exported
-//! labels and a training `Dataset` on the model grid, `penumbra train` takes an exported folder
-//! beside phantom studies, and malformed or old folders fail with clear errors.
+//! Reviewed QA cases as training data. A correction saved through the API reaches the exported
+//! labels and a training `Dataset` on the model grid. `penumbra train` takes an exported folder
+//! beside phantom studies. Malformed folders fail with typed errors, and old cases are skipped.
 
 mod qa_support;
 

@@ -62,7 +62,7 @@ pub struct SkippedCase {
     pub reason: String,
 }
 
-/// What [`export_labels`] wrote.
+/// Result of [`export_labels`]: the count of written cases and the skipped ones.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExportSummary {
     /// Number of case folders written.
