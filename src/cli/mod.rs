@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod calibrate;
 pub mod check_config;
 pub mod echo;
 pub mod eval;
@@ -42,12 +43,14 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Write a synthetic acute-stroke CT perfusion study with its ground truth.
     Phantom(phantom::Args),
-    /// Train the residual U-Net on phantom studies.
+    /// Train the residual U-Net on phantom studies and exported QA cases.
     Train(train::Args),
     /// Score the perfusion maps and threshold labels against phantom truth at several noise levels.
     EvalPerfusion(eval_perfusion::Args),
     /// Score a trained U-Net, the threshold labels and the confidence score on held-out phantoms.
     Eval(eval::Args),
+    /// Fit the confidence score's logistic combination on `penumbra eval --json` results.
+    CalibrateConfidence(calibrate::Args),
     /// Serve the radiologist QA page on its own, or export reviewed labels as training data.
     Qa(qa::Args),
 }
@@ -66,5 +69,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::EvalPerfusion(args) => eval_perfusion::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::CalibrateConfidence(args) => calibrate::run(args),
     }
 }
