@@ -1,9 +1,13 @@
 //! The confidence calibration commands keep fitted and held-out phantom seeds apart:
 //! `penumbra calibrate-confidence` rejects an eval file of the held-out seed, and `penumbra eval`
-//! rejects a seed that the model's calibration was fitted on.
+//! rejects a seed that the model's calibration was fitted on. The daemon's stage list stops before
+//! resampling when the model folder has an invalid calibration file.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
+
+use penumbra::pipeline::{build_stages, Stage, StageResources};
 
 use serde_json::json;
 
@@ -94,4 +98,33 @@ fn eval_rejects_fitted_seed() {
     assert!(!rejected.status.success());
     let stderr = String::from_utf8_lossy(&rejected.stderr);
     assert!(stderr.contains("the confidence calibration was fitted on"), "{stderr}");
+}
+
+#[test]
+fn daemon_stages_follow_calibration_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model_dir = dir.path().join("model-dir");
+    std::fs::create_dir(&model_dir).expect("model dir");
+    copy_model(&model_dir);
+    let raw = penumbra::config::parse_raw("model: { path: model-dir }").expect("config parses");
+    let settings = raw.validate_in(dir.path()).expect("config is valid");
+    let segmenter = penumbra::pipeline::load_segmenter(&settings).expect("model loads");
+    let resources = StageResources { segmenter: Some(Arc::new(segmenter)), ..StageResources::default() };
+    let names = |stages: Vec<Arc<dyn Stage>>| stages.iter().map(|s| s.name().to_string()).collect::<Vec<_>>();
+
+    let fixed = names(build_stages(&settings, &resources));
+    assert_eq!(fixed.len(), 6, "{fixed:?}");
+
+    // An unreadable calibration stops the list before resampling, as a model input mismatch does.
+    let file = model_dir.join("confidence-calibration.json");
+    std::fs::write(&file, "{}").expect("calibration writes");
+    let stopped = names(build_stages(&settings, &resources));
+    assert_eq!(stopped, fixed[..2].to_vec());
+
+    let eval = dir.path().join("eval-3001.json");
+    write_eval(&eval, 3001);
+    let model = model_dir.to_str().expect("utf-8 path");
+    let fit = penumbra(&["calibrate-confidence", "--eval", eval.to_str().expect("utf-8 path"), "--model", model]);
+    assert!(fit.status.success(), "{}", String::from_utf8_lossy(&fit.stderr));
+    assert_eq!(names(build_stages(&settings, &resources)), fixed);
 }
