@@ -1,7 +1,7 @@
 //! `penumbra train`: trains the residual U-Net on phantom studies, and on reviewed QA cases
 //! exported by `penumbra qa export-labels`, and writes the model folder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use penumbra_phantom::Matrix;
 
 use super::eval::parse_matrix;
 use crate::telemetry::{init_logging, LogFormat};
-use crate::training::qa_labels::{push_case, read_qa_labels};
+use crate::training::qa_labels::{push_case, read_qa_labels, QaLabelCase};
 use crate::training::{process_study, push_study, study_params, CHANNELS};
 
 /// Loss functions offered on the command line.
@@ -91,16 +91,19 @@ fn train_model(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     let names: Vec<String> = CHANNELS.iter().map(|c| c.to_string()).collect();
     let mut dataset = Dataset::new(names).map_err(|e| e.to_string())?;
-    add_phantom_studies(&mut dataset, args)?;
 
-    let mut qa_cases = 0;
+    // Read the exported cases before the slow phantom studies, so that a malformed folder fails
+    // at once.
+    let mut qa_cases = Vec::new();
     for dir in &args.qa_labels {
-        qa_cases += add_qa_cases(&mut dataset, dir)?;
+        qa_cases.extend(read_qa_labels(dir).map_err(|e| e.to_string())?);
     }
+    add_phantom_studies(&mut dataset, args)?;
+    add_qa_cases(&mut dataset, &qa_cases)?;
     let qa_description = if args.qa_labels.is_empty() {
         String::new()
     } else {
-        format!(" and {qa_cases} reviewed QA cases (final masks as labels)")
+        format!(" and {} reviewed QA cases (final masks as labels)", qa_cases.len())
     };
 
     let architecture = UNetConfig {
@@ -164,10 +167,9 @@ fn add_phantom_studies(dataset: &mut Dataset, args: &Args) -> Result<(), String>
     Ok(())
 }
 
-/// Adds every reviewed case exported under `dir` and returns how many there were.
-fn add_qa_cases(dataset: &mut Dataset, dir: &Path) -> Result<usize, String> {
-    let cases = read_qa_labels(dir).map_err(|e| e.to_string())?;
-    for case in &cases {
+/// Adds the reviewed cases read from the exported folders.
+fn add_qa_cases(dataset: &mut Dataset, cases: &[QaLabelCase]) -> Result<(), String> {
+    for case in cases {
         push_case(dataset, case).map_err(|e| e.to_string())?;
         eprintln!(
             "qa case {} of study {}: {}, {} slices",
@@ -177,7 +179,7 @@ fn add_qa_cases(dataset: &mut Dataset, dir: &Path) -> Result<usize, String> {
             case.meta.shape[0]
         );
     }
-    Ok(cases.len())
+    Ok(())
 }
 
 fn loss_kind(choice: LossChoice) -> LossKind {
