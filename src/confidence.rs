@@ -21,12 +21,17 @@
 //! weight is dropped and the others are renormalised. The final score is `model_score * input_quality`. An input that
 //! is not assessable (no usable AIF, severe bolus truncation, motion above `max_motion_mm`) gets
 //! score 0, `assessable = false` and a reason for each failed check.
+//!
+//! A model folder may contain a fitted logistic combination of the same components, described in
+//! [`calibration`]. The confidence stage then replaces the score of an assessable study with it.
 
 use std::collections::BTreeMap;
 
 use ndarray::{Array3, Array4, Axis, Zip};
 use penumbra_imaging::LabelVolume;
 use serde::{Deserialize, Serialize};
+
+pub mod calibration;
 
 /// Lesion volumes in millilitres, as the export reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -567,12 +567,25 @@ pub struct ModelStudyEval {
 }
 
 /// Runs the resample, infer (with test-time augmentation) and confidence stages on a processed
-/// phantom, as the daemon does, and scores the results against the truth.
+/// phantom, as the daemon does, and scores the results against the truth. The confidence stage
+/// combines the components with the fixed weights.
 pub fn evaluate_model_study(
     case: Case,
     run: PhantomRun,
     segmenter: &Arc<Segmenter>,
     batch: usize,
+) -> Result<ModelStudyEval, EvaluationError> {
+    evaluate_model_study_with(case, run, segmenter, batch, &ConfidenceStage::default())
+}
+
+/// Runs [`evaluate_model_study`] with the given confidence stage, for example one with a fitted
+/// calibration.
+pub fn evaluate_model_study_with(
+    case: Case,
+    run: PhantomRun,
+    segmenter: &Arc<Segmenter>,
+    batch: usize,
+    confidence_stage: &ConfidenceStage,
 ) -> Result<ModelStudyEval, EvaluationError> {
     let seed = run.params.seed;
     let stage_error = |stage: &'static str| move |e: crate::pipeline::StageError| EvaluationError::Stage { stage, seed, message: e.to_string() };
@@ -591,7 +604,7 @@ pub fn evaluate_model_study(
     let resample = ResampleStage::new(segmenter).map_err(|message| EvaluationError::Stage { stage: "resample", seed, message })?;
     let job = resample.process(job).map_err(stage_error("resample"))?;
     let job = InferStage::new(Arc::clone(segmenter), batch, true).process(job).map_err(stage_error("infer"))?;
-    let job = ConfidenceStage::default().process(job).map_err(stage_error("confidence"))?;
+    let job = confidence_stage.process(job).map_err(stage_error("confidence"))?;
 
     let missing = |what: &str| EvaluationError::Stage { stage: "confidence", seed, message: format!("the stages left no {what}") };
     let unet_labels = &job.artifacts.unet.as_ref().ok_or_else(|| missing("U-Net labels"))?.labels;

@@ -2,13 +2,16 @@
 //!
 //! Each study runs through the same perfusion computation as the daemon, so the model learns
 //! from maps with the noise and bias of real processing. The labels are the phantom's truth.
+//! Reviewed QA cases join them through [`qa_labels`].
 
 use ndarray::{Array3, Array4};
-use penumbra_model::{labels_to_model_grid, to_model_grid, Dataset, ModelError};
+use penumbra_model::{labels_to_model_grid, to_model_grid, Dataset, ModelError, Norm, UNetConfig};
 use penumbra_perfusion::{compute_maps, label, LabelParams, PerfusionMaps, PerfusionParams, ThresholdResult};
-use penumbra_phantom::{generate, LesionSize, Noise, PhantomParams, PoseSpec, Side};
+use penumbra_phantom::{generate, LesionSize, Matrix, Noise, PhantomParams, PoseSpec, Side};
 
 use crate::pipeline::resample::map_channels;
+
+pub mod qa_labels;
 
 /// Input channels of the shipped model, in order.
 pub const CHANNELS: [&str; 4] = ["cbf", "cbv", "mtt", "tmax"];
@@ -71,4 +74,45 @@ pub fn model_grid(study: &ProcessedStudy) -> Result<(Array4<f32>, Array3<u8>), M
 pub fn push_study(dataset: &mut Dataset, study: &ProcessedStudy) -> Result<(), ModelError> {
     let (input, labels) = model_grid(study)?;
     dataset.push_study(&study.id, &input, &labels)
+}
+
+/// Returns the U-Net architecture of the shipped model family over [`CHANNELS`]: `depth`
+/// levels from `width` channels, residual or plain blocks, group normalization.
+pub fn unet_architecture(width: usize, depth: usize, residual: bool) -> UNetConfig {
+    UNetConfig {
+        in_channels: CHANNELS.len(),
+        base_width: width,
+        depth,
+        residual,
+        norm: Norm::Group { groups: 4 },
+        ..UNetConfig::default()
+    }
+}
+
+/// Generates and processes studies `0..studies` of the set drawn from `seed` on `matrix`
+/// (with `slices` slices where given) and adds them to `dataset`, printing one progress line
+/// per study to standard error.
+pub fn add_phantom_studies(
+    dataset: &mut Dataset,
+    seed: u64,
+    studies: u64,
+    matrix: Matrix,
+    slices: Option<usize>,
+) -> Result<(), String> {
+    for index in 0..studies {
+        let mut params = study_params(seed, index);
+        params.matrix = matrix;
+        if let Some(slices) = slices {
+            params.slices = slices;
+        }
+        let study = process_study(&params)?;
+        push_study(dataset, &study).map_err(|e| e.to_string())?;
+        eprintln!(
+            "study {}/{studies}: {} (truth core {} voxels)",
+            index + 1,
+            study.id,
+            study.truth.iter().filter(|&&v| v == 2).count()
+        );
+    }
+    Ok(())
 }

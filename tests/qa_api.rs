@@ -466,7 +466,7 @@ fn exported_files_load_in_numpy() {
     assert_eq!(post_decision(&server, id, "accept_threshold").status(), StatusCode::OK);
     drop(server);
     let store = penumbra::qa::store::SqliteQaStore::open(dir.path()).expect("store opens");
-    assert_eq!(penumbra::qa::export::export_labels(&store, out.path()).expect("export"), 1);
+    assert_eq!(penumbra::qa::export::export_labels(&store, out.path()).expect("export").exported, 1);
 
     // NumPy reads the files on its own; the expected numbers come from the synthetic maps:
     // threshold disks shifted 2 voxels right (core at (16, 22)), and CBF = 20 + x + 5 z outside

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use penumbra_model::{train, Dataset, Norm, TrainConfig, UNetConfig};
+use penumbra_model::{train, Dataset, TrainConfig};
 use penumbra_phantom::Matrix;
 use serde::Serialize;
 
@@ -22,7 +22,7 @@ use crate::evaluation::{
     PhantomRun, MAX_TRAINING_STUDIES,
 };
 use crate::telemetry::{init_logging, LogFormat};
-use crate::training::{process_study, push_study, study_params, CHANNELS};
+use crate::training::{add_phantom_studies, unet_architecture, CHANNELS};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -171,13 +171,7 @@ fn parse_variant(text: &str) -> Result<Variant, String> {
 fn training_set(args: &Args) -> Result<Dataset, String> {
     let names: Vec<String> = CHANNELS.iter().map(|c| c.to_string()).collect();
     let mut dataset = Dataset::new(names).map_err(|e| e.to_string())?;
-    for index in 0..args.studies {
-        let mut params = study_params(args.seed, index);
-        params.slices = args.slices;
-        let study = process_study(&params)?;
-        push_study(&mut dataset, &study).map_err(|e| e.to_string())?;
-        eprintln!("training study {}/{}: {}", index + 1, args.studies, study.id);
-    }
+    add_phantom_studies(&mut dataset, args.seed, args.studies, Matrix::M256, Some(args.slices))?;
     Ok(dataset)
 }
 
@@ -200,14 +194,7 @@ fn held_out_set(args: &Args, matrix: Matrix) -> Result<Vec<PhantomRun>, String> 
 
 fn run_variant(args: &Args, variant: &Variant, dataset: &Dataset, held_out: &[PhantomRun]) -> Result<VariantResult, String> {
     let started = Instant::now();
-    let architecture = UNetConfig {
-        in_channels: CHANNELS.len(),
-        base_width: args.width,
-        depth: args.depth,
-        residual: variant.residual,
-        norm: Norm::Group { groups: 4 },
-        ..UNetConfig::default()
-    };
+    let architecture = unet_architecture(args.width, args.depth, variant.residual);
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch,

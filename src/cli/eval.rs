@@ -11,11 +11,13 @@ use penumbra_phantom::Matrix;
 use serde::Serialize;
 
 use super::eval_perfusion::{fmt, parse_matrix, write_json};
+use crate::confidence::calibration::{ScoreCalibration, CALIBRATION_FILE};
 use crate::evaluation::{
-    calibration, check_held_out, evaluate_model_study, held_out_params, run_phantom, summarize_classes, Calibration,
+    calibration, check_held_out, evaluate_model_study_with, held_out_params, run_phantom, summarize_classes, Calibration,
     ClassSummary, FailedStudy, ModelStudyEval, DEFAULT_REVIEW_BELOW, MAX_TRAINING_STUDIES, POOR_CORE_DICE, TVERSKY_ALPHA,
     TVERSKY_BETA,
 };
+use crate::pipeline::confidence::ConfidenceStage;
 use crate::telemetry::{init_logging, LogFormat};
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +44,10 @@ pub struct Args {
     /// File to write every study's scores, the summaries and the calibration to, as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Combine the confidence components with the fixed weights even when the model folder has a
+    /// fitted `confidence-calibration.json`.
+    #[arg(long)]
+    pub no_calibration: bool,
 }
 
 /// Everything the JSON file holds.
@@ -52,6 +58,8 @@ struct Report {
     matrix: usize,
     tversky_alpha: f64,
     tversky_beta: f64,
+    /// `fixed weights`, or the path of the fitted calibration the scores came from.
+    confidence_combination: String,
     unet: Vec<ClassSummary>,
     threshold: Vec<ClassSummary>,
     agreement: Vec<ClassSummary>,
@@ -76,13 +84,16 @@ fn evaluate(args: &Args) -> Result<(), String> {
     check_args(args)?;
     let matrix = Matrix::from_size(args.matrix).ok_or_else(|| format!("invalid matrix {}", args.matrix))?;
     let segmenter = load_model(args)?;
+    let (confidence_stage, combination) = confidence_stage(args)?;
+    eprintln!("confidence combination: {combination}");
     let started = Instant::now();
 
     let mut studies = Vec::new();
     let mut failed = Vec::new();
     for index in 0..args.studies {
         let (case, params) = held_out_params(args.seed, index, matrix);
-        let outcome = run_phantom(&params).and_then(|run| evaluate_model_study(case, run, &segmenter, args.batch));
+        let outcome = run_phantom(&params)
+            .and_then(|run| evaluate_model_study_with(case, run, &segmenter, args.batch, &confidence_stage));
         let study = match outcome {
             Ok(study) => study,
             Err(error) => {
@@ -110,6 +121,7 @@ fn evaluate(args: &Args) -> Result<(), String> {
         matrix: args.matrix,
         tversky_alpha: TVERSKY_ALPHA,
         tversky_beta: TVERSKY_BETA,
+        confidence_combination: combination,
         unet: summarize_classes(studies.iter().map(|s| s.unet.as_slice())),
         threshold: summarize_classes(studies.iter().map(|s| s.threshold.as_slice())),
         agreement: summarize_classes(studies.iter().map(|s| s.agreement.as_slice())),
@@ -145,6 +157,30 @@ fn load_model(args: &Args) -> Result<Arc<Segmenter>, String> {
         .map_err(|e| format!("cannot load the model from {}: {e}", args.model.display()))?;
     check_held_out(args.seed, args.studies, segmenter.card().training.seed, MAX_TRAINING_STUDIES).map_err(|e| e.to_string())?;
     Ok(Arc::new(segmenter))
+}
+
+/// Returns the confidence stage and its description: with the model folder's fitted calibration
+/// unless `--no-calibration` is given or there is none.
+fn confidence_stage(args: &Args) -> Result<(ConfidenceStage, String), String> {
+    let fixed = || (ConfidenceStage::default(), "fixed weights".to_owned());
+    if args.no_calibration {
+        return Ok(fixed());
+    }
+    let Some(calibration) = ScoreCalibration::read(&args.model).map_err(|e| e.to_string())? else {
+        return Ok(fixed());
+    };
+
+    for &fitted_seed in &calibration.fitted_seeds {
+        if check_held_out(args.seed, args.studies, fitted_seed, MAX_TRAINING_STUDIES).is_err() {
+            return Err(format!(
+                "seed {} shares phantom studies with seed {fitted_seed}, which the confidence calibration was fitted on: \
+                 choose another --seed, or pass --no-calibration",
+                args.seed
+            ));
+        }
+    }
+    let description = args.model.join(CALIBRATION_FILE).display().to_string();
+    Ok((ConfidenceStage::new(Some(Arc::new(calibration))), description))
 }
 
 /// Returns the per-class tables of the three comparisons and the calibration lines.

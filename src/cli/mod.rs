@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod ablate;
+pub mod calibrate;
 pub mod check_config;
 pub mod echo;
 pub mod eval;
@@ -43,7 +44,7 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Write a synthetic acute-stroke CT perfusion study with its ground truth.
     Phantom(phantom::Args),
-    /// Train the residual U-Net on phantom studies.
+    /// Train the residual U-Net on phantom studies and exported QA cases.
     Train(train::Args),
     /// Score the perfusion maps and threshold labels against phantom truth at several noise levels.
     EvalPerfusion(eval_perfusion::Args),
@@ -51,6 +52,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Train U-Net variants on the same data and budget and compare them on held-out phantoms.
     Ablate(ablate::Args),
+    /// Fit the confidence score's logistic combination on `penumbra eval --json` results.
+    CalibrateConfidence(calibrate::Args),
     /// Serve the radiologist QA page on its own, or export reviewed labels as training data.
     Qa(qa::Args),
 }
@@ -70,5 +73,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::EvalPerfusion(args) => eval_perfusion::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Ablate(args) => ablate::run(args),
+        Command::CalibrateConfidence(args) => calibrate::run(args),
     }
 }

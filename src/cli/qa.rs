@@ -102,8 +102,16 @@ fn export_labels(data_dir: PathBuf, out: PathBuf) -> ExitCode {
         }
     };
     match export::export_labels(&store, &out) {
-        Ok(count) => {
-            println!("penumbra qa: exported {count} reviewed cases to {}", out.display());
+        Ok(summary) => {
+            for skipped in &summary.skipped {
+                eprintln!("penumbra qa: case {} (study {}) skipped: {}", skipped.case_id, skipped.study_uid, skipped.reason);
+            }
+            println!(
+                "penumbra qa: exported {} reviewed cases to {} ({} skipped as not usable for training)",
+                summary.exported,
+                out.display(),
+                summary.skipped.len()
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {

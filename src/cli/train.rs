@@ -1,14 +1,18 @@
-//! `penumbra train`: trains the residual U-Net on phantom studies and writes the model folder.
+//! `penumbra train`: trains the residual U-Net on phantom studies, and on reviewed QA cases
+//! exported by `penumbra qa export-labels`, and writes the model folder.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::ValueEnum;
-use penumbra_model::{train, Dataset, LossKind, Norm, TrainConfig, UNetConfig};
+use penumbra_model::{train, Dataset, LossKind, TrainConfig};
+use penumbra_phantom::Matrix;
 
+use super::eval_perfusion::parse_matrix;
 use crate::telemetry::{init_logging, LogFormat};
-use crate::training::{process_study, push_study, study_params, CHANNELS};
+use crate::training::qa_labels::{push_case, read_qa_labels, QaLabelCase};
+use crate::training::{add_phantom_studies, unet_architecture, CHANNELS};
 
 /// Loss functions offered on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -26,9 +30,20 @@ pub struct Args {
     /// Folder to write `model.safetensors`, `card.json`, checkpoints and the loss curve into.
     #[arg(long)]
     pub out: PathBuf,
-    /// Number of phantom studies to generate; a fifth of them (by study) is held out for validation.
+    /// Number of phantom studies to generate. A fifth of all studies, phantom and reviewed, is held
+    /// out by study for validation.
     #[arg(long, default_value_t = 24)]
     pub studies: u64,
+    /// Folder written by `penumbra qa export-labels`; its reviewed cases join the phantom studies.
+    /// Repeat the option for several folders.
+    #[arg(long, value_name = "DIR")]
+    pub qa_labels: Vec<PathBuf>,
+    /// In-plane matrix of the phantom studies: 128 (1.8 mm pixels) or 256 (0.9 mm).
+    #[arg(long, default_value_t = 256, value_parser = parse_matrix)]
+    pub matrix: usize,
+    /// Slices per phantom study (the phantom's own default when not given).
+    #[arg(long)]
+    pub slices: Option<usize>,
     /// Seed of the phantom studies, the split, the initial weights and the augmentation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -76,26 +91,23 @@ fn train_model(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     let names: Vec<String> = CHANNELS.iter().map(|c| c.to_string()).collect();
     let mut dataset = Dataset::new(names).map_err(|e| e.to_string())?;
-    for index in 0..args.studies {
-        let study = process_study(&study_params(args.seed, index))?;
-        push_study(&mut dataset, &study).map_err(|e| e.to_string())?;
-        eprintln!(
-            "study {}/{}: {} (truth core {} voxels)",
-            index + 1,
-            args.studies,
-            study.id,
-            study.truth.iter().filter(|&&v| v == 2).count()
-        );
-    }
 
-    let architecture = UNetConfig {
-        in_channels: CHANNELS.len(),
-        base_width: args.width,
-        depth: args.depth,
-        residual: !args.plain,
-        norm: Norm::Group { groups: 4 },
-        ..UNetConfig::default()
+    // Read the exported cases before the slow phantom studies, so that a malformed folder fails
+    // at once.
+    let mut qa_cases = Vec::new();
+    for dir in &args.qa_labels {
+        qa_cases.extend(read_qa_labels(dir).map_err(|e| e.to_string())?);
+    }
+    let matrix = Matrix::from_size(args.matrix).ok_or_else(|| format!("invalid matrix {}", args.matrix))?;
+    add_phantom_studies(&mut dataset, args.seed, args.studies, matrix, args.slices)?;
+    add_qa_cases(&mut dataset, &qa_cases)?;
+    let qa_description = if args.qa_labels.is_empty() {
+        String::new()
+    } else {
+        format!(" and {} reviewed QA cases (final masks as labels)", qa_cases.len())
     };
+
+    let architecture = unet_architecture(args.width, args.depth, !args.plain);
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch,
@@ -107,7 +119,7 @@ fn train_model(args: &Args) -> Result<(), String> {
         checkpoint_dir: Some(args.out.join("checkpoints")),
         resume: !args.no_resume,
         data_description: format!(
-            "{} phantom studies (penumbra-phantom {}, seed {}), maps by oSVD, truth labels",
+            "{} phantom studies (penumbra-phantom {}, seed {}), maps by oSVD, truth labels{qa_description}",
             args.studies,
             env!("CARGO_PKG_VERSION"),
             args.seed
@@ -124,6 +136,21 @@ fn train_model(args: &Args) -> Result<(), String> {
         started.elapsed().as_secs_f64(),
         args.out.display()
     );
+    Ok(())
+}
+
+/// Adds the reviewed cases read from the exported folders.
+fn add_qa_cases(dataset: &mut Dataset, cases: &[QaLabelCase]) -> Result<(), String> {
+    for case in cases {
+        push_case(dataset, case).map_err(|e| e.to_string())?;
+        eprintln!(
+            "qa case {} of study {}: {}, {} slices",
+            case.meta.case_id,
+            case.meta.study_uid,
+            case.meta.decision,
+            case.meta.shape[0]
+        );
+    }
     Ok(())
 }
 

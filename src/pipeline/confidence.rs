@@ -1,18 +1,30 @@
 //! Confidence stage: one case score in [0, 1] from the U-Net's uncertainty, its agreement with the
 //! threshold labels, volume plausibility and the input quality.
 
+use std::sync::Arc;
+
 use penumbra_perfusion::InputQuality as PerfusionQuality;
 use penumbra_imaging::Geometry;
 use tracing::info;
 
 use super::job::Job;
 use super::stage::{Stage, StageError, StageName};
+use crate::confidence::calibration::ScoreCalibration;
 use crate::confidence::{score, ConfidenceInputs, ConfidenceParams, InputQuality, LesionVolumes};
 
-/// Scores each study with [`crate::confidence::score`].
+/// Scores each study with [`crate::confidence::score`], then with the model's fitted calibration
+/// when it has one.
 #[derive(Debug, Default)]
 pub struct ConfidenceStage {
     params: ConfidenceParams,
+    calibration: Option<Arc<ScoreCalibration>>,
+}
+
+impl ConfidenceStage {
+    /// Creates the stage with the default parameters and an optional fitted calibration.
+    pub fn new(calibration: Option<Arc<ScoreCalibration>>) -> Self {
+        Self { params: ConfidenceParams::default(), calibration }
+    }
 }
 
 impl Stage for ConfidenceStage {
@@ -40,6 +52,9 @@ impl Stage for ConfidenceStage {
         };
         let mut confidence = score(&inputs);
         confidence.reasons.append(&mut notes);
+        if let Some(calibration) = &self.calibration {
+            calibration.apply(&mut confidence);
+        }
 
         info!(score = confidence.score, assessable = confidence.assessable, "Confidence scored");
         job.artifacts.confidence = Some(confidence);

@@ -339,9 +339,12 @@ impl ExportStage {
             model_version: self.algorithm.version.clone(),
             maps: CaseMaps {
                 cbf: outputs.perfusion.maps.cbf.clone(),
+                cbv: outputs.perfusion.maps.cbv.clone(),
+                mtt: outputs.perfusion.maps.mtt.clone(),
                 tmax: outputs.perfusion.maps.tmax.clone(),
                 unet_labels: outputs.unet.labels.clone(),
                 threshold_labels: outputs.perfusion.threshold.labels.clone(),
+                spacing_mm: geometry.spacing_mm,
             },
         };
         let id = store

@@ -14,6 +14,7 @@ use super::infer::InferStage;
 use super::perfusion::PerfusionStage;
 use super::resample::ResampleStage;
 use super::stage::Stage;
+use crate::confidence::calibration::ScoreCalibration;
 use crate::config::{LabellingPreset, Settings};
 use crate::outbox::{Destination, Outbox};
 use crate::qa::store::QaStore;
@@ -65,9 +66,20 @@ pub fn build_stages(settings: &Settings, resources: &StageResources) -> Vec<Arc<
         }
     };
 
+    let calibration = match ScoreCalibration::read(&settings.model.path) {
+        Ok(calibration) => calibration.map(Arc::new),
+        Err(reason) => {
+            error!(%reason, "Confidence calibration is invalid; studies wait before resampling");
+            return stages;
+        }
+    };
+    if calibration.is_some() {
+        info!(model = %settings.model.path.display(), "Confidence score uses the model's fitted calibration");
+    }
+
     stages.push(Arc::new(resample));
     stages.push(Arc::new(InferStage::new(Arc::clone(segmenter), settings.model.batch, settings.model.tta)));
-    stages.push(Arc::new(ConfidenceStage::default()));
+    stages.push(Arc::new(ConfidenceStage::new(calibration)));
     stages.push(Arc::new(ExportStage::new(ExportTargets {
         data_dir: settings.data_dir.clone(),
         outbox: resources.outbox.clone(),

@@ -1,6 +1,9 @@
 //! The files of one QA case under `<data_dir>/qa/<study_uid>/<case_id>/`.
 //!
-//! - `cbf.npy`, `tmax.npy`: the input maps, `float32` `(z, y, x)`.
+//! - `cbf.npy`, `cbv.npy`, `mtt.npy`, `tmax.npy`: the perfusion maps the model reads, `float32`
+//!   `(z, y, x)`. Cases queued before CBV and MTT were stored have only `cbf.npy` and `tmax.npy`.
+//! - `grid.json`: the voxel spacing `(z, y, x)` in millimetres, needed to resample the maps to the
+//!   model grid. Older cases lack it too.
 //! - `unet.npy`, `threshold.npy`: the two label volumes, `uint8` `(z, y, x)`.
 //! - `corrected.npy`: the reviewer's mask, written on the first saved slice.
 //! - `cbf/NNN.png`, `tmax/NNN.png`: one 8-bit greyscale image per slice for the web page.
@@ -22,17 +25,43 @@ pub const CBF_DISPLAY_MAX: f32 = 80.0;
 /// Tmax mapped to white in the slice images (s).
 pub const TMAX_DISPLAY_MAX: f32 = 16.0;
 
-/// The maps and labels a reviewer needs, all on the same `(z, y, x)` grid.
+/// File with the voxel spacing of a case.
+pub const GRID_FILE: &str = "grid.json";
+
+/// The maps every case stores, in the order of the model's input channels. Map `name` is stored
+/// as `<name>.npy`.
+pub const MAP_NAMES: [&str; 4] = ["cbf", "cbv", "mtt", "tmax"];
+
+/// Returns the file name of map `name`.
+pub fn map_file(name: &str) -> String {
+    format!("{name}.npy")
+}
+
+/// The maps and labels a reviewer needs, all on the same `(z, y, x)` grid, and the maps a training
+/// run needs to reuse the case.
 #[derive(Debug, Clone)]
 pub struct CaseMaps {
     /// Cerebral blood flow (mL/100 g/min).
     pub cbf: Array3<f32>,
+    /// Cerebral blood volume (mL/100 g).
+    pub cbv: Array3<f32>,
+    /// Mean transit time (s).
+    pub mtt: Array3<f32>,
     /// Tmax (s).
     pub tmax: Array3<f32>,
     /// U-Net labels (0 background, 1 penumbra, 2 core).
     pub unet_labels: LabelVolume,
     /// Threshold labels, same values.
     pub threshold_labels: LabelVolume,
+    /// Voxel spacing `(z, y, x)` in millimetres.
+    pub spacing_mm: [f64; 3],
+}
+
+/// The contents of `grid.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CaseGrid {
+    /// Voxel spacing `(z, y, x)` in millimetres.
+    pub spacing_mm: [f64; 3],
 }
 
 impl CaseMaps {
@@ -40,6 +69,8 @@ impl CaseMaps {
     pub fn shape(&self) -> Result<[usize; 3], QaError> {
         let shape = dims(self.cbf.dim());
         let others = [
+            ("cbv", dims(self.cbv.dim())),
+            ("mtt", dims(self.mtt.dim())),
             ("tmax", dims(self.tmax.dim())),
             ("unet_labels", dims(self.unet_labels.dim())),
             ("threshold_labels", dims(self.threshold_labels.dim())),
@@ -53,6 +84,12 @@ impl CaseMaps {
         }
         if shape.contains(&0) {
             return Err(QaError::InvalidCase(format!("maps have an empty shape {shape:?}")));
+        }
+        if !self.spacing_mm.iter().all(|s| s.is_finite() && *s > 0.0) {
+            return Err(QaError::InvalidCase(format!(
+                "voxel spacing {:?} mm must be finite and positive",
+                self.spacing_mm
+            )));
         }
         Ok(shape)
     }
@@ -135,8 +172,11 @@ pub fn write_case_files(dir: &Path, maps: &CaseMaps) -> Result<(), QaError> {
     fs::create_dir_all(dir.join("cbf")).map_err(|e| QaError::io(dir, e))?;
     fs::create_dir_all(dir.join("tmax")).map_err(|e| QaError::io(dir, e))?;
 
-    write_npy_f32(&dir.join("cbf.npy"), &maps.cbf)?;
-    write_npy_f32(&dir.join("tmax.npy"), &maps.tmax)?;
+    let channels = [&maps.cbf, &maps.cbv, &maps.mtt, &maps.tmax];
+    for (name, map) in MAP_NAMES.into_iter().zip(channels) {
+        write_npy_f32(&dir.join(map_file(name)), map)?;
+    }
+    write_grid(dir, &CaseGrid { spacing_mm: maps.spacing_mm })?;
     write_npy_u8(&dir.join("unet.npy"), &maps.unet_labels)?;
     write_npy_u8(&dir.join("threshold.npy"), &maps.threshold_labels)?;
 
@@ -147,6 +187,31 @@ pub fn write_case_files(dir: &Path, maps: &CaseMaps) -> Result<(), QaError> {
         write_slice_png(&slice_png_path(dir, MapKind::Tmax, z), tmax, TMAX_DISPLAY_MAX)?;
     }
     Ok(())
+}
+
+fn write_grid(dir: &Path, grid: &CaseGrid) -> Result<(), QaError> {
+    let path = dir.join(GRID_FILE);
+    let text = serde_json::to_string_pretty(grid).map_err(|e| QaError::InvalidCase(e.to_string()))?;
+    fs::write(&path, text).map_err(|e| QaError::io(&path, e))
+}
+
+/// Reads `grid.json` of a case, or `Ok(None)` for a case queued before the spacing was stored.
+pub fn read_grid(dir: &Path) -> Result<Option<CaseGrid>, QaError> {
+    let path = dir.join(GRID_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(&path).map_err(|e| QaError::io(&path, e))?;
+    let grid = serde_json::from_str(&text)
+        .map_err(|e| QaError::Corrupt(format!("{} is not a valid grid file: {e}", path.display())))?;
+    Ok(Some(grid))
+}
+
+/// Returns the model-input files and `grid.json` that a case folder lacks; empty for a case that
+/// can become a training sample.
+pub fn missing_training_files(dir: &Path) -> Vec<String> {
+    let names = MAP_NAMES.into_iter().map(map_file).chain([GRID_FILE.to_owned()]);
+    names.filter(|name| !dir.join(name).exists()).collect()
 }
 
 /// Returns the path of one slice image.

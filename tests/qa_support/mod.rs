@@ -17,6 +17,8 @@ pub const TOKEN: &str = "test-token-0123456789abcdef";
 pub const DEPTH: usize = 3;
 pub const HEIGHT: usize = 32;
 pub const WIDTH: usize = 40;
+/// Voxel spacing `(z, y, x)` of the synthetic cases in millimetres.
+pub const SPACING_MM: [f64; 3] = [5.0, 0.9, 0.9];
 
 /// Builds maps with a core disk (radius 4) inside a penumbra disk (radius 8) centred at
 /// (16, 20) for the U-Net, and the same disks shifted 2 voxels right for the thresholds.
@@ -42,7 +44,10 @@ pub fn synthetic_maps() -> CaseMaps {
         1 => 8.0,
         _ => 1.0,
     });
-    CaseMaps { cbf, tmax, unet_labels, threshold_labels: disk(2.0) }
+    // CBV and MTT follow from CBF and Tmax so that each channel differs and is easy to check.
+    let cbv = cbf.mapv(|v| v * 0.05);
+    let mtt = tmax.mapv(|v| v + 3.0);
+    CaseMaps { cbf, cbv, mtt, tmax, unet_labels, threshold_labels: disk(2.0), spacing_mm: SPACING_MM }
 }
 
 pub fn confidence(score: f64) -> Confidence {
