@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod check_config;
 pub mod echo;
 pub mod eval;
@@ -50,6 +51,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Serve the radiologist QA page on its own, or export reviewed labels as training data.
     Qa(qa::Args),
+    /// Time U-Net inference per slice with our kernels or candle's and print one JSON line.
+    Bench(bench::Args),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -66,5 +69,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::EvalPerfusion(args) => eval_perfusion::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
