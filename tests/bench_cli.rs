@@ -84,3 +84,41 @@ fn bench_infer_keeps_existing_model() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("already exists"), "{stderr}");
 }
+
+#[test]
+fn bench_train_step_prints_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("random");
+    let random = ["--random-weights", "--width", "2", "--depth", "2", "--groups", "2"];
+    parse_report(&bench_infer(&model, &random));
+
+    for kernels in ["fast", "candle"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_penumbra"))
+            .args(["bench", "train-step", "--model"])
+            .arg(&model)
+            .args(["--batch", "2", "--patch", "16", "--reps", "2", "--kernels", kernels])
+            .output()
+            .unwrap();
+        let report = parse_report(&output);
+        assert_eq!(report["kernels"], kernels);
+        assert_eq!(report["batch"], 2);
+        assert_eq!(report["patch"], 16);
+        let ms = report["ms_per_step"].as_f64().unwrap();
+        assert!(ms.is_finite() && ms > 0.0, "{report}");
+    }
+}
+
+#[test]
+fn bench_train_step_rejects_bad_patch() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ctp-resunet-v1");
+    let output = Command::new(env!("CARGO_BIN_EXE_penumbra"))
+        .args(["bench", "train-step", "--model"])
+        .arg(&shipped)
+        .args(["--patch", "100"])
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("must be a positive multiple of 16"), "{stderr}");
+}

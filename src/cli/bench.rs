@@ -1,20 +1,27 @@
-//! `penumbra bench infer`: times U-Net inference per slice and prints one JSON line.
+//! `penumbra bench infer` and `penumbra bench train-step`: time U-Net inference per slice, or
+//! one AdamW training step, and print one JSON line.
 //!
 //! The input is fixed-seed standard normal noise of the card's channels at 256x256, which is
 //! what normalized perfusion maps look like to the network. Only the forward pass to logits is
 //! timed: no normalization, softmax or copies out of the tensor. `--dump-io` writes the input and
 //! the logits as `.npy` files so that another runtime (see `benches/onnx/run.sh`) can check that
 //! it computes the same function before its timing is compared.
+//!
+//! The training step is the one `penumbra train` runs: forward pass on a batch of patches,
+//! softmax, the card's loss against one-hot labels, backward pass and AdamW update. Patches and
+//! labels are seeded noise, and the weights are re-initialized from the seed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use clap::{Subcommand, ValueEnum};
 use penumbra_model::random::write_random_model;
-use penumbra_model::{Kernels, Norm, Segmenter, UNetConfig, MODEL_SIZE};
+use penumbra_model::unet::init_weights;
+use penumbra_model::{Kernels, ModelCard, Norm, Segmenter, UNet, UNetConfig, MODEL_SIZE};
 use rand::SeedableRng;
 use rand_distr::Distribution;
 use serde::Serialize;
@@ -29,6 +36,8 @@ pub struct Args {
 pub enum BenchCommand {
     /// Time the U-Net forward pass per slice and print one JSON line.
     Infer(InferArgs),
+    /// Time one training step (forward, loss, backward, AdamW) and print one JSON line.
+    TrainStep(TrainStepArgs),
 }
 
 /// Convolution kernels offered on the command line.
@@ -81,6 +90,68 @@ pub struct InferArgs {
     pub groups: usize,
 }
 
+impl From<KernelChoice> for Kernels {
+    fn from(choice: KernelChoice) -> Self {
+        match choice {
+            KernelChoice::Fast => Kernels::Fast,
+            KernelChoice::Candle => Kernels::Candle,
+        }
+    }
+}
+
+impl KernelChoice {
+    fn name(self) -> &'static str {
+        match self {
+            KernelChoice::Fast => "fast",
+            KernelChoice::Candle => "candle",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainStepArgs {
+    /// Model folder whose card gives the architecture and the loss; its weights are not used.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Patches per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Side of the square patches in pixels, as `penumbra train --patch`.
+    #[arg(long, default_value_t = 128)]
+    pub patch: usize,
+    #[arg(long, value_enum, default_value_t = KernelChoice::Fast)]
+    pub kernels: KernelChoice,
+    /// Timed steps, after the warm-up steps.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Untimed steps before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Threads of the rayon pool the step runs in.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Seed of the weights, patches and labels.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// The JSON line printed after a training-step run.
+#[derive(Debug, Serialize)]
+struct TrainStepReport {
+    model: PathBuf,
+    base_width: usize,
+    depth: usize,
+    batch: usize,
+    patch: usize,
+    kernels: &'static str,
+    threads: usize,
+    /// Median time of one step.
+    ms_per_step: f64,
+    /// Fastest step.
+    ms_per_step_min: f64,
+    reps: usize,
+}
+
 /// The JSON line printed after the run.
 #[derive(Debug, Serialize)]
 struct InferReport {
@@ -101,6 +172,7 @@ struct InferReport {
 pub fn run(args: Args) -> ExitCode {
     let result = match args.command {
         BenchCommand::Infer(infer_args) => bench_infer(&infer_args),
+        BenchCommand::TrainStep(step_args) => bench_train_step(&step_args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,16 +205,13 @@ fn bench_infer(args: &InferArgs) -> Result<(), String> {
 
     let mut segmenter = penumbra_model::load(&args.model)
         .map_err(|e| format!("loading model {} failed: {e}", args.model.display()))?;
-    segmenter.set_kernels(match args.kernels {
-        KernelChoice::Fast => Kernels::Fast,
-        KernelChoice::Candle => Kernels::Candle,
-    });
+    segmenter.set_kernels(args.kernels.into());
     segmenter
         .set_threads(args.threads)
         .map_err(|e| e.to_string())?;
 
     let channels = segmenter.card().architecture.in_channels;
-    let input = noise_input(args.batch, channels, args.seed)?;
+    let input = noise_input(args.batch, channels, MODEL_SIZE, args.seed)?;
 
     let mut output = forward(&segmenter, &input)?;
     for _ in 1..args.warmup {
@@ -172,28 +241,119 @@ fn forward(segmenter: &Segmenter, input: &Tensor) -> Result<Tensor, String> {
         .map_err(|e| format!("forward pass failed: {e}"))
 }
 
-/// Draws a `(batch, channels, 256, 256)` tensor of standard normal values seeded by `seed`.
-fn noise_input(batch: usize, channels: usize, seed: u64) -> Result<Tensor, String> {
+/// Draws a `(batch, channels, size, size)` tensor of standard normal values seeded by `seed`.
+fn noise_input(batch: usize, channels: usize, size: usize, seed: u64) -> Result<Tensor, String> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let normal = rand_distr::StandardNormal;
-    let count = batch * channels * MODEL_SIZE * MODEL_SIZE;
+    let count = batch * channels * size * size;
     let values: Vec<f32> = (0..count).map(|_| normal.sample(&mut rng)).collect();
-    Tensor::from_vec(
-        values,
-        (batch, channels, MODEL_SIZE, MODEL_SIZE),
-        &Device::Cpu,
-    )
-    .map_err(|e| format!("building the input tensor failed: {e}"))
+    Tensor::from_vec(values, (batch, channels, size, size), &Device::Cpu)
+        .map_err(|e| format!("building the input tensor failed: {e}"))
+}
+
+/// Draws one-hot labels `(batch, classes, size, size)` with a uniform class per pixel.
+fn noise_labels(batch: usize, classes: usize, size: usize, seed: u64) -> Result<Tensor, String> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let plane = size * size;
+    let mut values = vec![0f32; batch * classes * plane];
+    for b in 0..batch {
+        for pixel in 0..plane {
+            let class = rand::Rng::random_range(&mut rng, 0..classes);
+            values[(b * classes + class) * plane + pixel] = 1.0;
+        }
+    }
+    Tensor::from_vec(values, (batch, classes, size, size), &Device::Cpu)
+        .map_err(|e| format!("building the label tensor failed: {e}"))
+}
+
+/// Returns the median and the minimum of `values`, which must not be empty.
+fn median_and_min(values: &[f64]) -> (f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[middle]
+    } else {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    };
+    (median, sorted[0])
+}
+
+fn bench_train_step(args: &TrainStepArgs) -> Result<(), String> {
+    if args.batch == 0 || args.reps == 0 || args.threads == 0 {
+        return Err(format!(
+            "--batch, --reps and --threads must be at least 1, got {}, {} and {}",
+            args.batch, args.reps, args.threads
+        ));
+    }
+    let card = ModelCard::read(&args.model)
+        .map_err(|e| format!("reading the model card in {} failed: {e}", args.model.display()))?;
+    let architecture = &card.architecture;
+    let multiple = architecture.size_multiple();
+    if args.patch == 0 || args.patch % multiple != 0 {
+        return Err(format!(
+            "--patch {} must be a positive multiple of {multiple} for a depth-{} U-Net",
+            args.patch, architecture.depth
+        ));
+    }
+
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let mut model = UNet::new(architecture, vb).map_err(|e| e.to_string())?;
+    init_weights(&varmap, args.seed).map_err(|e| e.to_string())?;
+    model.set_kernels(args.kernels.into());
+    let mut optimizer = AdamW::new(varmap.all_vars(), ParamsAdamW::default())
+        .map_err(|e| format!("creating the AdamW optimizer failed: {e}"))?;
+
+    let x = noise_input(args.batch, architecture.in_channels, args.patch, args.seed)?;
+    let target = noise_labels(args.batch, architecture.classes, args.patch, args.seed)?;
+    let loss_kind = card.training.loss;
+    let mut step = || -> Result<(), candle_core::Error> {
+        let probs = candle_nn::ops::softmax(&model.forward(&x)?, 1)?;
+        let loss = loss_kind.compute(&probs, &target)?;
+        optimizer.backward_step(&loss)
+    };
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()
+        .map_err(|e| format!("starting {} threads failed: {e}", args.threads))?;
+    let step_ms = pool
+        .install(|| -> Result<Vec<f64>, candle_core::Error> {
+            for _ in 0..args.warmup {
+                step()?;
+            }
+            let mut step_ms = Vec::with_capacity(args.reps);
+            for _ in 0..args.reps {
+                let start = Instant::now();
+                step()?;
+                step_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(step_ms)
+        })
+        .map_err(|e| format!("training step failed: {e}"))?;
+
+    let (median, min) = median_and_min(&step_ms);
+    let report = TrainStepReport {
+        model: args.model.clone(),
+        base_width: architecture.base_width,
+        depth: architecture.depth,
+        batch: args.batch,
+        patch: args.patch,
+        kernels: args.kernels.name(),
+        threads: args.threads,
+        ms_per_step: median,
+        ms_per_step_min: min,
+        reps: args.reps,
+    };
+    let line = serde_json::to_string(&report)
+        .map_err(|e| format!("cannot print the report as JSON: {e}"))?;
+    println!("{line}");
+    Ok(())
 }
 
 fn report(args: &InferArgs, segmenter: &Segmenter, pass_ms: &[f64]) -> InferReport {
-    let mut sorted = pass_ms.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let median = if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-    };
+    let (median, min) = median_and_min(pass_ms);
     let batch = args.batch as f64;
     let architecture = &segmenter.card().architecture;
 
@@ -203,13 +363,10 @@ fn report(args: &InferArgs, segmenter: &Segmenter, pass_ms: &[f64]) -> InferRepo
         depth: architecture.depth,
         batch: args.batch,
         size: MODEL_SIZE,
-        kernels: match args.kernels {
-            KernelChoice::Fast => "fast",
-            KernelChoice::Candle => "candle",
-        },
+        kernels: args.kernels.name(),
         threads: args.threads,
         ms_per_slice: median / batch,
-        ms_per_slice_min: sorted[0] / batch,
+        ms_per_slice_min: min / batch,
         reps: args.reps,
     }
 }
