@@ -56,7 +56,8 @@ fn bench_infer_prints_json_line() {
     assert_eq!(report["threads"], 2);
     assert_eq!(report["reps"], 2);
     let ms = report["ms_per_slice"].as_f64().unwrap();
-    assert!(ms.is_finite() && ms > 0.0, "{report}");
+    assert!(ms.is_finite(), "{report}");
+    assert!(ms > 0.0, "{report}");
 
     let candle = [
         "--batch", "2", "--kernels", "candle", "--dump-io", candle_io.to_str().unwrap(),
@@ -104,7 +105,8 @@ fn bench_train_step_prints_json_line() {
         assert_eq!(report["batch"], 2);
         assert_eq!(report["patch"], 16);
         let ms = report["ms_per_step"].as_f64().unwrap();
-        assert!(ms.is_finite() && ms > 0.0, "{report}");
+        assert!(ms.is_finite(), "{report}");
+    assert!(ms > 0.0, "{report}");
     }
 }
 
