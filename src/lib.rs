@@ -9,10 +9,12 @@
 //! - [`confidence`]: how far a study's segmentation can be trusted.
 //! - [`qa`]: the radiologist review queue, its web page and the export of reviewed labels.
 //! - [`cli`]: the `penumbra` subcommands.
+//! - [`cpu_tuning`]: process-wide thread and allocator settings for the numeric code.
 
 pub mod cli;
 pub mod confidence;
 pub mod config;
+pub mod cpu_tuning;
 pub mod evaluation;
 pub mod ingest;
 pub mod outbox;

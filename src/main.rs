@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    penumbra::cpu_tuning::apply();
     let cli = penumbra::cli::Cli::parse();
     penumbra::cli::run(cli)
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod ablate;
+pub mod bench;
 pub mod calibrate;
 pub mod check_config;
 pub mod echo;
@@ -56,6 +57,8 @@ pub enum Command {
     CalibrateConfidence(calibrate::Args),
     /// Serve the radiologist QA page on its own, or export reviewed labels as training data.
     Qa(qa::Args),
+    /// Time U-Net inference per slice with our kernels or candle's and print one JSON line.
+    Bench(bench::Args),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -74,5 +77,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Ablate(args) => ablate::run(args),
         Command::CalibrateConfidence(args) => calibrate::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The kernels cover the layer types the U-Net uses, all on NCHW `f32` tensors:
 //! 3x3 convolution (stride 1, padding 1) and 1x1 convolution with fused bias and optional ReLU,
-//! and 2x2 transposed convolution with stride 2 and fused bias. Each op has a `bwd`, so candle
+//! and 2x2 transposed convolution with stride 2 and fused bias. [`group_norm_inference`] fuses
+//! group normalization, residual add and ReLU for inference; it has no backward pass. Each op has a `bwd`, so candle
 //! autograd computes input, weight and bias gradients through it. Second derivatives are not
 //! supported.
 //!
@@ -16,6 +17,7 @@ mod conv3x3;
 mod error;
 mod layout;
 mod matmul;
+mod norm;
 mod ops;
 mod reduce;
 mod tiling;
@@ -25,6 +27,7 @@ use candle_core::{DType, Result, Tensor};
 
 pub use error::KernelError;
 pub use matmul::{KernelPath, PORTABLE_ENV};
+pub use norm::group_norm_inference;
 
 use ops::{ConvKind, ConvOp};
 

@@ -227,6 +227,18 @@ impl Segmenter {
         Ok(())
     }
 
+    /// Runs the network on an already normalized `(b, c, h, w)` tensor and returns the logits
+    /// `(b, classes, h, w)`, inside the dedicated pool when [`Segmenter::set_threads`] set one.
+    pub fn logits(&self, normalized: &Tensor) -> Result<Tensor, ModelError> {
+        self.model.check_input(normalized.dims())?;
+        let run = || self.model.forward(normalized);
+        let logits = match &self.pool {
+            Some(pool) => pool.install(run),
+            None => run(),
+        };
+        Ok(logits?)
+    }
+
     /// Predicts softmax class probabilities `(z, 3, h, w)` for `(z, c, h, w)` input slices.
     ///
     /// `input` contains the card's channels in physical units on the model grid (see

@@ -9,6 +9,7 @@
 //! - [`metrics`]: Dice, Tversky coefficient, HD95 and volume error per class.
 //! - [`card`], [`infer`]: the JSON model card next to the safetensors weights, and the
 //!   [`Segmenter`] that loads both and predicts class probabilities.
+//! - [`random`]: untrained model folders with seeded random weights, for benchmarks.
 //!
 //! This crate does no network I/O. It reads and writes only the model and checkpoint folders
 //! its callers name.
@@ -22,6 +23,7 @@ pub mod loss;
 pub mod metrics;
 pub mod normalize;
 pub mod plot;
+pub mod random;
 pub mod resample;
 pub mod train;
 pub mod unet;

@@ -106,12 +106,25 @@ impl UNetConfig {
     }
 }
 
+/// Epsilon added to the variance of every normalization layer.
+const NORM_EPS: f64 = 1e-5;
+
+/// A group normalization layer with the parameters the fused inference kernel needs, which
+/// candle-nn's `GroupNorm` keeps private.
+#[derive(Debug, Clone)]
+struct NormLayer {
+    layer: GroupNorm,
+    groups: usize,
+    scale: Tensor,
+    shift: Tensor,
+}
+
 /// Builds the normalization layer for `channels` feature maps.
 fn norm_layer(
     norm: Norm,
     channels: usize,
     vb: VarBuilder,
-) -> candle_core::Result<Option<GroupNorm>> {
+) -> candle_core::Result<Option<NormLayer>> {
     let groups = match norm {
         Norm::None => return Ok(None),
         Norm::Instance => channels,
@@ -121,7 +134,15 @@ fn norm_layer(
             .find(|g| channels % g == 0)
             .unwrap_or(1),
     };
-    candle_nn::group_norm(groups, channels, 1e-5, vb).map(Some)
+    let scale = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
+    let shift = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?;
+    let layer = GroupNorm::new(scale.clone(), shift.clone(), channels, groups, NORM_EPS)?;
+    Ok(Some(NormLayer {
+        layer,
+        groups,
+        scale,
+        shift,
+    }))
 }
 
 /// Two 3x3 convolutions with normalization, plus the input (projected by a 1x1 convolution when
@@ -129,9 +150,9 @@ fn norm_layer(
 #[derive(Debug, Clone)]
 pub struct ConvBlock {
     conv1: Conv2d,
-    norm1: Option<GroupNorm>,
+    norm1: Option<NormLayer>,
     conv2: Conv2d,
-    norm2: Option<GroupNorm>,
+    norm2: Option<NormLayer>,
     skip: Skip,
     kernels: Kernels,
 }
@@ -182,11 +203,36 @@ impl ConvBlock {
     }
 }
 
-fn apply_norm(norm: &Option<GroupNorm>, x: Tensor) -> candle_core::Result<Tensor> {
-    match norm {
-        Some(layer) => layer.forward(&x),
-        None => Ok(x),
+/// Applies `norm`, adds `residual` and applies ReLU. With the fast kernels, on CPU `f32`
+/// tensors that track no gradient (inference), the three steps run as one fused pass.
+fn norm_add_relu(
+    norm: &Option<NormLayer>,
+    x: Tensor,
+    residual: Option<&Tensor>,
+    kernels: Kernels,
+) -> candle_core::Result<Tensor> {
+    let inference = !x.track_op() && !residual.is_some_and(Tensor::track_op);
+    let fast = kernels == Kernels::Fast && x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
+    if let (Some(norm), true, true) = (norm, fast, inference) {
+        return penumbra_kernels::group_norm_inference(
+            &x,
+            norm.groups,
+            NORM_EPS,
+            &norm.scale,
+            &norm.shift,
+            residual,
+            true,
+        );
     }
+
+    let mut h = match norm {
+        Some(norm) => norm.layer.forward(&x)?,
+        None => x,
+    };
+    if let Some(residual) = residual {
+        h = (h + residual)?;
+    }
+    h.relu()
 }
 
 /// Applies a stride-1 convolution with `kernels`: 3x3 (padding 1) and 1x1 layers on CPU f32
@@ -214,15 +260,16 @@ fn conv_up(layer: &ConvTranspose2d, x: &Tensor, kernels: Kernels) -> candle_core
 
 impl Module for ConvBlock {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = apply_norm(&self.norm1, conv(&self.conv1, x, self.kernels)?)?.relu()?;
-        let h = apply_norm(&self.norm2, conv(&self.conv2, &h, self.kernels)?)?;
+        let h = conv(&self.conv1, x, self.kernels)?;
+        let h = norm_add_relu(&self.norm1, h, None, self.kernels)?;
+        let h = conv(&self.conv2, &h, self.kernels)?;
 
-        let h = match &self.skip {
-            Skip::None => h,
-            Skip::Identity => (h + x)?,
-            Skip::Projection(proj) => (h + conv(proj, x, self.kernels)?)?,
+        let skip = match &self.skip {
+            Skip::None => None,
+            Skip::Identity => Some(x.clone()),
+            Skip::Projection(proj) => Some(conv(proj, x, self.kernels)?),
         };
-        h.relu()
+        norm_add_relu(&self.norm2, h, skip.as_ref(), self.kernels)
     }
 }
 

@@ -1,0 +1,123 @@
+//! Agreement of the fused inference group normalization with the same steps written in
+//! candle's own tensor ops.
+//!
+//! Tolerance: every element must satisfy `|ours - candle| <= 1e-4 * max(1, max |candle|)`.
+//! Our kernel sums in f32 lanes and f64 blocks while candle sums in f32, so both are a few
+//! ulps from the exact value.
+
+use candle_core::{Device, Tensor, Var, D};
+use penumbra_kernels::group_norm_inference;
+
+const TOLERANCE: f32 = 1e-4;
+const EPS: f64 = 1e-5;
+
+/// Deterministic values in [-1, 1) from a 64-bit xorshift generator, shifted by `offset`.
+fn random_tensor(dims: &[usize], seed: u64, offset: f32) -> Tensor {
+    let count: usize = dims.iter().product();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let values: Vec<f32> = (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0 + offset
+        })
+        .collect();
+    Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
+}
+
+/// Group normalization, scale, shift, residual add and ReLU in candle ops.
+fn reference(
+    x: &Tensor,
+    groups: usize,
+    scale: &Tensor,
+    shift: &Tensor,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Tensor {
+    let (n, c, h, w) = x.dims4().unwrap();
+    let grouped = x.reshape((n, groups, (c / groups) * h * w)).unwrap();
+    let mean = grouped.mean_keepdim(D::Minus1).unwrap();
+    let centered = grouped.broadcast_sub(&mean).unwrap();
+    let variance = centered.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+    let normed = centered
+        .broadcast_div(&(variance + EPS).unwrap().sqrt().unwrap())
+        .unwrap()
+        .reshape((n, c, h, w))
+        .unwrap();
+    let mut y = normed
+        .broadcast_mul(&scale.reshape((1, c, 1, 1)).unwrap())
+        .unwrap()
+        .broadcast_add(&shift.reshape((1, c, 1, 1)).unwrap())
+        .unwrap();
+    if let Some(residual) = residual {
+        y = (y + residual).unwrap();
+    }
+    if relu {
+        y = y.relu().unwrap();
+    }
+    y
+}
+
+fn assert_close(ours: &Tensor, reference: &Tensor, what: &str) {
+    assert_eq!(ours.dims(), reference.dims(), "{what}: shape");
+    let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let reference = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= TOLERANCE * scale, "{what}: max difference {worst}, scale {scale}");
+}
+
+#[test]
+fn group_norm_matches_candle_ops() {
+    // Odd planes exercise the remainder of the 16-lane sums, and a plane of 40x40 spans two
+    // 1024-value blocks. The offset of 3 checks that a large mean does not swamp the variance.
+    for (channels, groups, h, w) in [(8, 4, 17, 13), (8, 2, 40, 40), (6, 6, 5, 7), (4, 1, 3, 3)] {
+        let x = random_tensor(&[2, channels, h, w], 1, 3.0);
+        let scale = random_tensor(&[channels], 2, 1.0);
+        let shift = random_tensor(&[channels], 3, 0.0);
+        let residual = random_tensor(&[2, channels, h, w], 4, 0.0);
+
+        for (with_residual, relu) in [(false, false), (false, true), (true, true), (true, false)] {
+            let residual = with_residual.then_some(&residual);
+            let what = format!("c {channels} groups {groups} {h}x{w} residual {with_residual} relu {relu}");
+            let ours = group_norm_inference(&x, groups, EPS, &scale, &shift, residual, relu).unwrap();
+            let expected = reference(&x, groups, &scale, &shift, residual, relu);
+            assert_close(&ours, &expected, &what);
+        }
+    }
+}
+
+#[test]
+fn group_norm_rejects_bad_operands() {
+    let x = random_tensor(&[1, 6, 4, 4], 1, 0.0);
+    let scale = random_tensor(&[6], 2, 1.0);
+    let shift = random_tensor(&[6], 3, 0.0);
+
+    let groups_not_dividing = group_norm_inference(&x, 4, EPS, &scale, &shift, None, true);
+    assert!(groups_not_dividing.is_err());
+
+    let short_scale = random_tensor(&[3], 2, 1.0);
+    assert!(group_norm_inference(&x, 3, EPS, &short_scale, &shift, None, true).is_err());
+
+    let wrong_residual = random_tensor(&[1, 6, 4, 2], 4, 0.0);
+    assert!(group_norm_inference(&x, 3, EPS, &scale, &shift, Some(&wrong_residual), true).is_err());
+
+    // A tensor that tracks a gradient needs a backward pass, which this op does not have.
+    let variable = Var::from_tensor(&x).unwrap();
+    let tracked = group_norm_inference(variable.as_tensor(), 3, EPS, &scale, &shift, None, true);
+    assert!(tracked.is_err());
+}
+
+#[test]
+fn group_norm_accepts_empty_plane() {
+    let x = Tensor::zeros((1, 4, 0, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let scale = random_tensor(&[4], 2, 1.0);
+    let shift = random_tensor(&[4], 3, 0.0);
+    let y = group_norm_inference(&x, 2, EPS, &scale, &shift, None, true).unwrap();
+    assert_eq!(y.dims(), &[1, 4, 0, 3]);
+}
