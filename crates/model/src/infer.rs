@@ -167,9 +167,20 @@ impl Segmenter {
     /// Wraps a freshly trained model held in `varmap`.
     pub fn from_varmap(varmap: &VarMap, card: ModelCard) -> Result<Self, ModelError> {
         let device = Device::Cpu;
+        // Detached copies track no gradient, so inference takes the same kernels as a model
+        // loaded from disk and predicts the same values.
+        let tensors: HashMap<String, Tensor> = {
+            let vars = varmap
+                .data()
+                .lock()
+                .map_err(|_| ModelError::InvalidInput("the training variables are poisoned by a panic".to_string()))?;
+            vars.iter()
+                .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+                .collect()
+        };
         let model = UNet::new(
             &card.architecture,
-            VarBuilder::from_varmap(varmap, DType::F32, &device),
+            VarBuilder::from_tensors(tensors, DType::F32, &device),
         )?;
         Ok(Segmenter {
             model,
