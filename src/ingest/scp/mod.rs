@@ -97,8 +97,8 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The data set lacks what storing it requires (a Study or Series Instance UID, a UID usable
-    /// as a file name); the SCP answers 0xC000 (cannot understand).
+    /// Rejection of a data set that lacks what storing it requires: a Study or Series Instance
+    /// UID, or a UID usable as a file name. The SCP returns status 0xC000 (cannot understand).
     #[error("instance rejected: {0}")]
     Invalid(String),
     #[error("instance not stored: {0}")]
