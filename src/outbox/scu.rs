@@ -311,7 +311,11 @@ fn establish(
                 message: other.to_string(),
             },
         })?;
-    let _ = association.inner_stream().set_nodelay(true);
+    // dicom-ul opens the socket itself, so Nagle's algorithm can only be turned off once the
+    // association is up. Without it a C-STORE stream slows down but stays correct.
+    if let Err(err) = association.inner_stream().set_nodelay(true) {
+        tracing::warn!(address = %target.address, error = %err, "Could not set TCP_NODELAY on the association; sending goes on slower");
+    }
     Ok(association)
 }
 
