@@ -120,16 +120,10 @@ impl Default for RawWatch {
 }
 
 /// `pipeline`: per-stage thread pools and queues.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawPipeline {
     pub stages: RawStages,
-}
-
-impl Default for RawPipeline {
-    fn default() -> Self {
-        Self { stages: RawStages::default() }
-    }
 }
 
 /// `pipeline.stages`: one entry per stage.

@@ -376,7 +376,10 @@ pub fn free_disk_bytes(path: &Path) -> io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it initialised the struct.
     let stats = unsafe { stats.assume_init() };
-    Ok((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+    // The field types differ between platforms, so the casts are not redundant everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    let free = (stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64);
+    Ok(free)
 }
 
 #[cfg(test)]

@@ -123,16 +123,14 @@ impl WatchLoop {
                 next_rescan = Instant::now() + self.rescan;
             }
 
-            match events.recv_timeout(tick) {
-                Ok(event) => {
+            // A timeout only means no event arrived during this tick.
+            if let Ok(event) = events.recv_timeout(tick) {
+                self.note_event(event, &mut next_rescan);
+                // Bounded, so a flood of events cannot starve the settled-file check.
+                for _ in 0..MAX_EVENTS_PER_TICK {
+                    let Ok(event) = events.try_recv() else { break };
                     self.note_event(event, &mut next_rescan);
-                    // Bounded, so a flood of events cannot starve the settled-file check.
-                    for _ in 0..MAX_EVENTS_PER_TICK {
-                        let Ok(event) = events.try_recv() else { break };
-                        self.note_event(event, &mut next_rescan);
-                    }
                 }
-                Err(_) => {}
             }
 
             self.take_settled(stop);

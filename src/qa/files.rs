@@ -368,8 +368,11 @@ fn invalid_npy(path: &Path, what: &str) -> QaError {
     QaError::io(path, io::Error::new(io::ErrorKind::InvalidData, format!("invalid npy file: {what}")))
 }
 
+/// Shape `(z, y, x)` and raw element bytes of a `.npy` file.
+type NpyContents = ((usize, usize, usize), Vec<u8>);
+
 /// Reads a version 1 `.npy` file of three dimensions in C order with element type `descr`.
-fn read_npy(path: &Path, descr: &str) -> Result<((usize, usize, usize), Vec<u8>), QaError> {
+fn read_npy(path: &Path, descr: &str) -> Result<NpyContents, QaError> {
     let bytes = fs::read(path).map_err(|e| QaError::io(path, e))?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" || bytes[6] != 1 {
         return Err(invalid_npy(path, "missing version 1 magic"));
