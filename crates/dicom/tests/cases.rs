@@ -1,7 +1,7 @@
 //! The shared malformed-DICOM cases: each decodes to the documented HU range or fails with
 //! the documented kind of error.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use penumbra_dicom::pixels::decode_pixels;
 use penumbra_dicom::{read_bytes, read_file, ReadError};

@@ -6,7 +6,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::path::Path;
 
 use penumbra_dicom::pixels::decode_pixels;
 use penumbra_dicom::{identify, read_bytes};
