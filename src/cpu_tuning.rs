@@ -5,7 +5,7 @@
 //!
 //! - candle 0.11.1 splits element-wise ops of 64 Ki elements or more over its own thread pool,
 //!   and the calling thread spin-waits for that pool. When the cores are busy the spinning
-//!   thread holds a core that the pool needs. Setting `CANDLE_NUM_THREADS=1` empties that
+//!   thread occupies a core that the pool needs. Setting `CANDLE_NUM_THREADS=1` empties that
 //!   pool, so these memory-bound ops run on the calling thread. The convolutions keep using
 //!   every rayon thread. Inference went from about 2000 to about 550 ms per slice.
 //! - glibc serves allocations above its mmap threshold with fresh pages that the kernel must

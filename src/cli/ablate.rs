@@ -104,13 +104,7 @@ struct Report {
 
 pub fn run(args: Args) -> ExitCode {
     init_logging(LogFormat::Text);
-    match ablate(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("penumbra ablate: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code("ablate", ablate(&args))
 }
 
 fn ablate(args: &Args) -> Result<(), String> {

@@ -174,13 +174,7 @@ pub fn run(args: Args) -> ExitCode {
         BenchCommand::Infer(infer_args) => bench_infer(&infer_args),
         BenchCommand::TrainStep(step_args) => bench_train_step(&step_args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("penumbra bench: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code("bench", result)
 }
 
 fn bench_infer(args: &InferArgs) -> Result<(), String> {

@@ -71,13 +71,7 @@ struct Report {
 
 pub fn run(args: Args) -> ExitCode {
     init_logging(LogFormat::Text);
-    match evaluate(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("penumbra eval: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code("eval", evaluate(&args))
 }
 
 fn evaluate(args: &Args) -> Result<(), String> {

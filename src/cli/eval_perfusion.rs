@@ -51,13 +51,7 @@ struct Report {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    match evaluate(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("penumbra eval-perfusion: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code("eval-perfusion", evaluate(&args))
 }
 
 fn evaluate(args: &Args) -> Result<(), String> {

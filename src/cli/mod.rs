@@ -61,6 +61,18 @@ pub enum Command {
     Bench(bench::Args),
 }
 
+/// Returns the exit code of a subcommand's `result`, printing `penumbra COMMAND: message` to
+/// standard error on failure.
+pub(crate) fn exit_code(command: &str, result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("penumbra {command}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {

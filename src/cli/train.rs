@@ -78,13 +78,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> ExitCode {
     init_logging(LogFormat::Text);
-    match train_model(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("penumbra train: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code("train", train_model(&args))
 }
 
 fn train_model(args: &Args) -> Result<(), String> {

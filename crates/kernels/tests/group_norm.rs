@@ -59,8 +59,8 @@ fn reference(
     y
 }
 
-fn assert_close(ours: &Tensor, reference: &Tensor, what: &str) {
-    assert_eq!(ours.dims(), reference.dims(), "{what}: shape");
+fn assert_close(ours: &Tensor, reference: &Tensor, case: &str) {
+    assert_eq!(ours.dims(), reference.dims(), "{case}: shape");
     let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let reference = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
@@ -69,7 +69,7 @@ fn assert_close(ours: &Tensor, reference: &Tensor, what: &str) {
         .zip(&reference)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    assert!(worst <= TOLERANCE * scale, "{what}: max difference {worst}, scale {scale}");
+    assert!(worst <= TOLERANCE * scale, "{case}: max difference {worst}, scale {scale}");
 }
 
 #[test]
@@ -84,10 +84,10 @@ fn group_norm_matches_candle_ops() {
 
         for (with_residual, relu) in [(false, false), (false, true), (true, true), (true, false)] {
             let residual = with_residual.then_some(&residual);
-            let what = format!("c {channels} groups {groups} {h}x{w} residual {with_residual} relu {relu}");
+            let case = format!("c {channels} groups {groups} {h}x{w} residual {with_residual} relu {relu}");
             let ours = group_norm_inference(&x, groups, EPS, &scale, &shift, residual, relu).unwrap();
             let expected = reference(&x, groups, &scale, &shift, residual, relu);
-            assert_close(&ours, &expected, &what);
+            assert_close(&ours, &expected, &case);
         }
     }
 }

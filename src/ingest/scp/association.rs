@@ -224,7 +224,7 @@ struct Transfer {
     /// command, so that it is built after the data set has been checked.
     data_start: usize,
     /// Status decided before the data set arrived; its fragments are then discarded.
-    refusal: Option<(u16, String)>,
+    rejection: Option<(u16, String)>,
 }
 
 /// Largest buffer capacity an association keeps for its next instance, in bytes. A larger one
@@ -308,9 +308,9 @@ impl Receiver {
         )
     }
 
-    /// Prepares the reception of a data set: an early refusal, or a buffer that starts with the
-    /// preamble and File Meta built from the command, so that the data set is never copied
-    /// after it arrived.
+    /// Prepares the reception of a data set: an early rejection status, or a buffer that starts
+    /// with the preamble and File Meta built from the command, so that the data set is never
+    /// copied after it arrived.
     fn start_transfer(
         &mut self,
         command: Command,
@@ -319,9 +319,9 @@ impl Receiver {
         context: &AssociationContext,
     ) -> Transfer {
         let transfer_syntax = accepted_transfer_syntax(association, pc_id);
-        let mut refusal = refuse_early(&command, context);
-        if refusal.is_none() && transfer_syntax.is_none() {
-            refusal = Some((
+        let mut rejection = reject_early(&command, context);
+        if rejection.is_none() && transfer_syntax.is_none() {
+            rejection = Some((
                 status::CANNOT_UNDERSTAND,
                 "data set sent on a presentation context that was not accepted".to_string(),
             ));
@@ -330,7 +330,7 @@ impl Receiver {
         let mut file = std::mem::take(&mut self.spare_buffer);
         file.clear();
         let transfer_syntax = transfer_syntax.unwrap_or_default();
-        if refusal.is_some() {
+        if rejection.is_some() {
             file = Vec::new();
         } else if write_part10_header(&mut file, &command, &transfer_syntax, &self.calling_ae_title).is_err() {
             // The error is reported after the data set is checked, because a UID mismatch
@@ -343,7 +343,7 @@ impl Receiver {
             transfer_syntax,
             data_start: file.len(),
             file,
-            refusal,
+            rejection,
         }
     }
 
@@ -362,7 +362,7 @@ impl Receiver {
                 value.presentation_context_id, transfer.presentation_context_id
             ));
         }
-        if transfer.refusal.is_none() {
+        if transfer.rejection.is_none() {
             // NOTE: the whole data set is kept in memory until its last fragment arrives, so the
             // largest instance accepted is bounded only by available memory.
             transfer.file.extend_from_slice(&value.data);
@@ -374,8 +374,8 @@ impl Receiver {
         let Some(transfer) = self.transfer.take() else {
             return Err("data set state lost".to_string());
         };
-        let (code, comment) = match &transfer.refusal {
-            Some(refusal) => refusal.clone(),
+        let (code, comment) = match &transfer.rejection {
+            Some(rejection) => rejection.clone(),
             None => store_instance(&transfer, &self.calling_ae_title, context),
         };
 
@@ -408,7 +408,7 @@ impl Receiver {
 }
 
 /// Decides, from the command alone, a status that makes buffering the data set pointless.
-fn refuse_early(command: &Command, context: &AssociationContext) -> Option<(u16, String)> {
+fn reject_early(command: &Command, context: &AssociationContext) -> Option<(u16, String)> {
     if command.command_field != dimse::C_STORE_RQ {
         return Some((
             status::UNRECOGNIZED_OPERATION,
@@ -472,7 +472,7 @@ fn store_instance(transfer: &Transfer, calling_ae: &str, context: &AssociationCo
     let data = &transfer.file[transfer.data_start..];
     let ids = match identify(&transfer.command, data, &transfer.transfer_syntax, calling_ae) {
         Ok(ids) => ids,
-        Err(refusal) => return refusal,
+        Err(rejection) => return rejection,
     };
 
     let file = if transfer.data_start > 0 {
