@@ -125,19 +125,20 @@ fn threshold_labels_at_150_mas() {
     let core = class(&eval.threshold, "core").unwrap();
     eprintln!("150 mAs threshold labels: {:?}", eval.threshold);
 
-    // The target core Dice is 0.70; this seed measured 0.816.
+    // The accuracy targets for threshold labels at realistic noise. Measured: core Dice 0.862
+    // (49.2 mL against 44.8 mL true) and hypoperfused Dice 0.915 (113.5 mL against 109.1 mL).
     assert!(core.dice.unwrap() >= 0.70, "core Dice {:?}", core.dice);
-
-    // NOTE: the targets hypoperfused Dice >= 0.85 and core volume within 10 mL are missed
-    // narrowly. This seed measured hypoperfused Dice 0.845 (141.0 mL against 109.1 mL true)
-    // and a core of 33.4 mL against 44.8 mL true (-11.4 mL), and the gates are frozen just
-    // below that. Oligemic and noisy normal voxels still cross Tmax 6 s, because truncated SVD
-    // places the residue maximum about 2 s late and noise adds to that.
-    assert!(hypoperfused.dice.unwrap() >= 0.83, "hypoperfused Dice {:?}", hypoperfused.dice);
+    assert!(hypoperfused.dice.unwrap() >= 0.85, "hypoperfused Dice {:?}", hypoperfused.dice);
     assert!(
-        core.volume_error_ml.abs() <= 13.0,
+        core.volume_error_ml.abs() <= 10.0,
         "core volume {:.1} mL against {:.1} mL true",
         core.predicted_ml,
         core.reference_ml
+    );
+    assert!(
+        hypoperfused.volume_error_ml.abs() <= 10.0,
+        "hypoperfused volume {:.1} mL against {:.1} mL true",
+        hypoperfused.predicted_ml,
+        hypoperfused.reference_ml
     );
 }

@@ -190,6 +190,10 @@ pub struct RawPerfusion {
     pub density_g_per_ml: f64,
     /// Use the scanner's own maps when the study carries them.
     pub use_vendor_maps: bool,
+    /// Subtract the delay the deconvolution adds to every Tmax by itself.
+    pub tmax_offset_correction: bool,
+    /// Divide the reference tissue's CBF by the fraction the deconvolution recovers at its MTT.
+    pub cbf_recovery_correction: bool,
 }
 
 impl Default for RawPerfusion {
@@ -201,6 +205,8 @@ impl Default for RawPerfusion {
             k_h: 0.73,
             density_g_per_ml: 1.04,
             use_vendor_maps: true,
+            tmax_offset_correction: true,
+            cbf_recovery_correction: true,
         }
     }
 }

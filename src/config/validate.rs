@@ -87,6 +87,8 @@ pub struct PerfusionSettings {
     pub k_h: f64,
     pub density_g_per_ml: f64,
     pub use_vendor_maps: bool,
+    pub tmax_offset_correction: bool,
+    pub cbf_recovery_correction: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -364,6 +366,8 @@ impl Checker<'_> {
             k_h: self.open_range("perfusion.k_h", p.k_h, 0.0, 1.5),
             density_g_per_ml: self.open_range("perfusion.density_g_per_ml", p.density_g_per_ml, 0.5, 2.0),
             use_vendor_maps: p.use_vendor_maps,
+            tmax_offset_correction: p.tmax_offset_correction,
+            cbf_recovery_correction: p.cbf_recovery_correction,
         }
     }
 

@@ -134,6 +134,8 @@ pub fn perfusion_params(settings: &PerfusionSettings) -> PerfusionParams {
         osvd_oscillation_index: settings.osvd_oi,
         hematocrit_factor: settings.k_h,
         brain_density_g_per_ml: settings.density_g_per_ml,
+        tmax_offset_correction: settings.tmax_offset_correction,
+        cbf_recovery_correction: settings.cbf_recovery_correction,
         ..PerfusionParams::default()
     }
 }

@@ -12,6 +12,7 @@ use tracing::info;
 use penumbra_imaging::{Label, LabelVolume};
 
 use crate::concentration::median_in_place;
+use crate::deconvolution::recovered_fraction;
 use crate::maps::PerfusionMaps;
 use crate::masks::{remove_small_components, Connectivity};
 
@@ -132,8 +133,16 @@ pub enum ReferenceMethod {
 pub struct ReferenceTissue {
     pub method: ReferenceMethod,
     pub voxels: usize,
-    /// Median CBF of the reference tissue, mL/100 g/min.
+    /// CBF of the reference tissue, mL/100 g/min: its median CBF divided by the fraction the
+    /// deconvolution recovers at its median MTT. Relative CBF divides by this.
     pub cbf_ml_100g_min: Option<f32>,
+    /// Median CBF of the reference tissue as measured, before that division.
+    #[serde(default)]
+    pub measured_cbf_ml_100g_min: Option<f32>,
+    /// The fraction of CBF the deconvolution recovers at the reference's median MTT (about
+    /// 0.7 for normal tissue); 1 for a scanner's maps.
+    #[serde(default = "full_recovery")]
+    pub cbf_recovery: f64,
     /// Median MTT of the reference tissue, s.
     pub mtt_s: Option<f32>,
     /// Centroid of the brain mask in voxel units, `(z, y, x)`.
@@ -142,6 +151,10 @@ pub struct ReferenceTissue {
     pub midline_normal_yx: [f64; 2],
     /// Side of the lesion relative to the midline normal: +1, -1, or 0 when none was found.
     pub lesion_side: i8,
+}
+
+fn full_recovery() -> f64 {
+    1.0
 }
 
 /// Trial eligibility criteria as computed; they make no treatment decision.
@@ -420,11 +433,21 @@ fn reference_tissue(
         let mut values: Vec<f64> = voxels.iter().map(|&i| flat[i] as f64).collect();
         median_in_place(&mut values).map(|m| m as f32)
     };
+    // Truncated SVD recovers less of the CBF the shorter the MTT: about 70 % in normal
+    // tissue, over 90 % in the long-MTT core. Dividing the reference by its own recovery
+    // compares the lesion, whose CBF is nearly fully recovered, with the reference's true CBF.
+    // Only the reference is corrected: its median MTT is precise, while a noisy lesion voxel's
+    // MTT is not.
+    let measured_cbf = median_of(&maps.cbf);
+    let mtt_s = median_of(&maps.mtt);
+    let cbf_recovery = mtt_s.map_or(1.0, |mtt| recovered_fraction(&maps.cbf_recovery, mtt as f64));
     ReferenceTissue {
         method,
         voxels: voxels.len(),
-        cbf_ml_100g_min: median_of(&maps.cbf),
-        mtt_s: median_of(&maps.mtt),
+        cbf_ml_100g_min: measured_cbf.map(|cbf| (cbf as f64 / cbf_recovery) as f32),
+        measured_cbf_ml_100g_min: measured_cbf,
+        cbf_recovery,
+        mtt_s,
         midline_centroid: centroid,
         midline_normal_yx: normal,
         lesion_side,
@@ -453,6 +476,7 @@ mod tests {
             tmax,
             brain_mask: Array3::from_elem(shape, true),
             vessel_mask: Array3::from_elem(shape, false),
+            cbf_recovery: Vec::new(),
             geometry: Geometry {
                 origin_mm: [0.0; 3],
                 row_dir: [1.0, 0.0, 0.0],
@@ -505,6 +529,36 @@ mod tests {
         assert_eq!(result.labels[(0, 0, 0)], 2);
         assert_eq!(result.labels[(0, 5, 0)], 1);
         assert_eq!(result.labels[(0, 5, 9)], 0);
+    }
+
+    #[test]
+    fn reference_cbf_is_divided_by_its_recovery() {
+        // Left half: rows 0..4 CBF 10, rows 4..12 CBF 25, all Tmax 8; right half CBF 50, Tmax 1.
+        let mut maps = maps_with(
+            |y, x| {
+                if x < 5 && y < 4 {
+                    10.0
+                } else if x < 5 && y < 12 {
+                    25.0
+                } else {
+                    50.0
+                }
+            },
+            |y, x| if x < 5 && y < 12 { 8.0 } else { 1.0 },
+        );
+        let plain = label(&maps, &LabelParams::rapid());
+        assert_eq!(plain.reference.cbf_recovery, 1.0);
+        assert_eq!(plain.core_volume_ml, 20.0);
+
+        // The reference's MTT is 60 * 4 / 50 = 4.8 s; half its CBF was recovered, so its true CBF
+        // is 100 and the core limit 30 takes the CBF-25 rows too.
+        maps.cbf_recovery = vec![(3.0, 0.4), (6.6, 0.6)];
+        let corrected = label(&maps, &LabelParams::rapid());
+        assert!((corrected.reference.cbf_recovery - 0.5).abs() < 1e-6);
+        assert_eq!(corrected.reference.measured_cbf_ml_100g_min, Some(50.0));
+        let reference = corrected.reference.cbf_ml_100g_min.unwrap();
+        assert!((reference - 100.0).abs() < 1e-3, "{reference}");
+        assert_eq!(corrected.core_volume_ml, 60.0);
     }
 
     #[test]

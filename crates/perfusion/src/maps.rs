@@ -2,7 +2,8 @@
 //!
 //! CBF = (k_H / rho) * max k * 6000 (mL/100 g/min, k in 1/s); CBV = (k_H / rho) * 100 *
 //! area(tissue) / area(AIF) (mL/100 g, the frame interval cancels in the ratio); MTT = 60 *
-//! CBV / CBF (s); Tmax = argmax k (s, relative to the AIF, negative delays clamped to 0).
+//! CBV / CBF (s); Tmax = argmax k, refined between samples, less the delay the regularisation
+//! adds by itself (s, relative to the AIF, clamped to 0).
 
 use std::time::Instant;
 
@@ -36,6 +37,14 @@ const MAX_PLAUSIBLE_PVE_SCALE: f64 = 2.0;
 
 /// CBF (mL/100 g/min) below which MTT is undefined and set to 0.
 const MIN_CBF_FOR_MTT: f32 = 1e-3;
+/// Mean transit time of the noise-free reference curve that measures the Tmax offset, in s:
+/// normal grey matter (CBV 4 mL/100 g at CBF 60 mL/100 g/min).
+const OFFSET_REFERENCE_MTT_S: f64 = 4.0;
+/// True MTTs in s of the noise-free curves that measure how much CBF the deconvolution
+/// recovers: from fast flow to the long transit of ischemic core.
+const RECOVERY_MTTS_S: [f64; 16] = [
+    1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 24.0,
+];
 
 /// Perfusion maps on the input grid, `(z, y, x)`; voxels outside `brain_mask` are 0.
 #[derive(Debug, Clone)]
@@ -50,6 +59,11 @@ pub struct PerfusionMaps {
     pub tmax: Array3<f32>,
     /// Brain parenchyma: intracranial, not CSF, finite in every frame.
     pub brain_mask: Array3<bool>,
+    /// How much of the true CBF the deconvolution recovers at each measured MTT: pairs
+    /// `(MTT s, fraction)` sorted by MTT, from
+    /// [`crate::deconvolution::Deconvolver::cbf_recovery`]. Empty for a scanner's maps and
+    /// when the correction is off; relative CBF then uses the CBF as it is.
+    pub cbf_recovery: Vec<(f64, f64)>,
     /// Brain voxels that are vessels (by peak enhancement or CBV); excluded from thresholds.
     pub vessel_mask: Array3<bool>,
     pub geometry: Geometry,
@@ -152,13 +166,28 @@ pub fn compute_maps(
         params.osvd_oscillation_index,
         &temporal,
     )?;
+    let tmax_offset_s = if params.tmax_offset_correction {
+        deconvolver
+            .intrinsic_tmax_offset_s(&aif.values_hu, OFFSET_REFERENCE_MTT_S)
+            .max(0.0)
+    } else {
+        0.0
+    };
+    let recovery = if params.cbf_recovery_correction {
+        deconvolver.cbf_recovery(&aif.values_hu, &RECOVERY_MTTS_S)
+    } else {
+        Vec::new()
+    };
+    debug!(tmax_offset_s, ?recovery, "Tmax offset and CBF recovery of the deconvolution");
     let mut maps = deconvolve_all(
         &series,
         &brain_flat,
         &deconvolver,
         params,
+        tmax_offset_s,
         ctp.geometry.clone(),
     );
+    maps.cbf_recovery = recovery;
     maps.vessel_mask = vessel_mask(&maps, &early_vessels, params.masks.vessel_cbv_ml_100g);
     lap("deconvolution");
 
@@ -172,6 +201,7 @@ pub fn compute_maps(
         noise_sd_hu,
         motion_mm,
         dt_s,
+        tmax_offset_s,
         resampled,
         scale,
         scale_applied,
@@ -354,12 +384,14 @@ fn early_vessel_mask(series: &Series, brain: &[bool], peak_hu: f32) -> Vec<bool>
         .collect()
 }
 
-/// Deconvolves every brain voxel, in parallel blocks.
+/// Deconvolves every brain voxel, in parallel blocks. Tmax is the refined residue maximum less
+/// `tmax_offset_s`, clamped at 0.
 fn deconvolve_all(
     series: &Series,
     brain: &[bool],
     deconvolver: &Deconvolver,
     params: &PerfusionParams,
+    tmax_offset_s: f64,
     geometry: Geometry,
 ) -> PerfusionMaps {
     let n = series.voxels();
@@ -385,7 +417,8 @@ fn deconvolve_all(
                     let cbf = (ratio * r.max_k as f64 * 6000.0) as f32;
                     let cbv =
                         ((ratio * 100.0 * r.area as f64 / deconvolver.aif_area()).max(0.0)) as f32;
-                    (cbf, cbv, deconvolver.tmax_s(r.argmax) as f32)
+                    let tmax = deconvolver.peak_time_s(r.peak as f64) - tmax_offset_s;
+                    (cbf, cbv, tmax.max(0.0) as f32)
                 })
         })
         .collect();
@@ -417,6 +450,7 @@ fn deconvolve_all(
         brain_mask: Array3::from_shape_vec(shape, brain.to_vec())
             .expect("length is the product of the shape"),
         vessel_mask: Array3::from_elem(shape, false),
+        cbf_recovery: Vec::new(),
         geometry,
     }
 }
@@ -436,6 +470,7 @@ struct QualityInputs<'a> {
     noise_sd_hu: Option<f64>,
     motion_mm: f64,
     dt_s: f64,
+    tmax_offset_s: f64,
     resampled: bool,
     scale: Option<f64>,
     scale_applied: bool,
@@ -495,6 +530,7 @@ fn assess_quality(inputs: QualityInputs) -> InputQuality {
         noise_sd_hu: inputs.noise_sd_hu,
         motion_mm: inputs.motion_mm,
         frame_interval_s: inputs.dt_s,
+        tmax_offset_s: inputs.tmax_offset_s,
         resampled: inputs.resampled,
         partial_volume_scale: inputs.scale,
         partial_volume_scale_applied: inputs.scale_applied,
@@ -564,6 +600,7 @@ pub fn maps_from_vendor(
         mtt: mtt_clean,
         brain_mask,
         vessel_mask,
+        cbf_recovery: Vec::new(),
         geometry: cbf.geometry.clone(),
     })
 }

@@ -27,6 +27,16 @@ pub struct PerfusionParams {
     pub hematocrit_factor: f64,
     /// Brain tissue density rho in g/mL.
     pub brain_density_g_per_ml: f64,
+    /// Whether every Tmax loses the delay that truncated SVD adds to the residue maximum by
+    /// itself, measured per study on a noise-free curve with no delay
+    /// ([`crate::deconvolution::Deconvolver::intrinsic_tmax_offset_s`]). The delay is about 2 s
+    /// at 1 s sampling. Left in, it pushes benign oligemia (true Tmax about 4 s) over 6 s.
+    pub tmax_offset_correction: bool,
+    /// Whether the maps carry the table of CBF recovered per MTT, found per study on noise-free
+    /// curves ([`crate::deconvolution::Deconvolver::cbf_recovery`]), so that labelling divides
+    /// the reference CBF by its recovery. Truncated SVD recovers about 65 % of normal grey
+    /// matter's CBF (MTT 4 s) but 90 % or more of the long-MTT core's.
+    pub cbf_recovery_correction: bool,
     pub denoise: DenoiseParams,
     pub baseline: BaselineParams,
     pub masks: MaskParams,
@@ -41,6 +51,8 @@ impl Default for PerfusionParams {
             osvd_oscillation_index: 0.035,
             hematocrit_factor: 0.73,
             brain_density_g_per_ml: 1.04,
+            tmax_offset_correction: true,
+            cbf_recovery_correction: true,
             denoise: DenoiseParams::default(),
             baseline: BaselineParams::default(),
             masks: MaskParams::default(),

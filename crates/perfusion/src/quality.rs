@@ -29,6 +29,10 @@ pub struct InputQuality {
     /// Largest in-plane translation of any frame from the first frame, in mm, found by
     /// registering slice-averaged head images ([`crate::motion`]).
     pub motion_mm: f64,
+    /// Delay in seconds that the deconvolution adds to the residue maximum by itself, as
+    /// subtracted from every Tmax; 0 when the correction is off.
+    #[serde(default)]
+    pub tmax_offset_s: f64,
     /// Frame interval of the analysis grid in seconds.
     pub frame_interval_s: f64,
     /// The acquisition was irregular and was resampled onto the analysis grid.
