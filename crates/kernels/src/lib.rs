@@ -14,6 +14,8 @@
 
 mod conv1x1;
 mod conv3x3;
+#[cfg(target_arch = "x86_64")]
+mod direct3x3;
 mod error;
 mod layout;
 mod matmul;
