@@ -121,15 +121,19 @@ fn tasks(shape: &ConvShape) -> Vec<Task> {
 }
 
 /// Copies rows `task.rows` of image `task.image`, with one halo row on each side, into
-/// `padded`: `c_in` planes of `rows + 2` rows of `width + 2` values, zero outside the image,
-/// followed by `LANES` zeros so that the last row's last vector may read past its end.
+/// the start of `padded`: `c_in` planes of `rows + 2` rows of `width + 2` values, zero outside
+/// the image, followed by `LANES` zeros so that the last row's last vector may read past its
+/// end. Elements after those keep stale values from earlier tasks.
 fn pad_band(shape: &ConvShape, x: &[f32], task: &Task, padded: &mut Vec<f32>) {
     let (height, width) = (shape.height, shape.width);
     let padded_width = width + 2;
-    let padded_rows = task.rows.len() + 2;
-    let padded_plane = padded_rows * padded_width;
-    padded.clear();
-    padded.resize(shape.c_in * padded_plane + LANES, 0.0);
+    let padded_plane = (task.rows.len() + 2) * padded_width;
+    let used = shape.c_in * padded_plane;
+    // Growing zero-fills new space; every element below `used` is written again below.
+    if padded.len() < used + LANES {
+        padded.resize(used + LANES, 0.0);
+    }
+    padded[used..used + LANES].fill(0.0);
 
     let image = &x[task.image * shape.c_in * height * width..][..shape.c_in * height * width];
     for (ci, plane) in image.chunks_exact(height * width).enumerate() {
@@ -138,9 +142,12 @@ fn pad_band(shape: &ConvShape, x: &[f32], task: &Task, padded: &mut Vec<f32>) {
             // Padded row r holds image row task.rows.start + r - 1.
             let y = task.rows.start + r;
             if y == 0 || y > height {
+                dst.fill(0.0);
                 continue;
             }
+            dst[0] = 0.0;
             dst[1..=width].copy_from_slice(&plane[(y - 1) * width..y * width]);
+            dst[width + 1] = 0.0;
         }
     }
 }
@@ -330,6 +337,6 @@ mod tests {
             0.0, 5.0, 6.0, 0.0,
         ];
         assert_eq!(&padded[..16], &expected);
-        assert!(padded[16..].iter().all(|&v| v == 0.0));
+        assert!(padded[16..32].iter().all(|&v| v == 0.0));
     }
 }

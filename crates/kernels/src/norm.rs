@@ -6,6 +6,8 @@
 //! variance) and writes the output once. It has no backward pass, so callers use it only on
 //! tensors that track no gradient.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -96,9 +98,10 @@ impl GroupNormOp {
         if x.is_empty() {
             return Ok(CpuStorage::F32(Vec::new()));
         }
-        let mut out = vec![0f32; x.len()];
+        let mut out: Vec<f32> = Vec::with_capacity(x.len());
 
-        out.par_chunks_mut(group_len)
+        out.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(group_len)
             .enumerate()
             .for_each(|(index, out_group)| {
                 let start = index * group_len;
@@ -107,15 +110,19 @@ impl GroupNormOp {
                 let residual = residual.map(|r| &r[start..start + group_len]);
                 self.normalize_group(input, residual, out_group, first_channel, plane);
             });
+        // SAFETY: the groups cover all `x.len()` elements, and `normalize_group` writes every
+        // element of its group.
+        unsafe { out.set_len(x.len()) };
         Ok(CpuStorage::F32(out))
     }
 
-    /// Normalizes one group of channels starting at channel `first_channel`.
+    /// Normalizes one group of channels starting at channel `first_channel`, writing every
+    /// element of `out`.
     fn normalize_group(
         &self,
         input: &[f32],
         residual: Option<&[f32]>,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         first_channel: usize,
         plane: usize,
     ) {
@@ -131,23 +138,34 @@ impl GroupNormOp {
             let gain = (self.scale[channel] as f64 * inv_std) as f32;
             let offset = (self.shift[channel] as f64 - mean * self.scale[channel] as f64 * inv_std) as f32;
             let values = &input[k * plane..(k + 1) * plane];
-            match residual {
-                Some(residual) => {
-                    let residual = &residual[k * plane..(k + 1) * plane];
-                    for ((o, &v), &r) in out_channel.iter_mut().zip(values).zip(residual) {
-                        *o = v * gain + offset + r;
-                    }
-                }
-                None => {
-                    for (o, &v) in out_channel.iter_mut().zip(values) {
-                        *o = v * gain + offset;
-                    }
-                }
-            }
+            let residual = residual.map(|r| &r[k * plane..(k + 1) * plane]);
             if self.relu {
-                for o in out_channel.iter_mut() {
-                    *o = o.max(0.0);
-                }
+                scale_shift_channel::<true>(out_channel, values, residual, gain, offset);
+            } else {
+                scale_shift_channel::<false>(out_channel, values, residual, gain, offset);
+            }
+        }
+    }
+}
+
+/// Writes `values * gain + offset + residual` into `out`, clamped at zero when `RELU` is set.
+fn scale_shift_channel<const RELU: bool>(
+    out: &mut [MaybeUninit<f32>],
+    values: &[f32],
+    residual: Option<&[f32]>,
+    gain: f32,
+    offset: f32,
+) {
+    let activate = |y: f32| if RELU { y.max(0.0) } else { y };
+    match residual {
+        Some(residual) => {
+            for ((o, &v), &r) in out.iter_mut().zip(values).zip(residual) {
+                o.write(activate(v * gain + offset + r));
+            }
+        }
+        None => {
+            for (o, &v) in out.iter_mut().zip(values) {
+                o.write(activate(v * gain + offset));
             }
         }
     }

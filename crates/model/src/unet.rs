@@ -387,8 +387,15 @@ impl UNet {
     }
 }
 
-impl Module for UNet {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+impl UNet {
+    /// Returns whether the head's weight tracks gradients, as it does when the weights are
+    /// training variables.
+    fn tracks_gradients(&self) -> bool {
+        self.head.weight().track_op()
+    }
+
+    /// Runs the network on every image of `x` at once.
+    fn forward_batch(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut skips = Vec::with_capacity(self.encoders.len());
         let mut h = x.clone();
         for encoder in &self.encoders {
@@ -403,6 +410,29 @@ impl Module for UNet {
             h = decoder.forward(&Tensor::cat(&[skip, &upsampled], 1)?)?;
         }
         conv(&self.head, &h, self.kernels)
+    }
+}
+
+/// Images per forward pass in inference with the fast kernels. One image's largest feature
+/// maps (16 channels of 256x256 at width 16, 4 MiB) stay in the L2 and L3 caches between layers,
+/// where a batch of 8 would not; measured on a 2-core AVX-512 machine, batch 8 ran 1.2-1.5x
+/// faster per slice in single images than in one pass.
+const INFERENCE_CHUNK: usize = 1;
+
+impl Module for UNet {
+    /// Runs the network. Without gradients and with the fast kernels, a batch runs in chunks
+    /// of `INFERENCE_CHUNK` images, whose feature maps stay in the CPU caches between layers.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let batch = x.dim(0)?;
+        let chunk = INFERENCE_CHUNK;
+        if self.kernels != Kernels::Fast || self.tracks_gradients() || batch <= chunk {
+            return self.forward_batch(x);
+        }
+        let parts = (0..batch)
+            .step_by(chunk)
+            .map(|start| self.forward_batch(&x.narrow(0, start, chunk.min(batch - start))?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 0)
     }
 }
 
@@ -606,6 +636,45 @@ mod tests {
         let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
         assert!(names.iter().all(|n| !n.contains("proj")), "{names:?}");
         assert!(names.iter().any(|n| n == "enc1.norm1.weight"));
+    }
+
+    #[test]
+    fn chunked_inference_matches_candle() {
+        // Weights loaded as plain tensors track no gradient, so the fast kernels run the batch of
+        // three one image at a time; candle's kernels run it in one pass.
+        let config = UNetConfig {
+            in_channels: 2,
+            base_width: 4,
+            depth: 2,
+            ..Default::default()
+        };
+        let varmap = VarMap::new();
+        UNet::new(
+            &config,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        init_weights(&varmap, 3).unwrap();
+        let tensors: std::collections::HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let mut unet = UNet::new(&config, vb).unwrap();
+        assert!(!unet.tracks_gradients());
+
+        let x = Tensor::randn(0f32, 1.0, (3, 2, 16, 12), &Device::Cpu).unwrap();
+        let fast: Vec<f32> = unet.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        unet.set_kernels(Kernels::Candle);
+        let reference: Vec<f32> = unet.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(fast.len(), 3 * 3 * 16 * 12);
+        let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in fast.iter().zip(&reference).enumerate() {
+            assert!((a - b).abs() <= 1e-4 * scale, "element {i}: {a} against {b}");
+        }
     }
 
     #[test]
