@@ -107,7 +107,7 @@ pub(crate) unsafe fn sgemm(
     if k == 0 {
         if !accumulate {
             for row in 0..m {
-                std::slice::from_raw_parts_mut(dst.ptr.add(row * dst.row_stride), n).fill(0.0);
+                std::ptr::write_bytes(dst.ptr.add(row * dst.row_stride), 0, n);
             }
         }
         return;

@@ -258,6 +258,17 @@ fn conv_up(layer: &ConvTranspose2d, x: &Tensor, kernels: Kernels) -> candle_core
     }
 }
 
+/// Applies 2x2 max pooling. With the fast kernels, on CPU `f32` tensors that track no gradient
+/// (inference), the parallel kernel of `penumbra-kernels` runs in place of candle's.
+fn max_pool(x: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
+    let fast = kernels == Kernels::Fast && x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
+    if fast && !x.track_op() {
+        penumbra_kernels::max_pool2x2_inference(x)
+    } else {
+        x.max_pool2d(2)
+    }
+}
+
 impl Module for ConvBlock {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = conv(&self.conv1, x, self.kernels)?;
@@ -400,7 +411,7 @@ impl UNet {
         let mut h = x.clone();
         for encoder in &self.encoders {
             let features = encoder.forward(&h)?;
-            h = features.max_pool2d(2)?;
+            h = max_pool(&features, self.kernels)?;
             skips.push(features);
         }
         h = self.bottleneck.forward(&h)?;
