@@ -4,7 +4,8 @@
 //! 3x3 convolution (stride 1, padding 1) and 1x1 convolution with fused bias and optional ReLU,
 //! and 2x2 transposed convolution with stride 2 and fused bias. [`group_norm_inference`] fuses
 //! group normalization, residual add and ReLU for inference, and [`max_pool2x2_inference`]
-//! pools in parallel; neither has a backward pass. Each convolution has a `bwd`, so candle
+//! pools in parallel; neither has a backward pass. [`group_norm`] normalizes with a backward
+//! pass, for training. Each convolution has a `bwd`, so candle
 //! autograd computes input, weight and bias gradients through it. Second derivatives are not
 //! supported.
 //!
@@ -22,6 +23,7 @@ mod error;
 mod layout;
 mod matmul;
 mod norm;
+mod norm_train;
 mod ops;
 mod pool;
 mod reduce;
@@ -33,6 +35,7 @@ use candle_core::{DType, Result, Tensor};
 pub use error::KernelError;
 pub use matmul::{KernelPath, PORTABLE_ENV};
 pub use norm::group_norm_inference;
+pub use norm_train::group_norm;
 pub use pool::max_pool2x2_inference;
 
 use ops::{ConvKind, ConvOp};

@@ -126,12 +126,7 @@ impl GroupNormOp {
         first_channel: usize,
         plane: usize,
     ) {
-        // Two passes: the mean, then the mean squared deviation from it.
-        let count = input.len() as f64;
-        let mean = sum_blocks(input, |v| v) / count;
-        let mean_f32 = mean as f32;
-        let variance = sum_blocks(input, |v| (v - mean_f32) * (v - mean_f32)) / count;
-        let inv_std = 1.0 / (variance + self.eps).sqrt();
+        let (mean, inv_std) = group_stats(input, self.eps);
 
         for (k, out_channel) in out.chunks_exact_mut(plane).enumerate() {
             let channel = first_channel + k;
@@ -171,6 +166,16 @@ fn scale_shift_channel<const RELU: bool>(
     }
 }
 
+/// Returns the mean of `values` and `1 / sqrt(variance + eps)`, with the biased variance, in
+/// two passes: the mean, then the mean squared deviation from it.
+pub(crate) fn group_stats(values: &[f32], eps: f64) -> (f64, f64) {
+    let count = values.len().max(1) as f64;
+    let mean = sum_blocks(values, |v| v) / count;
+    let mean_f32 = mean as f32;
+    let variance = sum_blocks(values, |v| (v - mean_f32) * (v - mean_f32)) / count;
+    (mean, 1.0 / (variance + eps).sqrt())
+}
+
 /// Lanes of the partial sums in [`sum_blocks`], enough for the compiler to vectorize the loop.
 const LANES: usize = 16;
 
@@ -179,7 +184,7 @@ const BLOCK: usize = 1024;
 
 /// Sums `map(v)` over `values`: in f32 lanes within blocks of 1024 values, so the loop
 /// vectorizes, and in f64 across blocks, so long planes lose no precision.
-fn sum_blocks(values: &[f32], map: impl Fn(f32) -> f32) -> f64 {
+pub(crate) fn sum_blocks(values: &[f32], map: impl Fn(f32) -> f32) -> f64 {
     let mut total = 0f64;
     for block in values.chunks(BLOCK) {
         let mut lanes = [0f32; LANES];

@@ -6,7 +6,7 @@
 //! ulps from the exact value.
 
 use candle_core::{Device, Tensor, Var, D};
-use penumbra_kernels::group_norm_inference;
+use penumbra_kernels::{group_norm, group_norm_inference};
 
 const TOLERANCE: f32 = 1e-4;
 const EPS: f64 = 1e-5;
@@ -120,4 +120,38 @@ fn group_norm_accepts_empty_plane() {
     let shift = random_tensor(&[4], 3, 0.0);
     let y = group_norm_inference(&x, 2, EPS, &scale, &shift, None, true).unwrap();
     assert_eq!(y.dims(), &[1, 4, 0, 3]);
+}
+
+#[test]
+fn trainable_group_norm_matches_candle_gradients() {
+    for (channels, groups, h, w) in [(8, 4, 17, 13), (8, 2, 40, 40), (6, 6, 5, 7), (4, 1, 3, 3)] {
+        let x = Var::from_tensor(&random_tensor(&[2, channels, h, w], 11, 3.0)).unwrap();
+        let scale = Var::from_tensor(&random_tensor(&[channels], 12, 1.0)).unwrap();
+        let shift = Var::from_tensor(&random_tensor(&[channels], 13, 0.0)).unwrap();
+        let probe = random_tensor(&[2, channels, h, w], 14, 0.0);
+        let case = format!("c {channels} groups {groups} {h}x{w}");
+
+        let ours = group_norm(x.as_tensor(), groups, EPS, scale.as_tensor(), shift.as_tensor()).unwrap();
+        let expected = reference(x.as_tensor(), groups, scale.as_tensor(), shift.as_tensor(), None, false);
+        assert_close(&ours, &expected, &format!("{case} output"));
+
+        let ours_grads = ours.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let expected_grads = expected.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, var) in [("input", &x), ("scale", &scale), ("shift", &shift)] {
+            let ours = ours_grads.get(var.as_tensor()).expect("missing gradient");
+            let expected = expected_grads.get(var.as_tensor()).expect("missing reference gradient");
+            assert_close(ours, expected, &format!("{case} {name} gradient"));
+        }
+    }
+}
+
+#[test]
+fn trainable_group_norm_rejects_bad_operands() {
+    let x = random_tensor(&[1, 6, 4, 4], 1, 0.0);
+    let scale = random_tensor(&[6], 2, 1.0);
+    let shift = random_tensor(&[6], 3, 0.0);
+    assert!(group_norm(&x, 4, EPS, &scale, &shift).is_err());
+
+    let short_shift = random_tensor(&[3], 3, 0.0);
+    assert!(group_norm(&x, 3, EPS, &scale, &short_shift).is_err());
 }

@@ -204,7 +204,8 @@ impl ConvBlock {
 }
 
 /// Applies `norm`, adds `residual` and applies ReLU. With the fast kernels, on CPU `f32`
-/// tensors that track no gradient (inference), the three steps run as one fused pass.
+/// tensors that track no gradient (inference), the three steps run as one fused pass; when
+/// training, the normalization runs as one op with its own backward pass.
 fn norm_add_relu(
     norm: &Option<NormLayer>,
     x: Tensor,
@@ -226,6 +227,13 @@ fn norm_add_relu(
     }
 
     let mut h = match norm {
+        Some(norm) if fast => penumbra_kernels::group_norm(
+            &x,
+            norm.groups,
+            NORM_EPS,
+            &norm.scale,
+            &norm.shift,
+        )?,
         Some(norm) => norm.layer.forward(&x)?,
         None => x,
     };
