@@ -131,7 +131,7 @@ fn norm_layer(
         // The largest divisor of `channels` not above the requested group count.
         Norm::Group { groups } => (1..=groups.min(channels))
             .rev()
-            .find(|g| channels % g == 0)
+            .find(|g| channels.is_multiple_of(*g))
             .unwrap_or(1),
     };
     let scale = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
