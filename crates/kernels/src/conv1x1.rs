@@ -64,8 +64,8 @@ pub(crate) fn forward(
 }
 
 /// Allocates room for `len` outputs. The GEMM crate writes its destination through raw
-/// pointers without reading it, so the `Simd` and `Gemm` paths skip the zero fill; the portable
-/// loops take slices of the destination, which must be initialized first.
+/// pointers without reading it, so the `Simd` and `Gemm` paths skip the zero fill. The
+/// portable loops take slices of the destination, which must be initialized first.
 pub(crate) fn output_buffer(path: KernelPath, len: usize) -> Vec<f32> {
     match path {
         KernelPath::Portable => vec![0.0f32; len],

@@ -29,8 +29,8 @@ const CHANNELS: usize = 8;
 /// broadcast weight use 28 of the 32 zmm registers.
 const VECTORS: usize = 3;
 
-/// Fewest output vectors per task before tasks split the channels instead of the rows, so that
-/// small planes still fill whole micro-tiles.
+/// Minimum number of output vectors per task. Below it, tasks split the channels instead of
+/// the rows, so that small planes still fill whole micro-tiles.
 const MIN_TASK_VECTORS: usize = 4 * VECTORS;
 
 /// Returns whether this CPU runs the AVX-512 kernel.
@@ -92,16 +92,16 @@ pub(crate) fn forward(
 fn tasks(shape: &ConvShape) -> Vec<Task> {
     let padded_width = shape.width + 2;
     let vectors_per_row = shape.width.div_ceil(LANES);
-    let wanted = FORWARD_TASKS_PER_THREAD * rayon::current_num_threads();
+    let target_tasks = FORWARD_TASKS_PER_THREAD * rayon::current_num_threads();
 
     let by_cache = (SCRATCH_ELEMS / (shape.c_in * padded_width).max(1)).max(1);
-    let by_balance = shape.height.div_ceil(wanted.div_ceil(shape.batch)).max(1);
+    let by_balance = shape.height.div_ceil(target_tasks.div_ceil(shape.batch)).max(1);
     let min_rows = MIN_TASK_VECTORS.div_ceil(vectors_per_row.max(1));
     let band = by_cache.min(by_balance).max(min_rows).min(shape.height).max(1);
     let bands = shape.height.div_ceil(band);
 
     let blocks = shape.c_out.div_ceil(CHANNELS);
-    let splits = wanted.div_ceil(shape.batch * bands).clamp(1, blocks);
+    let splits = target_tasks.div_ceil(shape.batch * bands).clamp(1, blocks);
     let per_split = blocks.div_ceil(splits) * CHANNELS;
 
     let mut tasks = Vec::new();
@@ -120,10 +120,10 @@ fn tasks(shape: &ConvShape) -> Vec<Task> {
     tasks
 }
 
-/// Copies rows `task.rows` of image `task.image`, with one halo row on each side, into
-/// the start of `padded`: `c_in` planes of `rows + 2` rows of `width + 2` values, zero outside
-/// the image, followed by `LANES` zeros so that the last row's last vector may read past its
-/// end. Elements after those keep stale values from earlier tasks.
+/// Copies rows `task.rows` of image `task.image`, with one halo row on each side, into the
+/// start of `padded` as `c_in` planes of `rows + 2` rows of `width + 2` values. Values outside
+/// the image are zero. `LANES` zeros follow, because the last row's last vector may read past
+/// its end. Elements after those keep stale values from earlier tasks.
 fn pad_band(shape: &ConvShape, x: &[f32], task: &Task, padded: &mut Vec<f32>) {
     let (height, width) = (shape.height, shape.width);
     let padded_width = width + 2;

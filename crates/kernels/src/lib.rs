@@ -4,7 +4,7 @@
 //! 3x3 convolution (stride 1, padding 1) and 1x1 convolution with fused bias and optional ReLU,
 //! and 2x2 transposed convolution with stride 2 and fused bias. [`group_norm_inference`] fuses
 //! group normalization, residual add and ReLU for inference, and [`max_pool2x2_inference`]
-//! pools in parallel; neither has a backward pass. [`group_norm`] normalizes with a backward
+//! pools in parallel. Neither has a backward pass. [`group_norm`] normalizes with a backward
 //! pass, for training. Each convolution has a `bwd`, so candle
 //! autograd computes input, weight and bias gradients through it. Second derivatives are not
 //! supported.

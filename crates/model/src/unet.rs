@@ -204,8 +204,8 @@ impl ConvBlock {
 }
 
 /// Applies `norm`, adds `residual` and applies ReLU. With the fast kernels, on CPU `f32`
-/// tensors that track no gradient (inference), the three steps run as one fused pass; when
-/// training, the normalization runs as one op with its own backward pass.
+/// tensors that track no gradient (inference), the three steps run as one fused pass. In
+/// training the normalization runs as one op with its own backward pass.
 fn norm_add_relu(
     norm: &Option<NormLayer>,
     x: Tensor,
@@ -433,9 +433,9 @@ impl UNet {
 }
 
 /// Images per forward pass in inference with the fast kernels. One image's largest feature
-/// maps (16 channels of 256x256 at width 16, 4 MiB) stay in the L2 and L3 caches between layers,
-/// where a batch of 8 would not; measured on a 2-core AVX-512 machine, batch 8 ran 1.2-1.5x
-/// faster per slice in single images than in one pass.
+/// maps (16 channels of 256x256 at width 16, 4 MiB) stay in the L2 and L3 caches between
+/// layers, where those of a batch of 8 would not. On a 2-core AVX-512 machine at load average
+/// 5, batch 8 ran 1.05-1.5x faster per slice one image at a time than in one pass.
 const INFERENCE_CHUNK: usize = 1;
 
 impl Module for UNet {
@@ -660,7 +660,7 @@ mod tests {
     #[test]
     fn chunked_inference_matches_candle() {
         // Weights loaded as plain tensors track no gradient, so the fast kernels run the batch of
-        // three one image at a time; candle's kernels run it in one pass.
+        // three one image at a time. candle's kernels run it in one pass.
         let config = UNetConfig {
             in_channels: 2,
             base_width: 4,
