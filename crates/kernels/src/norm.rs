@@ -39,30 +39,9 @@ pub fn group_norm_inference(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let channels = match dims.as_slice() {
-        &[_, channels, _, _] if groups > 0 && channels % groups == 0 => channels,
-        _ => {
-            return Err(KernelError::InvalidShape {
-                operand: "input",
-                dims,
-                expected: format!("(n, c, h, w) with c a multiple of {groups} groups"),
-            }
-            .into())
-        }
-    };
+    validate(x, groups, scale, shift)?;
     if x.track_op() || residual.is_some_and(Tensor::track_op) {
         candle_core::bail!("group_norm_inference has no backward pass; use candle-nn's GroupNorm when training");
-    }
-    for (operand, tensor) in [("scale", scale), ("shift", shift)] {
-        if tensor.dims() != [channels] {
-            return Err(KernelError::InvalidShape {
-                operand,
-                dims: tensor.dims().to_vec(),
-                expected: format!("({channels}), one value per channel"),
-            }
-            .into());
-        }
     }
 
     let op = GroupNormOp {
@@ -87,6 +66,34 @@ pub fn group_norm_inference(
             x.apply_op2_no_bwd(&residual.contiguous()?, &op)
         }
     }
+}
+
+/// Checks that `x` is `(n, c, h, w)` with `c` a multiple of `groups`, and that `scale` and
+/// `shift` have one value per channel.
+pub(crate) fn validate(x: &Tensor, groups: usize, scale: &Tensor, shift: &Tensor) -> Result<()> {
+    let dims = x.dims().to_vec();
+    let channels = match dims.as_slice() {
+        &[_, channels, _, _] if groups > 0 && channels.is_multiple_of(groups) => channels,
+        _ => {
+            return Err(KernelError::InvalidShape {
+                operand: "input",
+                dims,
+                expected: format!("(n, c, h, w) with c a multiple of {groups} groups"),
+            }
+            .into())
+        }
+    };
+    for (operand, tensor) in [("scale", scale), ("shift", shift)] {
+        if tensor.dims() != [channels] {
+            return Err(KernelError::InvalidShape {
+                operand,
+                dims: tensor.dims().to_vec(),
+                expected: format!("({channels}), one value per channel"),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 impl GroupNormOp {

@@ -16,8 +16,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::error::KernelError;
-use crate::norm::{group_stats, sum_blocks};
+use crate::norm::{group_stats, sum_blocks, validate};
 use crate::ops::contiguous_f32;
 
 /// Computes `group_norm(x) * scale + shift` over `(n, c, h, w)` input, with gradients for
@@ -33,28 +32,7 @@ pub fn group_norm(
     scale: &Tensor,
     shift: &Tensor,
 ) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let channels = match dims.as_slice() {
-        &[_, channels, _, _] if groups > 0 && channels % groups == 0 => channels,
-        _ => {
-            return Err(KernelError::InvalidShape {
-                operand: "input",
-                dims,
-                expected: format!("(n, c, h, w) with c a multiple of {groups} groups"),
-            }
-            .into())
-        }
-    };
-    for (operand, tensor) in [("scale", scale), ("shift", shift)] {
-        if tensor.dims() != [channels] {
-            return Err(KernelError::InvalidShape {
-                operand,
-                dims: tensor.dims().to_vec(),
-                expected: format!("({channels}), one value per channel"),
-            }
-            .into());
-        }
-    }
+    validate(x, groups, scale, shift)?;
 
     let op = GroupNormTrainOp { groups, eps };
     x.contiguous()?

@@ -1,30 +1,18 @@
-//! Agreement of the fused inference group normalization with the same steps written in
-//! candle's own tensor ops.
+//! Agreement of the fused inference group normalization, and of the trainable one with its
+//! gradients, with the same steps written in candle's own tensor ops.
 //!
 //! Tolerance: every element must satisfy `|ours - candle| <= 1e-4 * max(1, max |candle|)`.
 //! Our kernel sums in f32 lanes and f64 blocks while candle sums in f32, so both are a few
 //! ulps from the exact value.
 
+mod common;
+
 use candle_core::{Device, Tensor, Var, D};
+use common::random_tensor;
 use penumbra_kernels::{group_norm, group_norm_inference};
 
 const TOLERANCE: f32 = 1e-4;
 const EPS: f64 = 1e-5;
-
-/// Deterministic values in [-1, 1) from a 64-bit xorshift generator, shifted by `offset`.
-fn random_tensor(dims: &[usize], seed: u64, offset: f32) -> Tensor {
-    let count: usize = dims.iter().product();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let values: Vec<f32> = (0..count)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0 + offset
-        })
-        .collect();
-    Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
-}
 
 /// Group normalization, scale, shift, residual add and ReLU in candle ops.
 fn reference(

@@ -1,22 +1,14 @@
 //! Agreement of the inference max pooling with candle's `max_pool2d(2)`. Both pick one of the
 //! input values, so the results must be equal.
 
-use candle_core::{Device, Tensor, Var};
+mod common;
+
+use candle_core::Var;
 use penumbra_kernels::max_pool2x2_inference;
 
-/// Deterministic values in [-1, 1) from a 64-bit xorshift generator.
-fn random_tensor(dims: &[usize], seed: u64) -> Tensor {
-    let count: usize = dims.iter().product();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let values: Vec<f32> = (0..count)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
+/// Returns a tensor of deterministic values in [-1, 1).
+fn random_tensor(dims: &[usize], seed: u64) -> candle_core::Tensor {
+    common::random_tensor(dims, seed, 0.0)
 }
 
 #[test]
