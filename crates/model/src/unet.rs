@@ -6,6 +6,7 @@
 //! `norm2` and, when the channel count changes in a residual block, `proj`.
 
 use candle_core::{Module, Tensor};
+use rayon::prelude::*;
 use candle_nn::{
     Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, GroupNorm, VarBuilder,
 };
@@ -441,14 +442,17 @@ const INFERENCE_CHUNK: usize = 1;
 impl Module for UNet {
     /// Runs the network. Without gradients and with the fast kernels, a batch runs in chunks
     /// of `INFERENCE_CHUNK` images, whose feature maps stay in the CPU caches between layers.
+    /// The chunks are rayon tasks, so a thread that finishes its part of one layer takes up
+    /// another image instead of waiting for the other thread.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let batch = x.dim(0)?;
         let chunk = INFERENCE_CHUNK;
         if self.kernels != Kernels::Fast || self.tracks_gradients() || batch <= chunk {
             return self.forward_batch(x);
         }
-        let parts = (0..batch)
-            .step_by(chunk)
+        let starts: Vec<usize> = (0..batch).step_by(chunk).collect();
+        let parts = starts
+            .into_par_iter()
             .map(|start| self.forward_batch(&x.narrow(0, start, chunk.min(batch - start))?))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Tensor::cat(&parts, 0)
