@@ -17,7 +17,7 @@ shift
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-penumbra=${PENUMBRA:-$repo/target/debug/penumbra}
+penumbra=${PENUMBRA:-$repo/target/release/penumbra}
 
 load() {
     cut -d' ' -f1 /proc/loadavg

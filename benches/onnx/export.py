@@ -169,9 +169,9 @@ def build_model(card, weights):
     return model
 
 
-def session(model):
+def session(model, threads):
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -196,17 +196,18 @@ def main():
     parser.add_argument("--batch", type=int, default=1, help="slices per forward pass")
     parser.add_argument("--reps", type=int, default=10, help="timed forward passes after 2 warm-up passes")
     parser.add_argument("--check-io", type=Path, help="folder with input.npy and output.npy from `penumbra bench infer --dump-io`")
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--save", type=Path, help="also write the ONNX model to this file")
     args = parser.parse_args()
-    if args.batch < 1 or args.reps < 1:
-        raise SystemExit(f"export.py: --batch and --reps must be at least 1, got {args.batch} and {args.reps}")
+    if args.batch < 1 or args.reps < 1 or args.threads < 1:
+        raise SystemExit(f"export.py: --batch, --reps and --threads must be at least 1, got {args.batch}, {args.reps} and {args.threads}")
 
     card = json.loads((args.model_dir / "card.json").read_text())
     weights = load_file(str(args.model_dir / "model.safetensors"))
     model = build_model(card, weights)
     if args.save:
         onnx.save(model, str(args.save))
-    sess = session(model)
+    sess = session(model, args.threads)
 
     result = {"model": str(args.model_dir), "base_width": card["architecture"]["base_width"], "depth": card["architecture"]["depth"]}
     if args.check_io:
@@ -233,7 +234,7 @@ def main():
             "batch": args.batch,
             "size": SIZE,
             "kernels": f"onnxruntime {ort.__version__}",
-            "threads": 2,
+            "threads": args.threads,
             "ms_per_slice": statistics.median(pass_ms) / args.batch,
             "ms_per_slice_min": min(pass_ms) / args.batch,
             "reps": args.reps,

@@ -6,8 +6,9 @@
 #
 # The first run creates benches/onnx/.venv and installs the pinned packages of
 # requirements.txt from PyPI. The agreement check runs `penumbra bench infer --dump-io` with the
-# binary in $PENUMBRA (default target/debug/penumbra, built by `cargo build -p penumbra`) and
-# fails when the logits differ by more than export.py's tolerance.
+# binary in $PENUMBRA (default target/release/penumbra, built by
+# `cargo build --release -p penumbra`) and fails when the logits differ by more than
+# export.py's tolerance.
 set -euo pipefail
 
 if [[ $# -lt 2 || $# -gt 3 ]]; then
@@ -20,11 +21,11 @@ reps=${3:-10}
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-penumbra=${PENUMBRA:-$repo/target/debug/penumbra}
+penumbra=${PENUMBRA:-$repo/target/release/penumbra}
 venv=$here/.venv
 
 if [[ ! -x $penumbra ]]; then
-    echo "run.sh: $penumbra not found; run cargo build -p penumbra or set PENUMBRA" >&2
+    echo "run.sh: $penumbra not found; run cargo build --release -p penumbra or set PENUMBRA" >&2
     exit 1
 fi
 if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy, safetensors" 2>/dev/null; then

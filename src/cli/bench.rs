@@ -284,7 +284,7 @@ fn bench_train_step(args: &TrainStepArgs) -> Result<(), String> {
         .map_err(|e| format!("reading the model card in {} failed: {e}", args.model.display()))?;
     let architecture = &card.architecture;
     let multiple = architecture.size_multiple();
-    if args.patch == 0 || args.patch % multiple != 0 {
+    if args.patch == 0 || !args.patch.is_multiple_of(multiple) {
         return Err(format!(
             "--patch {} must be a positive multiple of {multiple} for a depth-{} U-Net",
             args.patch, architecture.depth

@@ -20,12 +20,13 @@ pub(crate) fn forward(
     relu: bool,
 ) -> Vec<f32> {
     let plane = shape.plane();
-    let mut out = vec![0.0f32; shape.batch * shape.c_out * plane];
-    if out.is_empty() {
+    let len = shape.batch * shape.c_out * plane;
+    let mut out = output_buffer(path, len);
+    if len == 0 {
         return out;
     }
 
-    let shared = SharedOut::new(&mut out);
+    let shared = SharedOut::from_raw(out.as_mut_ptr(), len);
     let tiles = row_tiles(
         shape.batch,
         shape.height,
@@ -56,7 +57,20 @@ pub(crate) fn forward(
             add_bias_relu(ptr, (shape.c_out, plane, pixels), bias, relu);
         }
     });
+    // SAFETY: the tiles cover every pixel of every image, and each GEMM writes all `c_out`
+    // channels of its tile, so all `len` elements are initialized.
+    unsafe { out.set_len(len) };
     out
+}
+
+/// Allocates room for `len` outputs. The GEMM crate writes its destination through raw
+/// pointers without reading it, so the `Simd` and `Gemm` paths skip the zero fill. The
+/// portable loops take slices of the destination, which must be initialized first.
+pub(crate) fn output_buffer(path: KernelPath, len: usize) -> Vec<f32> {
+    match path {
+        KernelPath::Portable => vec![0.0f32; len],
+        KernelPath::Simd | KernelPath::Gemm => Vec::with_capacity(len),
+    }
 }
 
 /// Computes the input gradient `grad_x[ci, p] = sum_co weight[co, ci] * grad_out[co, p]`.

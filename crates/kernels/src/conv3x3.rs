@@ -1,5 +1,8 @@
 //! 3x3 convolution with stride 1 and zero padding 1, through im2col and GEMM.
 //!
+//! On CPUs with AVX-512F the `Simd` path computes the forward pass (and so the input gradient)
+//! with the direct kernel in `direct3x3` instead.
+//!
 //! Each task unrolls a tile of input rows into a `(c_in * 9) x (rows * width)` column matrix that
 //! stays under `SCRATCH_ELEMS`, then one GEMM with the `c_out x (c_in * 9)` weight matrix writes
 //! the tile's output rows for every channel. The weight gradient uses the same columns, and the
@@ -68,6 +71,11 @@ pub(crate) fn forward(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if path == KernelPath::Simd && crate::direct3x3::available() {
+        return crate::direct3x3::forward(shape, x, weight, bias, relu);
+    }
+
     let plane = shape.plane();
     let taps = shape.c_in * 9;
     let mut out = vec![0.0f32; shape.batch * shape.c_out * plane];

@@ -3,22 +3,29 @@
 //! The kernels cover the layer types the U-Net uses, all on NCHW `f32` tensors:
 //! 3x3 convolution (stride 1, padding 1) and 1x1 convolution with fused bias and optional ReLU,
 //! and 2x2 transposed convolution with stride 2 and fused bias. [`group_norm_inference`] fuses
-//! group normalization, residual add and ReLU for inference; it has no backward pass. Each op has a `bwd`, so candle
+//! group normalization, residual add and ReLU for inference, and [`max_pool2x2_inference`]
+//! pools in parallel. Neither has a backward pass. [`group_norm`] normalizes with a backward
+//! pass, for training. Each convolution has a `bwd`, so candle
 //! autograd computes input, weight and bias gradients through it. Second derivatives are not
 //! supported.
 //!
-//! Each op feeds a blocked SIMD GEMM from im2col tiles (3x3) or direct matrix views (1x1, 2x2
-//! transposed). Tasks run over images and row tiles on the global rayon pool. Each GEMM is
+//! On CPUs with AVX-512F the 3x3 forward pass and input gradient run a direct kernel over a
+//! zero-padded band of input rows. Every other op feeds a blocked SIMD GEMM from im2col tiles
+//! (3x3) or direct matrix views (1x1, 2x2 transposed). Tasks run over images and row tiles on the global rayon pool. Each GEMM is
 //! single-threaded, so the two levels do not oversubscribe the cores. Set
 //! `PENUMBRA_KERNELS_PORTABLE=1`, or pass `KernelPath::Portable`, to use plain loops instead.
 
 mod conv1x1;
 mod conv3x3;
+#[cfg(target_arch = "x86_64")]
+mod direct3x3;
 mod error;
 mod layout;
 mod matmul;
 mod norm;
+mod norm_train;
 mod ops;
+mod pool;
 mod reduce;
 mod tiling;
 mod transpose;
@@ -28,6 +35,8 @@ use candle_core::{DType, Result, Tensor};
 pub use error::KernelError;
 pub use matmul::{KernelPath, PORTABLE_ENV};
 pub use norm::group_norm_inference;
+pub use norm_train::group_norm;
+pub use pool::max_pool2x2_inference;
 
 use ops::{ConvKind, ConvOp};
 

@@ -6,6 +6,8 @@
 //! variance) and writes the output once. It has no backward pass, so callers use it only on
 //! tensors that track no gradient.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -37,30 +39,9 @@ pub fn group_norm_inference(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let channels = match dims.as_slice() {
-        &[_, channels, _, _] if groups > 0 && channels % groups == 0 => channels,
-        _ => {
-            return Err(KernelError::InvalidShape {
-                operand: "input",
-                dims,
-                expected: format!("(n, c, h, w) with c a multiple of {groups} groups"),
-            }
-            .into())
-        }
-    };
+    validate(x, groups, scale, shift)?;
     if x.track_op() || residual.is_some_and(Tensor::track_op) {
         candle_core::bail!("group_norm_inference has no backward pass; use candle-nn's GroupNorm when training");
-    }
-    for (operand, tensor) in [("scale", scale), ("shift", shift)] {
-        if tensor.dims() != [channels] {
-            return Err(KernelError::InvalidShape {
-                operand,
-                dims: tensor.dims().to_vec(),
-                expected: format!("({channels}), one value per channel"),
-            }
-            .into());
-        }
     }
 
     let op = GroupNormOp {
@@ -87,6 +68,34 @@ pub fn group_norm_inference(
     }
 }
 
+/// Checks that `x` is `(n, c, h, w)` with `c` a multiple of `groups`, and that `scale` and
+/// `shift` have one value per channel.
+pub(crate) fn validate(x: &Tensor, groups: usize, scale: &Tensor, shift: &Tensor) -> Result<()> {
+    let dims = x.dims().to_vec();
+    let channels = match dims.as_slice() {
+        &[_, channels, _, _] if groups > 0 && channels.is_multiple_of(groups) => channels,
+        _ => {
+            return Err(KernelError::InvalidShape {
+                operand: "input",
+                dims,
+                expected: format!("(n, c, h, w) with c a multiple of {groups} groups"),
+            }
+            .into())
+        }
+    };
+    for (operand, tensor) in [("scale", scale), ("shift", shift)] {
+        if tensor.dims() != [channels] {
+            return Err(KernelError::InvalidShape {
+                operand,
+                dims: tensor.dims().to_vec(),
+                expected: format!("({channels}), one value per channel"),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 impl GroupNormOp {
     fn run(&self, x: &[f32], residual: Option<&[f32]>, layout: &Layout) -> Result<CpuStorage> {
         let (_, channels, height, width) = layout.shape().dims4()?;
@@ -96,9 +105,10 @@ impl GroupNormOp {
         if x.is_empty() {
             return Ok(CpuStorage::F32(Vec::new()));
         }
-        let mut out = vec![0f32; x.len()];
+        let mut out: Vec<f32> = Vec::with_capacity(x.len());
 
-        out.par_chunks_mut(group_len)
+        out.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(group_len)
             .enumerate()
             .for_each(|(index, out_group)| {
                 let start = index * group_len;
@@ -107,50 +117,70 @@ impl GroupNormOp {
                 let residual = residual.map(|r| &r[start..start + group_len]);
                 self.normalize_group(input, residual, out_group, first_channel, plane);
             });
+        // SAFETY: the groups cover all `x.len()` elements, and `normalize_group` writes every
+        // element of its group.
+        unsafe { out.set_len(x.len()) };
         Ok(CpuStorage::F32(out))
     }
 
-    /// Normalizes one group of channels starting at channel `first_channel`.
+    /// Normalizes one group of channels starting at channel `first_channel`, writing every
+    /// element of `out`.
     fn normalize_group(
         &self,
         input: &[f32],
         residual: Option<&[f32]>,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         first_channel: usize,
         plane: usize,
     ) {
-        // Two passes: the mean, then the mean squared deviation from it.
-        let count = input.len() as f64;
-        let mean = sum_blocks(input, |v| v) / count;
-        let mean_f32 = mean as f32;
-        let variance = sum_blocks(input, |v| (v - mean_f32) * (v - mean_f32)) / count;
-        let inv_std = 1.0 / (variance + self.eps).sqrt();
+        let (mean, inv_std) = group_stats(input, self.eps);
 
         for (k, out_channel) in out.chunks_exact_mut(plane).enumerate() {
             let channel = first_channel + k;
             let gain = (self.scale[channel] as f64 * inv_std) as f32;
             let offset = (self.shift[channel] as f64 - mean * self.scale[channel] as f64 * inv_std) as f32;
             let values = &input[k * plane..(k + 1) * plane];
-            match residual {
-                Some(residual) => {
-                    let residual = &residual[k * plane..(k + 1) * plane];
-                    for ((o, &v), &r) in out_channel.iter_mut().zip(values).zip(residual) {
-                        *o = v * gain + offset + r;
-                    }
-                }
-                None => {
-                    for (o, &v) in out_channel.iter_mut().zip(values) {
-                        *o = v * gain + offset;
-                    }
-                }
-            }
+            let residual = residual.map(|r| &r[k * plane..(k + 1) * plane]);
             if self.relu {
-                for o in out_channel.iter_mut() {
-                    *o = o.max(0.0);
-                }
+                scale_shift_channel::<true>(out_channel, values, residual, gain, offset);
+            } else {
+                scale_shift_channel::<false>(out_channel, values, residual, gain, offset);
             }
         }
     }
+}
+
+/// Writes `values * gain + offset + residual` into `out`, clamped at zero when `RELU` is set.
+fn scale_shift_channel<const RELU: bool>(
+    out: &mut [MaybeUninit<f32>],
+    values: &[f32],
+    residual: Option<&[f32]>,
+    gain: f32,
+    offset: f32,
+) {
+    let activate = |y: f32| if RELU { y.max(0.0) } else { y };
+    match residual {
+        Some(residual) => {
+            for ((o, &v), &r) in out.iter_mut().zip(values).zip(residual) {
+                o.write(activate(v * gain + offset + r));
+            }
+        }
+        None => {
+            for (o, &v) in out.iter_mut().zip(values) {
+                o.write(activate(v * gain + offset));
+            }
+        }
+    }
+}
+
+/// Returns the mean of `values` and `1 / sqrt(variance + eps)`, with the biased variance, in
+/// two passes: the mean, then the mean squared deviation from it.
+pub(crate) fn group_stats(values: &[f32], eps: f64) -> (f64, f64) {
+    let count = values.len().max(1) as f64;
+    let mean = sum_blocks(values, |v| v) / count;
+    let mean_f32 = mean as f32;
+    let variance = sum_blocks(values, |v| (v - mean_f32) * (v - mean_f32)) / count;
+    (mean, 1.0 / (variance + eps).sqrt())
 }
 
 /// Lanes of the partial sums in [`sum_blocks`], enough for the compiler to vectorize the loop.
@@ -161,7 +191,7 @@ const BLOCK: usize = 1024;
 
 /// Sums `map(v)` over `values`: in f32 lanes within blocks of 1024 values, so the loop
 /// vectorizes, and in f64 across blocks, so long planes lose no precision.
-fn sum_blocks(values: &[f32], map: impl Fn(f32) -> f32) -> f64 {
+pub(crate) fn sum_blocks(values: &[f32], map: impl Fn(f32) -> f32) -> f64 {
     let mut total = 0f64;
     for block in values.chunks(BLOCK) {
         let mut lanes = [0f32; LANES];

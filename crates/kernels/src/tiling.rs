@@ -84,6 +84,11 @@ impl SharedOut {
         }
     }
 
+    /// Wraps `len` elements from `ptr`, which may still be uninitialized.
+    pub fn from_raw(ptr: *mut f32, len: usize) -> Self {
+        Self { ptr, len }
+    }
+
     /// Returns the pointer at `offset` and the number of elements from there to the end.
     pub fn at(&self, offset: usize) -> (*mut f32, usize) {
         assert!(offset <= self.len, "output offset exceeds its buffer");

@@ -24,12 +24,14 @@ pub(crate) fn forward(
 ) -> Vec<f32> {
     let plane = shape.plane();
     let outputs = shape.c_out * 4;
-    let mut out = vec![0.0f32; shape.batch * outputs * plane];
-    if out.is_empty() {
+    let len = shape.batch * outputs * plane;
+    // Every element is written by `scatter` before the length is set.
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
         return out;
     }
 
-    let shared = SharedOut::new(&mut out);
+    let shared = SharedOut::from_raw(out.as_mut_ptr(), len);
     let tiles = row_tiles(
         shape.batch,
         shape.height,
@@ -60,6 +62,9 @@ pub(crate) fn forward(
             // SAFETY: this tile writes output rows 2 * tile.rows of image `tile.image` only.
             unsafe { scatter(shape, tile, scratch, bias, shared) };
         });
+    // SAFETY: the tiles cover every input row of every image, and `scatter` writes all output
+    // pixels of a tile's rows in every channel, so all `len` elements are initialized.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -68,7 +73,7 @@ pub(crate) fn forward(
 ///
 /// # Safety
 ///
-/// No other thread may write output rows `2 * tile.rows` of image `tile.image` meanwhile.
+/// No other thread may access output rows `2 * tile.rows` of image `tile.image` meanwhile.
 unsafe fn scatter(
     shape: &ConvShape,
     tile: &Tile,
@@ -84,12 +89,13 @@ unsafe fn scatter(
         for (r, y) in tile.rows.clone().enumerate() {
             for dy in 0..2 {
                 let offset = (tile.image * shape.c_out + co) * out_plane + (2 * y + dy) * 2 * width;
-                let (ptr, _) = out.at(offset);
-                let row = std::slice::from_raw_parts_mut(ptr, 2 * width);
+                let (row, len) = out.at(offset);
+                assert!(len >= 2 * width, "output row exceeds its buffer");
                 for dx in 0..2 {
                     let src = &scratch[(co * 4 + dy * 2 + dx) * pixels + r * width..][..width];
                     for (x, value) in src.iter().enumerate() {
-                        row[2 * x + dx] = value + b;
+                        // Raw writes, because the output may still be uninitialized.
+                        row.add(2 * x + dx).write(value + b);
                     }
                 }
             }

@@ -12,7 +12,7 @@ use penumbra_kernels::{
 };
 
 const TOLERANCE: f32 = 1e-4;
-const PATHS: [KernelPath; 2] = [KernelPath::Simd, KernelPath::Portable];
+const PATHS: [KernelPath; 3] = [KernelPath::Simd, KernelPath::Gemm, KernelPath::Portable];
 
 /// Deterministic values in [-1, 1) from a 64-bit xorshift generator.
 fn random_values(count: usize, seed: u64) -> Vec<f32> {

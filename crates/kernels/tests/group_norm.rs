@@ -1,30 +1,18 @@
-//! Agreement of the fused inference group normalization with the same steps written in
-//! candle's own tensor ops.
+//! Agreement of the fused inference group normalization, and of the trainable one with its
+//! gradients, with the same steps written in candle's own tensor ops.
 //!
 //! Tolerance: every element must satisfy `|ours - candle| <= 1e-4 * max(1, max |candle|)`.
 //! Our kernel sums in f32 lanes and f64 blocks while candle sums in f32, so both are a few
 //! ulps from the exact value.
 
+mod common;
+
 use candle_core::{Device, Tensor, Var, D};
-use penumbra_kernels::group_norm_inference;
+use common::random_tensor;
+use penumbra_kernels::{group_norm, group_norm_inference};
 
 const TOLERANCE: f32 = 1e-4;
 const EPS: f64 = 1e-5;
-
-/// Deterministic values in [-1, 1) from a 64-bit xorshift generator, shifted by `offset`.
-fn random_tensor(dims: &[usize], seed: u64, offset: f32) -> Tensor {
-    let count: usize = dims.iter().product();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let values: Vec<f32> = (0..count)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0 + offset
-        })
-        .collect();
-    Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
-}
 
 /// Group normalization, scale, shift, residual add and ReLU in candle ops.
 fn reference(
@@ -120,4 +108,38 @@ fn group_norm_accepts_empty_plane() {
     let shift = random_tensor(&[4], 3, 0.0);
     let y = group_norm_inference(&x, 2, EPS, &scale, &shift, None, true).unwrap();
     assert_eq!(y.dims(), &[1, 4, 0, 3]);
+}
+
+#[test]
+fn trainable_group_norm_matches_candle_gradients() {
+    for (channels, groups, h, w) in [(8, 4, 17, 13), (8, 2, 40, 40), (6, 6, 5, 7), (4, 1, 3, 3)] {
+        let x = Var::from_tensor(&random_tensor(&[2, channels, h, w], 11, 3.0)).unwrap();
+        let scale = Var::from_tensor(&random_tensor(&[channels], 12, 1.0)).unwrap();
+        let shift = Var::from_tensor(&random_tensor(&[channels], 13, 0.0)).unwrap();
+        let probe = random_tensor(&[2, channels, h, w], 14, 0.0);
+        let case = format!("c {channels} groups {groups} {h}x{w}");
+
+        let ours = group_norm(x.as_tensor(), groups, EPS, scale.as_tensor(), shift.as_tensor()).unwrap();
+        let expected = reference(x.as_tensor(), groups, scale.as_tensor(), shift.as_tensor(), None, false);
+        assert_close(&ours, &expected, &format!("{case} output"));
+
+        let ours_grads = ours.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let expected_grads = expected.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, var) in [("input", &x), ("scale", &scale), ("shift", &shift)] {
+            let ours = ours_grads.get(var.as_tensor()).expect("missing gradient");
+            let expected = expected_grads.get(var.as_tensor()).expect("missing reference gradient");
+            assert_close(ours, expected, &format!("{case} {name} gradient"));
+        }
+    }
+}
+
+#[test]
+fn trainable_group_norm_rejects_bad_operands() {
+    let x = random_tensor(&[1, 6, 4, 4], 1, 0.0);
+    let scale = random_tensor(&[6], 2, 1.0);
+    let shift = random_tensor(&[6], 3, 0.0);
+    assert!(group_norm(&x, 4, EPS, &scale, &shift).is_err());
+
+    let short_shift = random_tensor(&[3], 3, 0.0);
+    assert!(group_norm(&x, 3, EPS, &scale, &short_shift).is_err());
 }

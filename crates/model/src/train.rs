@@ -112,7 +112,7 @@ impl TrainConfig {
             return Err(ModelError::Dataset("the dataset has no slices".into()));
         };
         let multiple = architecture.size_multiple();
-        if shape[0] % multiple != 0 || shape[1] % multiple != 0 || self.patch_size % multiple != 0 {
+        if shape[0] % multiple != 0 || shape[1] % multiple != 0 || !self.patch_size.is_multiple_of(multiple) {
             return invalid(format!(
                 "slice size {shape:?} and patch size {} must be multiples of {multiple} (2^depth)",
                 self.patch_size

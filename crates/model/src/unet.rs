@@ -6,6 +6,7 @@
 //! `norm2` and, when the channel count changes in a residual block, `proj`.
 
 use candle_core::{Module, Tensor};
+use rayon::prelude::*;
 use candle_nn::{
     Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, GroupNorm, VarBuilder,
 };
@@ -131,7 +132,7 @@ fn norm_layer(
         // The largest divisor of `channels` not above the requested group count.
         Norm::Group { groups } => (1..=groups.min(channels))
             .rev()
-            .find(|g| channels % g == 0)
+            .find(|g| channels.is_multiple_of(*g))
             .unwrap_or(1),
     };
     let scale = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
@@ -204,7 +205,8 @@ impl ConvBlock {
 }
 
 /// Applies `norm`, adds `residual` and applies ReLU. With the fast kernels, on CPU `f32`
-/// tensors that track no gradient (inference), the three steps run as one fused pass.
+/// tensors that track no gradient (inference), the three steps run as one fused pass. In
+/// training the normalization runs as one op with its own backward pass.
 fn norm_add_relu(
     norm: &Option<NormLayer>,
     x: Tensor,
@@ -226,6 +228,13 @@ fn norm_add_relu(
     }
 
     let mut h = match norm {
+        Some(norm) if fast => penumbra_kernels::group_norm(
+            &x,
+            norm.groups,
+            NORM_EPS,
+            &norm.scale,
+            &norm.shift,
+        )?,
         Some(norm) => norm.layer.forward(&x)?,
         None => x,
     };
@@ -255,6 +264,17 @@ fn conv_up(layer: &ConvTranspose2d, x: &Tensor, kernels: Kernels) -> candle_core
         penumbra_kernels::conv_transpose2x2(x, layer.weight(), layer.bias())
     } else {
         layer.forward(x)
+    }
+}
+
+/// Applies 2x2 max pooling. With the fast kernels, on CPU `f32` tensors that track no gradient
+/// (inference), the parallel kernel of `penumbra-kernels` runs in place of candle's.
+fn max_pool(x: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
+    let fast = kernels == Kernels::Fast && x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
+    if fast && !x.track_op() {
+        penumbra_kernels::max_pool2x2_inference(x)
+    } else {
+        x.max_pool2d(2)
     }
 }
 
@@ -387,13 +407,20 @@ impl UNet {
     }
 }
 
-impl Module for UNet {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+impl UNet {
+    /// Returns whether the head's weight tracks gradients, as it does when the weights are
+    /// training variables.
+    fn tracks_gradients(&self) -> bool {
+        self.head.weight().track_op()
+    }
+
+    /// Runs the network on every image of `x` at once.
+    fn forward_batch(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut skips = Vec::with_capacity(self.encoders.len());
         let mut h = x.clone();
         for encoder in &self.encoders {
             let features = encoder.forward(&h)?;
-            h = features.max_pool2d(2)?;
+            h = max_pool(&features, self.kernels)?;
             skips.push(features);
         }
         h = self.bottleneck.forward(&h)?;
@@ -403,6 +430,32 @@ impl Module for UNet {
             h = decoder.forward(&Tensor::cat(&[skip, &upsampled], 1)?)?;
         }
         conv(&self.head, &h, self.kernels)
+    }
+}
+
+/// Images per forward pass in inference with the fast kernels. One image's largest feature
+/// maps (16 channels of 256x256 at width 16, 4 MiB) stay in the L2 and L3 caches between
+/// layers, where those of a batch of 8 would not. On a 2-core AVX-512 machine at load average
+/// 5, batch 8 ran 1.05-1.5x faster per slice one image at a time than in one pass.
+const INFERENCE_CHUNK: usize = 1;
+
+impl Module for UNet {
+    /// Runs the network. Without gradients and with the fast kernels, a batch runs in chunks
+    /// of `INFERENCE_CHUNK` images, whose feature maps stay in the CPU caches between layers.
+    /// The chunks are rayon tasks, so a thread that finishes its part of one layer takes up
+    /// another image instead of waiting for the other thread.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let batch = x.dim(0)?;
+        let chunk = INFERENCE_CHUNK;
+        if self.kernels != Kernels::Fast || self.tracks_gradients() || batch <= chunk {
+            return self.forward_batch(x);
+        }
+        let starts: Vec<usize> = (0..batch).step_by(chunk).collect();
+        let parts = starts
+            .into_par_iter()
+            .map(|start| self.forward_batch(&x.narrow(0, start, chunk.min(batch - start))?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 0)
     }
 }
 
@@ -606,6 +659,45 @@ mod tests {
         let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
         assert!(names.iter().all(|n| !n.contains("proj")), "{names:?}");
         assert!(names.iter().any(|n| n == "enc1.norm1.weight"));
+    }
+
+    #[test]
+    fn chunked_inference_matches_candle() {
+        // Weights loaded as plain tensors track no gradient, so the fast kernels run the batch of
+        // three one image at a time. candle's kernels run it in one pass.
+        let config = UNetConfig {
+            in_channels: 2,
+            base_width: 4,
+            depth: 2,
+            ..Default::default()
+        };
+        let varmap = VarMap::new();
+        UNet::new(
+            &config,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        init_weights(&varmap, 3).unwrap();
+        let tensors: std::collections::HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let mut unet = UNet::new(&config, vb).unwrap();
+        assert!(!unet.tracks_gradients());
+
+        let x = Tensor::randn(0f32, 1.0, (3, 2, 16, 12), &Device::Cpu).unwrap();
+        let fast: Vec<f32> = unet.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        unet.set_kernels(Kernels::Candle);
+        let reference: Vec<f32> = unet.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(fast.len(), 3 * 3 * 16 * 12);
+        let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in fast.iter().zip(&reference).enumerate() {
+            assert!((a - b).abs() <= 1e-4 * scale, "element {i}: {a} against {b}");
+        }
     }
 
     #[test]

@@ -64,8 +64,6 @@ struct Options {
     reps: usize,
 }
 
-// `usize::is_multiple_of` needs Rust 1.87, above the workspace minimum of 1.85.
-#[allow(clippy::manual_is_multiple_of)]
 fn parse_options() -> std::result::Result<Options, String> {
     let mut options = Options {
         size: 256,
@@ -81,7 +79,7 @@ fn parse_options() -> std::result::Result<Options, String> {
             .parse()
             .map_err(|_| format!("{flag} must be a positive integer, got {value}"))?;
         match flag.as_str() {
-            "--size" if number >= 16 && number % 16 == 0 => options.size = number,
+            "--size" if number >= 16 && number.is_multiple_of(16) => options.size = number,
             "--size" => {
                 return Err(format!(
                     "--size must be a multiple of 16, at least 16, got {number}"
