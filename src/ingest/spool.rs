@@ -156,6 +156,16 @@ impl Spool {
         Self::open_inner(data_dir, durability, GroupCommit::default(), journal)
     }
 
+    /// Opens the spool without a journal, so that with [`Durability::Fsync`] every instance is
+    /// fsynced in the spool with its folder. The benchmark compares this path with the journal.
+    ///
+    /// # Errors
+    ///
+    /// The spool folder cannot be created.
+    pub fn open_without_journal(data_dir: &Path, durability: Durability) -> Result<Self, SpoolError> {
+        Self::open_inner(data_dir, durability, GroupCommit::default(), None)
+    }
+
     fn open_inner(data_dir: &Path, durability: Durability, commits: GroupCommit, journal: Option<JournalSettings>) -> Result<Self, SpoolError> {
         let root = data_dir.join("spool");
         fs::create_dir_all(&root).map_err(|source| SpoolError::CreateDir { path: root.clone(), source })?;
