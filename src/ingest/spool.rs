@@ -6,8 +6,8 @@
 //! `<sop>.conflict-<n>.dcm`. Stores of one SOP Instance UID run one at a time.
 //!
 //! Durability, for [`Spool::store`] with [`Durability::Fsync`]: the instance is first appended to
-//! the intake [`Journal`] and fdatasynced, then written through the page cache; a crash is
-//! repaired by the journal's replay at the next open. Instances too large for a journal segment,
+//! the intake [`Journal`] and fdatasynced, then written through the page cache. The journal's
+//! replay at the next open repairs what a crash lost. Instances too large for a journal segment,
 //! and [`Spool::store_with`] with `fsync` (the folder watcher), take the direct path instead: the
 //! temporary file is fsynced before it is linked and the folder after. The syncs of concurrent
 //! stores (several associations) run in shared batches ([`GroupCommit`]).
@@ -93,7 +93,7 @@ pub struct Spool {
     durability: Durability,
     listener: Mutex<Option<Sender<SpooledInstance>>>,
     commits: GroupCommit,
-    /// Present with [`Durability::Fsync`] unless a test turned it off.
+    /// Present with [`Durability::Fsync`] unless the spool was opened without a journal.
     journal: Option<Journal>,
     claims: Claims,
 }
@@ -444,7 +444,7 @@ fn link_first_free(folder: &Path, final_path: &Path, sop: &str, temp: &Path, byt
     unreachable!("u32 conflict counter exhausted")
 }
 
-/// `<sop>.dcm` for `n` 0, else the `n`-th conflict copy.
+/// Returns `<sop>.dcm` for `n` = 0 and the `n`-th conflict copy otherwise.
 fn candidate_name(folder: &Path, final_path: &Path, sop: &str, n: u32) -> PathBuf {
     if n == 0 {
         final_path.to_path_buf()
@@ -463,7 +463,7 @@ fn new_file_outcome(n: u32, path: PathBuf, final_path: &Path) -> StoreOutcome {
 
 /// Chooses where `bytes` go without writing anything, with the rules of [`link_first_free`]:
 /// the first free name among `<sop>.dcm` and its conflict copies, or the name that already
-/// contains these bytes. Only correct while the caller holds the claim of `final_path`.
+/// contains these bytes. Only correct while the caller has the claim of `final_path`.
 fn choose_name(folder: &Path, final_path: &Path, sop: &str, bytes: &[u8]) -> Result<StoreOutcome, SpoolError> {
     for n in 0u32.. {
         let candidate = candidate_name(folder, final_path, sop, n);
@@ -555,10 +555,11 @@ pub fn free_disk_bytes(path: &Path) -> io::Result<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ids(sop: &str) -> InstanceIds {
+    /// Identifiers of an instance in study 1.2.3, series 1.2.3.4.
+    pub(crate) fn ids(sop: &str) -> InstanceIds {
         InstanceIds {
             study_instance_uid: "1.2.3".to_string(),
             series_instance_uid: "1.2.3.4".to_string(),

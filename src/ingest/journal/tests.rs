@@ -6,21 +6,11 @@ use std::path::{Path, PathBuf};
 
 use super::{JournalSettings, BLOCK, RECORD_HEADER_LEN};
 use crate::config::Durability;
-use crate::ingest::spool::{InstanceIds, Source, Spool, StoreOutcome};
+use crate::ingest::spool::tests::ids;
+use crate::ingest::spool::{Source, Spool, StoreOutcome};
 
 /// Three records of up to `BLOCK - 48 - path` bytes fit into one segment.
 const SMALL: JournalSettings = JournalSettings { segment_bytes: 4 * BLOCK, segments: 2 };
-
-fn ids(sop: &str) -> InstanceIds {
-    InstanceIds {
-        study_instance_uid: "1.2.3".to_string(),
-        series_instance_uid: "1.2.3.4".to_string(),
-        sop_instance_uid: sop.to_string(),
-        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".to_string(),
-        number_of_temporal_positions: None,
-        image_position_patient: None,
-    }
-}
 
 fn open(dir: &Path) -> Spool {
     Spool::open_with_journal(dir, Durability::Fsync, SMALL).unwrap()
@@ -30,6 +20,13 @@ fn store(spool: &Spool, sop: &str, bytes: &[u8]) -> PathBuf {
     match spool.store(&ids(sop), bytes, Source::Scp { calling_ae: "CT1".to_string() }).unwrap() {
         StoreOutcome::Stored { path } | StoreOutcome::Conflict { path, .. } => path,
         StoreOutcome::Duplicate { path } => panic!("unexpected duplicate at {}", path.display()),
+    }
+}
+
+/// Stores instances 1.1, 1.2 and 1.3, which fill the first segment.
+fn store_three(spool: &Spool) {
+    for sop in ["1.1", "1.2", "1.3"] {
+        store(spool, sop, &payload(sop));
     }
 }
 
@@ -65,9 +62,7 @@ fn data_offset(index: u64, sop: &str) -> u64 {
 fn records_replay_missing_spool_files() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
-    for sop in ["1.1", "1.2", "1.3"] {
-        store(&spool, sop, &payload(sop));
-    }
+    store_three(&spool);
     drop(spool);
     lose_spool_files(dir.path());
 
@@ -101,9 +96,7 @@ fn replay_rewrites_truncated_or_changed_file() {
 fn corrupt_record_stops_its_segment() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
-    for sop in ["1.1", "1.2", "1.3"] {
-        store(&spool, sop, &payload(sop));
-    }
+    store_three(&spool);
     drop(spool);
     damage(dir.path(), 0, data_offset(1, "1.2") + 5, b'#');
     lose_spool_files(dir.path());
@@ -119,9 +112,7 @@ fn corrupt_record_stops_its_segment() {
 fn torn_tail_record_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
-    for sop in ["1.1", "1.2", "1.3"] {
-        store(&spool, sop, &payload(sop));
-    }
+    store_three(&spool);
     drop(spool);
     // A write that stopped part-way leaves the segment's earlier zeros in the record's tail.
     for offset in 100..payload("1.3").len() as u64 {
@@ -140,9 +131,7 @@ fn torn_tail_record_is_ignored() {
 fn old_generation_records_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
-    for sop in ["1.1", "1.2", "1.3"] {
-        store(&spool, sop, &payload(sop));
-    }
+    store_three(&spool);
     spool.checkpoint().unwrap();
     // Takes the first record's place; the two records after it are intact but void.
     store(&spool, "1.4", &payload("1.4"));

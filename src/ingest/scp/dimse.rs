@@ -132,8 +132,8 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-// `get` rather than `element_opt`: dicom-object 0.10 answers a missing element through an error
-// that captures a backtrace, which cost more than the rest of the command decoding.
+// `get` rather than `element_opt`, because dicom-object 0.10 reports a missing element through an
+// error that captures a backtrace. That cost more than the rest of the command decoding.
 fn read_u16(object: &InMemDicomObject, tag: Tag) -> Option<u16> {
     object.get(tag)?.to_int::<u16>().ok()
 }
