@@ -405,6 +405,10 @@ impl Spool {
             file.write_all(bytes)?;
             if fsync {
                 self.commits.sync_file(file)?;
+            } else if self.journal.is_some() {
+                // Starting writeback now spreads the disk writes, so the journal's checkpoint
+                // before it reuses a segment finds less to flush.
+                super::group_commit::start_writeback(&file);
             }
             Ok(())
         };
