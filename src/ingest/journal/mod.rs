@@ -256,7 +256,7 @@ impl Journal {
         if let Some(error) = &state.failed {
             return Err(JournalError::SyncFailed(error.clone()));
         }
-        if state.offset + len > shared.settings.segment_bytes {
+        while state.offset + len > shared.settings.segment_bytes {
             state = shared.rotate(state)?;
         }
 
@@ -321,12 +321,17 @@ impl Shared {
     }
 
     /// Moves to the next segment, first making the spool files of its records durable and then
-    /// voiding them.
+    /// voiding them. Returns early when another store rotated while this one waited.
     fn rotate<'a>(&'a self, mut state: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>, JournalError> {
-        let next = (state.current + 1) % state.segments.len();
-        while state.segments[next].in_flight > 0 {
+        let from = state.current;
+        let next = (from + 1) % state.segments.len();
+        while state.segments[next].in_flight > 0 && state.current == from {
             state = self.progress.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+        if state.current != from {
+            return Ok(state);
+        }
+
         if state.segments[next].dirty {
             syncfs(&self.spool_root)?;
             void_segment(&mut state, next)?;

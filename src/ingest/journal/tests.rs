@@ -305,3 +305,33 @@ fn concurrent_stores_all_replay() {
         }
     }
 }
+
+#[test]
+fn concurrent_stores_rotate_the_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = JournalSettings { segment_bytes: 4 * BLOCK, segments: 3 };
+    let spool = Spool::open_with_journal(dir.path(), Durability::Fsync, settings).unwrap();
+    let sops: Vec<String> = (0..4).flat_map(|thread| (0..15).map(move |i| format!("1.{thread}.{i}"))).collect();
+    std::thread::scope(|scope| {
+        for chunk in sops.chunks(15) {
+            let spool = &spool;
+            scope.spawn(move || {
+                for sop in chunk {
+                    store(spool, sop, &payload(sop));
+                }
+            });
+        }
+    });
+    assert!(spool.journal().unwrap().checkpoints() > 0, "60 records must wrap a ring of 9");
+    drop(spool);
+    lose_spool_files(dir.path());
+
+    Spool::open_with_journal(dir.path(), Durability::Fsync, settings).unwrap();
+
+    let restored: Vec<&String> = sops.iter().filter(|sop| instance_path(dir.path(), sop).exists()).collect();
+    assert!(!restored.is_empty(), "the live records are replayed");
+    assert!(restored.len() <= 9, "at most one ring of records is live, got {}", restored.len());
+    for sop in restored {
+        assert_eq!(fs::read(instance_path(dir.path(), sop)).unwrap(), payload(sop), "instance {sop}");
+    }
+}
