@@ -237,9 +237,9 @@ impl Spool {
         }
     }
 
-    /// Stores one instance through the journal: the final name is chosen first, then the record
-    /// is written and synced while the temporary file is written, and the file is linked once the
-    /// record is on disk. An instance too large for a segment is fsynced directly.
+    /// Stores one instance through the journal: the final name is chosen first, then the
+    /// temporary file and the record are written, and the file is linked once the record is on
+    /// disk. An instance too large for a segment is fsynced directly.
     fn store_journaled(&self, journal: &Journal, ids: &InstanceIds, bytes: &[u8], source: Source) -> Result<StoreOutcome, SpoolError> {
         if !journal.fits(bytes.len()) {
             return self.store_with(ids, bytes, source, true);
@@ -264,8 +264,14 @@ impl Spool {
 
     fn write_journaled(&self, journal: &Journal, folder: &Path, target: &Path, sop: &str, bytes: &[u8]) -> Result<(), SpoolError> {
         let relative = target.strip_prefix(&self.root).unwrap_or(target).to_string_lossy().into_owned();
-        let pending = journal.append(&relative, bytes)?;
         let temp = self.write_temp(folder, sop, bytes, false)?;
+        let pending = match journal.append(&relative, bytes) {
+            Ok(pending) => pending,
+            Err(err) => {
+                let _ = fs::remove_file(&temp);
+                return Err(err.into());
+            }
+        };
 
         let linked = pending
             .wait()

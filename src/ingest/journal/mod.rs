@@ -21,9 +21,9 @@
 //! | 40..44 | CRC-32 of bytes 0..40, the path and the instance bytes |
 //! | 48.. | the path (UTF-8), then the instance bytes |
 //!
-//! A syncer thread runs the fdatasyncs, so that a store writes the spool file's temporary copy
-//! while its record is being synced, and so that one fdatasync covers every record written
-//! before it started (several associations share it).
+//! The fdatasyncs run as group commits: a store that waits for its record starts a sync round
+//! when none is running, and one round covers every record written before it started, so several
+//! associations share it.
 //!
 //! Invariants:
 //! - A record is valid only while its generation equals its segment's. Records are written in
@@ -42,7 +42,6 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
 use thiserror::Error;
 
@@ -104,7 +103,6 @@ pub struct Recovery {
 #[derive(Debug)]
 pub struct Journal {
     shared: Arc<Shared>,
-    syncer: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -112,9 +110,7 @@ struct Shared {
     spool_root: PathBuf,
     settings: JournalSettings,
     state: Mutex<State>,
-    /// Wakes the syncer: records were written, or the journal is closing.
-    work: Condvar,
-    /// Wakes stores and checkpoints: a sync finished or an in-flight count dropped.
+    /// Wakes stores and checkpoints: a sync round finished or an in-flight count dropped.
     progress: Condvar,
 }
 
@@ -132,7 +128,8 @@ struct State {
     /// Error of a failed fdatasync. Once set, no record is acknowledged any more, because the
     /// kernel may have dropped the pages that failed to write.
     failed: Option<String>,
-    closing: bool,
+    /// Whether a store is running a sync round now.
+    syncing: bool,
     /// Checkpoints run since open (rotations and explicit calls).
     checkpoints: u64,
 }
@@ -146,7 +143,7 @@ struct Segment {
     in_flight: usize,
     /// Whether records of the current generation were written since the last checkpoint.
     dirty: bool,
-    /// Whether records were written since the syncer last took this segment.
+    /// Whether records were written since the last sync round took this segment.
     unsynced: bool,
 }
 
@@ -160,7 +157,7 @@ pub struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    /// Blocks until the record is on disk.
+    /// Blocks until the record is on disk, running a sync round when none is running.
     ///
     /// # Errors
     ///
@@ -174,7 +171,11 @@ impl Pending<'_> {
             if state.synced > self.sequence {
                 return Ok(());
             }
-            state = self.shared.progress.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = if state.syncing {
+                self.shared.progress.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner())
+            } else {
+                self.shared.sync_round(state)
+            };
         }
     }
 }
@@ -190,7 +191,7 @@ impl Drop for Pending<'_> {
 
 impl Journal {
     /// Opens `<data_dir>/journal`, restores the spool files of valid records under `spool_root`,
-    /// checkpoints, (re)creates the segments to match `settings` and starts the syncer thread.
+    /// checkpoints and (re)creates the segments to match `settings`.
     ///
     /// # Errors
     ///
@@ -221,16 +222,11 @@ impl Journal {
             synced: next_sequence,
             next_generation,
             failed: None,
-            closing: false,
+            syncing: false,
             checkpoints: 0,
         };
-        let shared = Arc::new(Shared { spool_root: spool_root.to_path_buf(), settings, state: Mutex::new(state), work: Condvar::new(), progress: Condvar::new() });
-
-        let syncer = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new().name("journal-sync".to_string()).spawn(move || shared.run_syncer()).map_err(JournalError::Spawn)?
-        };
-        Ok((Self { shared, syncer: Some(syncer) }, Recovery { records: scan.records.len(), restored }))
+        let shared = Arc::new(Shared { spool_root: spool_root.to_path_buf(), settings, state: Mutex::new(state), progress: Condvar::new() });
+        Ok((Self { shared }, Recovery { records: scan.records.len(), restored }))
     }
 
     /// Returns whether an instance of `data_len` bytes fits into one segment, with any valid path.
@@ -238,8 +234,8 @@ impl Journal {
         record_len(MAX_PATH_LEN, data_len) <= self.shared.settings.segment_bytes - BLOCK
     }
 
-    /// Writes a record of `bytes` for the spool file at `relative_path` and hands it to the
-    /// syncer.
+    /// Writes a record of `bytes` for the spool file at `relative_path`; [`Pending::wait`] makes
+    /// it durable.
     ///
     /// # Errors
     ///
@@ -271,7 +267,6 @@ impl Journal {
 
         state.offset += len;
         state.next_sequence += 1;
-        shared.work.notify_one();
         Ok(Pending { shared, segment: current, sequence })
     }
 
@@ -305,16 +300,6 @@ impl Journal {
     }
 }
 
-impl Drop for Journal {
-    fn drop(&mut self) {
-        self.shared.lock().closing = true;
-        self.shared.work.notify_all();
-        if let Some(syncer) = self.syncer.take() {
-            let _ = syncer.join();
-        }
-    }
-}
-
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -342,39 +327,31 @@ impl Shared {
         Ok(state)
     }
 
-    /// Syncs written records until the journal closes: each round fdatasyncs every segment
-    /// written since the previous round, so one round covers every record written before it
-    /// started.
-    fn run_syncer(&self) {
-        let mut state = self.lock();
-        loop {
-            while state.synced == state.next_sequence && !state.closing {
-                state = self.work.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-            if state.synced == state.next_sequence || state.failed.is_some() {
-                return;
-            }
-
-            let target = state.next_sequence;
-            let mut files: Vec<(Arc<File>, PathBuf)> = Vec::new();
-            for segment in state.segments.iter_mut().filter(|segment| segment.unsynced) {
-                segment.unsynced = false;
-                files.push((Arc::clone(&segment.file), segment.path.clone()));
-            }
-            drop(state);
-
-            let result = files.iter().try_for_each(|(file, path)| file.sync_data().map_err(|err| format!("{}: {err}", path.display())));
-
-            state = self.lock();
-            match result {
-                Ok(()) => state.synced = target,
-                Err(error) => {
-                    tracing::error!(%error, "fdatasync of the intake journal failed; no further instance is acknowledged until a restart");
-                    state.failed = Some(error);
-                }
-            }
-            self.progress.notify_all();
+    /// Runs one sync round with the lock released: fdatasyncs every segment written since the
+    /// previous round, so the round covers every record written before it started.
+    fn sync_round<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let target = state.next_sequence;
+        let mut files: Vec<(Arc<File>, PathBuf)> = Vec::new();
+        for segment in state.segments.iter_mut().filter(|segment| segment.unsynced) {
+            segment.unsynced = false;
+            files.push((Arc::clone(&segment.file), segment.path.clone()));
         }
+        state.syncing = true;
+        drop(state);
+
+        let result = files.iter().try_for_each(|(file, path)| file.sync_data().map_err(|err| format!("{}: {err}", path.display())));
+
+        let mut state = self.lock();
+        state.syncing = false;
+        match result {
+            Ok(()) => state.synced = state.synced.max(target),
+            Err(error) => {
+                tracing::error!(%error, "fdatasync of the intake journal failed; no further instance is acknowledged until a restart");
+                state.failed = Some(error);
+            }
+        }
+        self.progress.notify_all();
+        state
     }
 }
 
