@@ -82,8 +82,6 @@ pub enum JournalError {
     Checkpoint { path: PathBuf, source: io::Error },
     #[error("could not restore spool file {path} from the journal: {source}; the journal is kept for the next start")]
     Restore { path: PathBuf, source: io::Error },
-    #[error("could not start the journal's sync thread: {0}")]
-    Spawn(io::Error),
     #[error("record for {path} ({bytes} bytes) does not fit into a journal segment")]
     TooLarge { path: String, bytes: usize },
     #[error("journal settings are invalid: {0}")]
