@@ -161,6 +161,11 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
     tracing::info!(spooled = counts.spooled, duplicates = counts.duplicates, conflicts = counts.conflicts,
         quarantined = counts.quarantined, "Watched folders stopped");
 
+    // Nothing is stored any more, so the spool can be made durable and the journal voided.
+    if let Err(err) = spool.checkpoint() {
+        tracing::error!(error = %err, "Journal checkpoint at shutdown failed; the next start replays the journal");
+    }
+
     let runner = Arc::try_unwrap(runner).map_err(|_| "pipeline still in use at shutdown".to_string())?;
     let report = runner.shutdown(deadline);
     if report.unfinished.is_empty() {

@@ -262,6 +262,8 @@ impl Spool {
         Ok(outcome)
     }
 
+    /// NOTE: when the wait for the record fails, the record may still reach the disk, and the
+    /// next start then restores an instance whose store returned an error.
     fn write_journaled(&self, journal: &Journal, folder: &Path, target: &Path, sop: &str, bytes: &[u8]) -> Result<(), SpoolError> {
         let relative = target.strip_prefix(&self.root).unwrap_or(target).to_string_lossy().into_owned();
         let temp = self.write_temp(folder, sop, bytes, false)?;
