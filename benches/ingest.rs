@@ -3,8 +3,9 @@
 //! both and their ratio.
 //!
 //! The Penumbra SCP stores into the spool through the same sink the daemon uses
-//! ([`SpoolSink`]), in both durability modes: `fsync` (file and folder synced before each
-//! acknowledgement, grouped across associations) and `page_cache`. Each mode runs with one
+//! ([`SpoolSink`]), in three modes: `fsync` (each instance fdatasynced in the intake journal
+//! before its acknowledgement, as the daemon does), `fsync_direct` (no journal: file and folder
+//! fsynced in the spool, grouped across associations) and `page_cache`. Each mode runs with one
 //! association (one `storescu` with every file) and with four parallel associations (four
 //! `storescu` processes, a quarter of the files each). `storescp` runs with `--fork` for the
 //! parallel case, because without it DCMTK serves one association at a time.
@@ -14,7 +15,8 @@
 //! - `PENUMBRA_BENCH_N`: image count (default 500);
 //! - `PENUMBRA_BENCH_ROUNDS`: alternating rounds per case (default 3);
 //! - `PENUMBRA_BENCH_ASSOCIATIONS`: comma-separated association counts (default `1,4`);
-//! - `PENUMBRA_BENCH_DURABILITY`: comma-separated modes, `fsync` and `page_cache` (default both).
+//! - `PENUMBRA_BENCH_DURABILITY`: comma-separated modes, `fsync`, `fsync_direct` and
+//!   `page_cache` (default `fsync,page_cache`).
 //!
 //! Every run starts after `sync()`, so neither receiver pays for the other's dirty pages. Unset
 //! `RUST_BACKTRACE`, as some dicom-rs errors raised during parsing capture a backtrace when it is
@@ -206,8 +208,14 @@ fn spawn_storescp(port: u16, output: &Path, fork: bool) -> Child {
     child
 }
 
-fn start_penumbra(data_dir: &Path, durability: Durability) -> (ScpHandle, PathBuf) {
-    let spool = Arc::new(Spool::open_with(data_dir, durability).unwrap());
+fn start_penumbra(data_dir: &Path, mode: &str) -> (ScpHandle, PathBuf) {
+    let spool = match mode {
+        "fsync" => Spool::open_with(data_dir, Durability::Fsync),
+        "fsync_direct" => Spool::open_without_journal(data_dir, Durability::Fsync),
+        "page_cache" => Spool::open_with(data_dir, Durability::PageCache),
+        other => panic!("PENUMBRA_BENCH_DURABILITY: unknown mode {other:?}; use fsync, fsync_direct or page_cache"),
+    };
+    let spool = Arc::new(spool.unwrap());
     let spool_root = spool.root().to_path_buf();
     let config = ScpConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -221,14 +229,6 @@ fn start_penumbra(data_dir: &Path, durability: Durability) -> (ScpHandle, PathBu
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
-}
-
-fn parse_durability(name: &str) -> Durability {
-    match name {
-        "fsync" => Durability::Fsync,
-        "page_cache" => Durability::PageCache,
-        other => panic!("PENUMBRA_BENCH_DURABILITY: unknown mode {other:?}; use fsync or page_cache"),
-    }
 }
 
 /// One row of the summary.
@@ -261,7 +261,7 @@ fn main() {
 
     let mut results = Vec::new();
     for mode in modes.split(',').map(str::trim) {
-        let (scp, spool_root) = start_penumbra(&work.path().join(format!("penumbra-{mode}")), parse_durability(mode));
+        let (scp, spool_root) = start_penumbra(&work.path().join(format!("penumbra-{mode}")), mode);
         let ours = Receiver { port: scp.local_addr().port(), ae_title: "PENUMBRA", output: spool_root };
 
         for &parallel in &associations {

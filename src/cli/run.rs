@@ -50,7 +50,7 @@ fn run_folder(settings: &Settings, dir: &Path) -> Result<ExitCode, String> {
         return Err(format!("{} is not a folder; pass the folder that contains the study", dir.display()));
     }
     let data_dir = &settings.data_dir;
-    let spool = Spool::open_with(data_dir, settings.ingest.scp.durability).map_err(|e| e.to_string())?;
+    let spool = Spool::open_with_journal(data_dir, settings.ingest.scp.durability, settings.ingest.scp.journal).map_err(|e| e.to_string())?;
     let state = Arc::new(StateStore::open(data_dir).map_err(|e| e.to_string())?);
     let quarantine = Quarantine::new(data_dir);
 

@@ -63,7 +63,7 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
     let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir)
         .map_err(|err| format!("could not create data_dir {}: {err}; check data_dir in the config", data_dir.display()))?;
-    let spool = Arc::new(Spool::open_with(data_dir, settings.ingest.scp.durability).map_err(|e| e.to_string())?);
+    let spool = Arc::new(Spool::open_with_journal(data_dir, settings.ingest.scp.durability, settings.ingest.scp.journal).map_err(|e| e.to_string())?);
     let state = Arc::new(StateStore::open(data_dir).map_err(|e| e.to_string())?);
     let quarantine = Quarantine::new(data_dir);
     let readiness = Arc::new(Readiness::new(&[Check::Config, Check::Model, Check::Spool, Check::Scp]));
@@ -160,6 +160,11 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
     let counts = watcher.stop();
     tracing::info!(spooled = counts.spooled, duplicates = counts.duplicates, conflicts = counts.conflicts,
         quarantined = counts.quarantined, "Watched folders stopped");
+
+    // Nothing is stored any more, so the spool can be made durable and the journal voided.
+    if let Err(err) = spool.checkpoint() {
+        tracing::error!(error = %err, "Journal checkpoint at shutdown failed; the next start replays the journal");
+    }
 
     let runner = Arc::try_unwrap(runner).map_err(|_| "pipeline still in use at shutdown".to_string())?;
     let report = runner.shutdown(deadline);

@@ -61,7 +61,8 @@ impl Default for RawIngest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
-    /// fsync the file and its folder before acknowledging: survives power loss.
+    /// Make the instance durable before acknowledging (through the intake journal, or an
+    /// fsync of the file and its folder): survives power loss.
     Fsync,
     /// Leave the data in the page cache: survives a daemon crash, not a power loss.
     PageCache,
@@ -82,6 +83,10 @@ pub struct RawScp {
     pub artim_timeout_s: u64,
     pub idle_timeout_s: u64,
     pub durability: Durability,
+    /// Size of each intake journal segment, in MiB (`durability: fsync` only).
+    pub journal_segment_mb: u64,
+    /// Number of intake journal segments in the ring.
+    pub journal_segments: u32,
     /// Free space below which new instances are rejected, in MiB.
     pub min_free_disk_mb: u64,
 }
@@ -97,6 +102,8 @@ impl Default for RawScp {
             artim_timeout_s: 30,
             idle_timeout_s: 60,
             durability: Durability::Fsync,
+            journal_segment_mb: 64,
+            journal_segments: 4,
             min_free_disk_mb: 1024,
         }
     }

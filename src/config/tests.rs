@@ -23,6 +23,8 @@ fn empty_file_is_default_config() {
     assert_eq!(settings.data_dir, Path::new("/etc/penumbra/var"));
     assert_eq!(settings.ingest.scp.ae_title, "PENUMBRA");
     assert_eq!(settings.ingest.scp.max_pdu_length, 116_794);
+    assert_eq!(settings.ingest.scp.journal.segment_bytes, 64 * 1024 * 1024);
+    assert_eq!(settings.ingest.scp.journal.segments, 4);
     assert_eq!(settings.ingest.watch.settle, Duration::from_millis(1500));
     assert_eq!(settings.ingest.watch.folders, vec![Path::new("/etc/penumbra/var/incoming")]);
     assert_eq!(settings.ingest.study_quiet, Duration::from_secs(20));
@@ -53,6 +55,8 @@ ingest:
     ae_title: 'THIS_TITLE_IS_TOO_LONG'
     max_pdu_length: 1000
     listen: 'nowhere'
+    journal_segment_mb: 0
+    journal_segments: 1
   watch:
     settle_ms: 5
 pipeline:
@@ -78,6 +82,8 @@ metrics:
         "ingest.scp.ae_title",
         "ingest.scp.max_pdu_length",
         "ingest.scp.listen",
+        "ingest.scp.journal_segment_mb",
+        "ingest.scp.journal_segments",
         "ingest.watch.settle_ms",
         "pipeline.stages.infer.workers",
         "pipeline.stages.infer.queue",
@@ -91,7 +97,7 @@ metrics:
     ] {
         assert!(keys.contains(&expected.to_string()), "missing {expected} in {keys:?}");
     }
-    assert_eq!(keys.len(), 13, "{keys:?}");
+    assert_eq!(keys.len(), 15, "{keys:?}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use super::raw::{
     DeconvolutionMethod, Durability, ExportFormat, Kernels, LabellingPreset, RawConfig, RawStage,
 };
 use super::ConfigError;
+use crate::ingest::journal::JournalSettings;
 
 /// The validated configuration that the daemon runs with.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct ScpSettings {
     pub artim_timeout: Duration,
     pub idle_timeout: Duration,
     pub durability: Durability,
+    /// Segment size and count of the intake journal used with [`Durability::Fsync`].
+    pub journal: JournalSettings,
     /// Free space below which new instances are rejected, in bytes.
     pub min_free_disk_bytes: u64,
 }
@@ -325,6 +328,10 @@ impl Checker<'_> {
             artim_timeout: Duration::from_secs(self.range("ingest.scp.artim_timeout_s", scp.artim_timeout_s, 1, 600)),
             idle_timeout: Duration::from_secs(self.range("ingest.scp.idle_timeout_s", scp.idle_timeout_s, 1, 3600)),
             durability: scp.durability,
+            journal: JournalSettings {
+                segment_bytes: self.range("ingest.scp.journal_segment_mb", scp.journal_segment_mb, 1, 4096).saturating_mul(1024 * 1024),
+                segments: self.range("ingest.scp.journal_segments", scp.journal_segments, 2, 64),
+            },
             min_free_disk_bytes: scp.min_free_disk_mb.saturating_mul(1024 * 1024),
         };
 

@@ -184,7 +184,7 @@ pub fn sync_batch(requests: &[SyncRequest]) -> io::Result<()> {
 /// Asks the kernel to start writing `file`'s dirty pages without waiting. It is only a hint:
 /// durability comes from the fsync that follows, which also reports any write error.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &File) {
+pub(crate) fn start_writeback(file: &File) {
     use std::os::fd::AsRawFd;
 
     // SAFETY: the descriptor is open for the lifetime of `file`; sync_file_range reads no memory.
@@ -192,7 +192,7 @@ fn start_writeback(file: &File) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File) {}
+pub(crate) fn start_writeback(_file: &File) {}
 
 #[cfg(test)]
 mod tests {

@@ -507,7 +507,7 @@ fn uid_text(value: &[u8]) -> String {
 }
 
 fn string_attribute(object: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let element = object.element_opt(tag).ok()??;
+    let element = object.get(tag)?;
     let text = element.to_str().ok()?;
     let text = text.trim_end_matches(['\0', ' ']).trim();
     (!text.is_empty()).then(|| text.to_string())
@@ -527,17 +527,14 @@ fn required_uid(object: &InMemDicomObject, tag: Tag, name: &'static str, fallbac
 /// Reads Number of Temporal Positions (0020,0105), when positive, and Image Position (Patient)
 /// (0020,0032), when it has three finite values: the frame layout the assembler sorts by.
 pub fn frame_layout(object: &InMemDicomObject) -> (Option<u32>, Option<[f64; 3]>) {
+    // `get` rather than `element_opt`, which captures a backtrace for each missing element.
     let temporal_positions = object
-        .element_opt(tags::NUMBER_OF_TEMPORAL_POSITIONS)
-        .ok()
-        .flatten()
+        .get(tags::NUMBER_OF_TEMPORAL_POSITIONS)
         .and_then(|e| e.to_int::<i64>().ok())
         .and_then(|n| u32::try_from(n).ok())
         .filter(|n| *n > 0);
     let position = object
-        .element_opt(tags::IMAGE_POSITION_PATIENT)
-        .ok()
-        .flatten()
+        .get(tags::IMAGE_POSITION_PATIENT)
         .and_then(|e| e.to_multi_float64().ok())
         .filter(|v| v.len() == 3 && v.iter().all(|x| x.is_finite()))
         .map(|v| [v[0], v[1], v[2]]);

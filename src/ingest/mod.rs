@@ -4,6 +4,7 @@
 pub mod assembler;
 pub mod group_commit;
 pub mod identify;
+pub mod journal;
 pub mod quarantine;
 pub mod scp;
 pub mod scp_sink;

@@ -1,16 +1,23 @@
 //! The durable spool: every accepted instance as `<data_dir>/spool/<study>/<series>/<sop>.dcm`.
 //!
-//! A file is written to a temporary name in its final folder, synced, linked to its final name
-//! and the folder synced, so a crash leaves either the whole instance or none of it. The syncs
-//! of concurrent stores (several associations) run in shared batches ([`GroupCommit`]). Linking
-//! (not renaming) never replaces an existing file: a second instance with the same SOP Instance
-//! UID and other bytes is kept beside it as `<sop>.conflict-<n>.dcm`.
+//! A file is written to a temporary name in its final folder and linked to its final name, so a
+//! reader never sees part of an instance. Linking (not renaming) never replaces an existing file:
+//! a second instance with the same SOP Instance UID and other bytes is kept beside it as
+//! `<sop>.conflict-<n>.dcm`. Stores of one SOP Instance UID run one at a time.
+//!
+//! Durability, for [`Spool::store`] with [`Durability::Fsync`]: the instance is first appended to
+//! the intake [`Journal`] and fdatasynced, then written through the page cache. The journal's
+//! replay at the next open repairs what a crash lost. Instances too large for a journal segment,
+//! and [`Spool::store_with`] with `fsync` (the folder watcher), take the direct path instead: the
+//! temporary file is fsynced before it is linked and the folder after. The syncs of concurrent
+//! stores (several associations) run in shared batches ([`GroupCommit`]).
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Condvar, Mutex};
 
 use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
@@ -19,6 +26,7 @@ use thiserror::Error;
 use super::group_commit::GroupCommit;
 use super::identify::is_valid_uid;
 pub use super::identify::InstanceIds;
+use super::journal::{Journal, JournalError, JournalSettings};
 use crate::config::Durability;
 
 /// Origin of an instance.
@@ -74,6 +82,8 @@ pub enum SpoolError {
     Read { path: PathBuf, source: io::Error },
     #[error("could not create spool folder {path}: {source}")]
     CreateDir { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// The spool of one data directory. Safe to share between threads.
@@ -83,26 +93,111 @@ pub struct Spool {
     durability: Durability,
     listener: Mutex<Option<Sender<SpooledInstance>>>,
     commits: GroupCommit,
+    /// Present with [`Durability::Fsync`] unless the spool was opened without a journal.
+    journal: Option<Journal>,
+    claims: Claims,
+}
+
+/// Final paths of the stores in progress, so that two stores of one SOP Instance UID never
+/// choose a name at the same time.
+#[derive(Debug, Default)]
+struct Claims {
+    paths: Mutex<HashSet<PathBuf>>,
+    released: Condvar,
+}
+
+/// A claimed final path, released on drop.
+struct Claim<'a> {
+    claims: &'a Claims,
+    path: PathBuf,
+}
+
+impl Claims {
+    fn claim(&self, path: &Path) -> Claim<'_> {
+        let mut paths = self.paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while paths.contains(path) {
+            paths = self.released.wait(paths).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        paths.insert(path.to_path_buf());
+        Claim { claims: self, path: path.to_path_buf() }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut paths = self.claims.paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        paths.remove(&self.path);
+        self.claims.released.notify_all();
+    }
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Spool {
-    /// Opens (creating if needed) `<data_dir>/spool` with fsync durability.
+    /// Opens (creating if needed) `<data_dir>/spool` with fsync durability and the default
+    /// journal.
     pub fn open(data_dir: &Path) -> Result<Self, SpoolError> {
         Self::open_with(data_dir, Durability::Fsync)
     }
 
+    /// Opens the spool with `durability` and, for fsync, the default journal.
     pub fn open_with(data_dir: &Path, durability: Durability) -> Result<Self, SpoolError> {
-        Self::open_with_commits(data_dir, durability, GroupCommit::default())
+        Self::open_with_journal(data_dir, durability, JournalSettings::default())
     }
 
-    fn open_with_commits(data_dir: &Path, durability: Durability, commits: GroupCommit) -> Result<Self, SpoolError> {
+    /// Opens the spool with `durability`. With [`Durability::Fsync`], the journal under
+    /// `<data_dir>/journal` is opened with `journal` and replayed into the spool first.
+    ///
+    /// # Errors
+    ///
+    /// The spool folder cannot be created, or the journal cannot be opened or replayed.
+    pub fn open_with_journal(data_dir: &Path, durability: Durability, journal: JournalSettings) -> Result<Self, SpoolError> {
+        let journal = (durability == Durability::Fsync).then_some(journal);
+        Self::open_inner(data_dir, durability, GroupCommit::default(), journal)
+    }
+
+    /// Opens the spool without a journal, so that with [`Durability::Fsync`] every instance is
+    /// fsynced in the spool with its folder. The benchmark compares this path with the journal.
+    ///
+    /// # Errors
+    ///
+    /// The spool folder cannot be created.
+    pub fn open_without_journal(data_dir: &Path, durability: Durability) -> Result<Self, SpoolError> {
+        Self::open_inner(data_dir, durability, GroupCommit::default(), None)
+    }
+
+    fn open_inner(data_dir: &Path, durability: Durability, commits: GroupCommit, journal: Option<JournalSettings>) -> Result<Self, SpoolError> {
         let root = data_dir.join("spool");
         fs::create_dir_all(&root).map_err(|source| SpoolError::CreateDir { path: root.clone(), source })?;
-        let spool = Self { root, durability, listener: Mutex::new(None), commits };
+        let mut spool = Self { root, durability, listener: Mutex::new(None), commits, journal: None, claims: Claims::default() };
         spool.remove_stale_temp_files();
+
+        if let Some(settings) = journal {
+            let (journal, recovery) = Journal::open(data_dir, &spool.root, settings)?;
+            if recovery.records > 0 {
+                tracing::info!(records = recovery.records, restored = recovery.restored, "Intake journal replayed into the spool");
+            }
+            spool.journal = Some(journal);
+        }
         Ok(spool)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Makes every instance stored so far durable in the spool itself and voids the journal.
+    /// Call it before any file leaves the spool, so that a later replay cannot bring it back.
+    ///
+    /// # Errors
+    ///
+    /// The `syncfs` or a journal write failed.
+    pub fn checkpoint(&self) -> Result<(), SpoolError> {
+        match &self.journal {
+            Some(journal) => Ok(journal.checkpoint()?),
+            None => Ok(()),
+        }
     }
 
     /// Deletes temporary files that a crash left behind. They were never linked into place, so
@@ -133,22 +228,70 @@ impl Spool {
         *self.listener.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(listener);
     }
 
-    /// Stores one instance with the spool's durability setting.
+    /// Stores one instance with the spool's durability setting: through the journal for
+    /// [`Durability::Fsync`].
     pub fn store(&self, ids: &InstanceIds, bytes: &[u8], source: Source) -> Result<StoreOutcome, SpoolError> {
-        self.store_with(ids, bytes, source, self.durability == Durability::Fsync)
+        match &self.journal {
+            Some(journal) if self.durability == Durability::Fsync => self.store_journaled(journal, ids, bytes, source),
+            _ => self.store_with(ids, bytes, source, self.durability == Durability::Fsync),
+        }
+    }
+
+    /// Stores one instance through the journal: the final name is chosen first, then the
+    /// temporary file and the record are written, and the file is linked once the record is on
+    /// disk. An instance too large for a segment is fsynced directly.
+    fn store_journaled(&self, journal: &Journal, ids: &InstanceIds, bytes: &[u8], source: Source) -> Result<StoreOutcome, SpoolError> {
+        if !journal.fits(bytes.len()) {
+            return self.store_with(ids, bytes, source, true);
+        }
+        check_ids(ids)?;
+        let folder = self.series_folder(ids);
+        self.create_folder(&folder, false)?;
+        let final_path = folder.join(format!("{}.dcm", ids.sop_instance_uid));
+        let _claim = self.claims.claim(&final_path);
+
+        let outcome = choose_name(&folder, &final_path, &ids.sop_instance_uid, bytes)?;
+        match &outcome {
+            // The existing file was written by an earlier store, which journaled or synced it.
+            StoreOutcome::Duplicate { .. } => {}
+            StoreOutcome::Stored { path } | StoreOutcome::Conflict { path, .. } => {
+                self.write_journaled(journal, &folder, path, &ids.sop_instance_uid, bytes)?;
+            }
+        }
+        self.report(ids, &outcome, &source);
+        Ok(outcome)
+    }
+
+    /// NOTE: when the wait for the record fails, the record may still reach the disk, and the
+    /// next start then restores an instance whose store returned an error.
+    fn write_journaled(&self, journal: &Journal, folder: &Path, target: &Path, sop: &str, bytes: &[u8]) -> Result<(), SpoolError> {
+        let relative = target.strip_prefix(&self.root).unwrap_or(target).to_string_lossy().into_owned();
+        let temp = self.write_temp(folder, sop, bytes, false)?;
+        let pending = match journal.append(&relative, bytes) {
+            Ok(pending) => pending,
+            Err(err) => {
+                let _ = fs::remove_file(&temp);
+                return Err(err.into());
+            }
+        };
+
+        let linked = pending
+            .wait()
+            .map_err(SpoolError::from)
+            .and_then(|()| fs::hard_link(&temp, target).map_err(|source| SpoolError::Write { path: target.to_path_buf(), source }));
+        let _ = fs::remove_file(&temp);
+        linked
     }
 
     /// Stores one instance, syncing to disk before returning when `fsync` is set. The watcher
     /// always syncs, because it deletes the input file afterwards.
     pub fn store_with(&self, ids: &InstanceIds, bytes: &[u8], source: Source, fsync: bool) -> Result<StoreOutcome, SpoolError> {
-        check_uid("StudyInstanceUID", &ids.study_instance_uid)?;
-        check_uid("SeriesInstanceUID", &ids.series_instance_uid)?;
-        check_uid("SOPInstanceUID", &ids.sop_instance_uid)?;
-
+        check_ids(ids)?;
         let folder = self.series_folder(ids);
         self.create_folder(&folder, fsync)?;
 
         let final_path = folder.join(format!("{}.dcm", ids.sop_instance_uid));
+        let _claim = self.claims.claim(&final_path);
         let outcome = self.place(&folder, &final_path, &ids.sop_instance_uid, bytes, fsync)?;
         self.report(ids, &outcome, &source);
         Ok(outcome)
@@ -233,6 +376,12 @@ impl Spool {
     }
 }
 
+fn check_ids(ids: &InstanceIds) -> Result<(), SpoolError> {
+    check_uid("StudyInstanceUID", &ids.study_instance_uid)?;
+    check_uid("SeriesInstanceUID", &ids.series_instance_uid)?;
+    check_uid("SOPInstanceUID", &ids.sop_instance_uid)
+}
+
 fn check_uid(name: &'static str, value: &str) -> Result<(), SpoolError> {
     if is_valid_uid(value) {
         Ok(())
@@ -264,6 +413,10 @@ impl Spool {
             file.write_all(bytes)?;
             if fsync {
                 self.commits.sync_file(file)?;
+            } else if self.journal.is_some() {
+                // Starting writeback now spreads the disk writes, so the journal's checkpoint
+                // before it reuses a segment finds less to flush.
+                super::group_commit::start_writeback(&file);
             }
             Ok(())
         };
@@ -288,22 +441,53 @@ impl Spool {
 
 fn link_first_free(folder: &Path, final_path: &Path, sop: &str, temp: &Path, bytes: &[u8]) -> Result<StoreOutcome, SpoolError> {
     for n in 0u32.. {
-        let candidate = if n == 0 { final_path.to_path_buf() } else { folder.join(format!("{sop}.conflict-{n}.dcm")) };
+        let candidate = candidate_name(folder, final_path, sop, n);
 
         match fs::hard_link(temp, &candidate) {
-            Ok(()) => {
-                return Ok(if n == 0 {
-                    StoreOutcome::Stored { path: candidate }
-                } else {
-                    StoreOutcome::Conflict { path: candidate, existing: final_path.to_path_buf() }
-                });
-            }
+            Ok(()) => return Ok(new_file_outcome(n, candidate, final_path)),
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
                 if same_content(&candidate, bytes)? {
                     return Ok(StoreOutcome::Duplicate { path: candidate });
                 }
             }
             Err(source) => return Err(SpoolError::Write { path: candidate, source }),
+        }
+    }
+    unreachable!("u32 conflict counter exhausted")
+}
+
+/// Returns `<sop>.dcm` for `n` = 0 and the `n`-th conflict copy otherwise.
+fn candidate_name(folder: &Path, final_path: &Path, sop: &str, n: u32) -> PathBuf {
+    if n == 0 {
+        final_path.to_path_buf()
+    } else {
+        folder.join(format!("{sop}.conflict-{n}.dcm"))
+    }
+}
+
+fn new_file_outcome(n: u32, path: PathBuf, final_path: &Path) -> StoreOutcome {
+    if n == 0 {
+        StoreOutcome::Stored { path }
+    } else {
+        StoreOutcome::Conflict { path, existing: final_path.to_path_buf() }
+    }
+}
+
+/// Chooses where `bytes` go without writing anything, with the rules of [`link_first_free`]:
+/// the first free name among `<sop>.dcm` and its conflict copies, or the name that already
+/// contains these bytes. Only correct while the caller has the claim of `final_path`.
+fn choose_name(folder: &Path, final_path: &Path, sop: &str, bytes: &[u8]) -> Result<StoreOutcome, SpoolError> {
+    for n in 0u32.. {
+        let candidate = candidate_name(folder, final_path, sop, n);
+
+        match fs::symlink_metadata(&candidate) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(new_file_outcome(n, candidate, final_path)),
+            Err(source) => return Err(SpoolError::Read { path: candidate, source }),
+            Ok(_) => {
+                if same_content(&candidate, bytes)? {
+                    return Ok(StoreOutcome::Duplicate { path: candidate });
+                }
+            }
         }
     }
     unreachable!("u32 conflict counter exhausted")
@@ -383,10 +567,11 @@ pub fn free_disk_bytes(path: &Path) -> io::Result<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ids(sop: &str) -> InstanceIds {
+    /// Identifiers of an instance in study 1.2.3, series 1.2.3.4.
+    pub(crate) fn ids(sop: &str) -> InstanceIds {
         InstanceIds {
             study_instance_uid: "1.2.3".to_string(),
             series_instance_uid: "1.2.3.4".to_string(),
@@ -531,7 +716,7 @@ mod tests {
             release_rx.lock().unwrap().recv().unwrap();
             Ok(())
         });
-        let spool = Spool::open_with_commits(dir.path(), Durability::Fsync, GroupCommit::with_sync(sync)).unwrap();
+        let spool = Spool::open_inner(dir.path(), Durability::Fsync, GroupCommit::with_sync(sync), None).unwrap();
         let (done_tx, done) = mpsc::channel();
 
         std::thread::scope(|scope| {
@@ -556,7 +741,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let sync = GroupCommit::with_sync(Box::new(|_: &[SyncRequest]| Err(io::Error::other("sync called"))));
-        let spool = Spool::open_with_commits(dir.path(), Durability::PageCache, sync).unwrap();
+        let spool = Spool::open_inner(dir.path(), Durability::PageCache, sync, None).unwrap();
 
         assert!(matches!(spool.store(&ids("1.8"), b"a", source()).unwrap(), StoreOutcome::Stored { .. }));
     }
@@ -567,7 +752,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let sync = GroupCommit::with_sync(Box::new(|_: &[SyncRequest]| Err(io::Error::other("disk gone"))));
-        let spool = Spool::open_with_commits(dir.path(), Durability::Fsync, sync).unwrap();
+        let spool = Spool::open_inner(dir.path(), Durability::Fsync, sync, None).unwrap();
 
         let err = spool.store(&ids("1.8"), b"a", source()).unwrap_err();
 

@@ -584,7 +584,7 @@ fn parse_data_set(data: &[u8], ts_uid: &str) -> Result<InMemDicomObject, String>
 }
 
 fn read_uid(object: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let value = object.element_opt(tag).ok().flatten()?.to_str().ok()?;
+    let value = object.get(tag)?.to_str().ok()?;
     let trimmed = dimse::trim_padding(&value);
     (!trimmed.is_empty()).then(|| trimmed.to_string())
 }

@@ -132,12 +132,14 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+// `get` rather than `element_opt`, because dicom-object 0.10 reports a missing element through an
+// error that captures a backtrace. That cost more than the rest of the command decoding.
 fn read_u16(object: &InMemDicomObject, tag: Tag) -> Option<u16> {
-    object.element_opt(tag).ok().flatten()?.to_int::<u16>().ok()
+    object.get(tag)?.to_int::<u16>().ok()
 }
 
 fn read_string(object: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let element = object.element_opt(tag).ok().flatten()?;
+    let element = object.get(tag)?;
     let value = element.to_str().ok()?;
     Some(trim_padding(&value).to_string())
 }

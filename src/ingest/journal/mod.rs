@@ -1,0 +1,398 @@
+//! The intake journal: a write-ahead log in front of the spool for `durability: fsync`.
+//!
+//! A fsynced spool file costs two ext4 journal commits (the new file and its folder entry). The
+//! journal instead appends each instance to a preallocated segment file and calls fdatasync,
+//! which only writes the data blocks and flushes the disk cache, because the blocks already
+//! exist. The spool file is then written through the page cache, and the C-STORE is acknowledged.
+//!
+//! Layout under `<data_dir>/journal/`: `segment-<index>.wal`, each [`JournalSettings::segment_bytes`]
+//! long and filled with zeros when created. Block 0 of a segment is its header (magic, generation,
+//! CRC). Records follow, each starting on a 4 KiB boundary:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `PNJR` |
+//! | 4..8 | format version (1) |
+//! | 8..16 | generation of the segment when the record was written |
+//! | 16..24 | sequence number, increasing across segments |
+//! | 24..28 | length of the spool-relative path |
+//! | 28..32 | zero |
+//! | 32..40 | length of the instance bytes |
+//! | 40..44 | CRC-32 of bytes 0..40, the path and the instance bytes |
+//! | 48.. | the path (UTF-8), then the instance bytes |
+//!
+//! The fdatasyncs run as group commits: a store that waits for its record starts a sync round
+//! when none is running, and one round covers every record written before it started, so several
+//! associations share it.
+//!
+//! Invariants:
+//! - A record is valid only while its generation equals its segment's. Records are written in
+//!   offset order under one lock, so a scan stops at the first invalid record of a segment: an
+//!   fdatasync that returned covered every record before it.
+//! - A store links its spool file only after its record is on disk, so a spool file written
+//!   through the page cache always has a durable record until the next checkpoint.
+//! - Before a segment is reused, and in [`Journal::checkpoint`], every spool file whose record
+//!   is in the segment is made durable with `syncfs`, and only then is the segment's generation
+//!   raised. Replay therefore never restores a file that was removed after a checkpoint.
+//! - At start-up, [`Journal::open`] restores each valid record whose spool file is missing or
+//!   differs, then checkpoints and voids every segment.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use thiserror::Error;
+
+use format::{record_head, record_len, write_segment_header, BLOCK, MAX_PATH_LEN};
+#[cfg(test)]
+use format::RECORD_HEADER_LEN;
+
+mod format;
+mod recovery;
+
+/// Size and number of the journal's segment files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalSettings {
+    /// Length of each segment file in bytes, a multiple of 4096. An instance whose record does
+    /// not fit into one segment is stored with the direct fsync path instead.
+    pub segment_bytes: u64,
+    /// Number of segment files in the ring, at least 2.
+    pub segments: u32,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self { segment_bytes: 64 * 1024 * 1024, segments: 4 }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum JournalError {
+    #[error("could not create journal segment {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("could not read journal segment {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("could not write journal segment {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("fdatasync of the journal failed earlier ({0}); restart the daemon to replay the journal")]
+    SyncFailed(String),
+    #[error("could not make the spool durable with syncfs on {path}: {source}")]
+    Checkpoint { path: PathBuf, source: io::Error },
+    #[error("could not restore spool file {path} from the journal: {source}; the journal is kept for the next start")]
+    Restore { path: PathBuf, source: io::Error },
+    #[error("record for {path} ({bytes} bytes) does not fit into a journal segment")]
+    TooLarge { path: String, bytes: usize },
+    #[error("journal settings are invalid: {0}")]
+    Settings(String),
+}
+
+/// Counts of what [`Journal::open`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Valid records of the current generations.
+    pub records: usize,
+    /// Records whose spool file was missing or differed and was rewritten.
+    pub restored: usize,
+}
+
+/// The journal of one data directory. Safe to share between threads.
+#[derive(Debug)]
+pub struct Journal {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    spool_root: PathBuf,
+    settings: JournalSettings,
+    state: Mutex<State>,
+    /// Wakes stores and checkpoints: a sync round finished or an in-flight count dropped.
+    progress: Condvar,
+}
+
+#[derive(Debug)]
+struct State {
+    segments: Vec<Segment>,
+    current: usize,
+    /// Offset of the next record in the current segment.
+    offset: u64,
+    /// Sequence number of the next record; every record below it has been written.
+    next_sequence: u64,
+    /// Every record below this sequence number is on disk.
+    synced: u64,
+    next_generation: u64,
+    /// Error of a failed fdatasync. Once set, no record is acknowledged any more, because the
+    /// kernel may have dropped the pages that failed to write.
+    failed: Option<String>,
+    /// Whether a store is running a sync round now.
+    syncing: bool,
+    /// Checkpoints run since open (rotations and explicit calls).
+    checkpoints: u64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    file: Arc<File>,
+    generation: u64,
+    /// Stores whose record is in this segment and whose spool file is not linked yet.
+    in_flight: usize,
+    /// Whether records of the current generation were written since the last checkpoint.
+    dirty: bool,
+    /// Whether records were written since the last sync round took this segment.
+    unsynced: bool,
+}
+
+/// A record that has been written; [`Pending::wait`] returns once it is on disk. Dropping it,
+/// after the spool file is linked, allows a checkpoint of the record's segment.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    shared: &'a Shared,
+    segment: usize,
+    sequence: u64,
+}
+
+impl Pending<'_> {
+    /// Blocks until the record is on disk, running a sync round when none is running.
+    ///
+    /// # Errors
+    ///
+    /// The fdatasync that should have covered it failed (or an earlier one did).
+    pub fn wait(&self) -> Result<(), JournalError> {
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(error) = &state.failed {
+                return Err(JournalError::SyncFailed(error.clone()));
+            }
+            if state.synced > self.sequence {
+                return Ok(());
+            }
+            state = if state.syncing {
+                self.shared.progress.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner())
+            } else {
+                self.shared.sync_round(state)
+            };
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let segment = &mut state.segments[self.segment];
+        segment.in_flight = segment.in_flight.saturating_sub(1);
+        self.shared.progress.notify_all();
+    }
+}
+
+impl Journal {
+    /// Opens `<data_dir>/journal`, restores the spool files of valid records under `spool_root`,
+    /// checkpoints and (re)creates the segments to match `settings`.
+    ///
+    /// # Errors
+    ///
+    /// A segment that cannot be read or created, a spool file that cannot be restored, or a
+    /// failed `syncfs`. Nothing is voided on error, so the next start replays again.
+    pub fn open(data_dir: &Path, spool_root: &Path, settings: JournalSettings) -> Result<(Self, Recovery), JournalError> {
+        check_settings(settings)?;
+        let dir = data_dir.join("journal");
+        std::fs::create_dir_all(&dir).map_err(|source| JournalError::Create { path: dir.clone(), source })?;
+
+        let existing = recovery::list_segments(&dir)?;
+        let scan = recovery::scan(&existing)?;
+        let restored = recovery::restore(spool_root, &scan.records)?;
+        syncfs(spool_root)?;
+        let prepared = recovery::prepare_segments(&dir, &existing, settings, scan.max_generation)?;
+
+        let next_sequence = scan.records.last().map_or(0, |record| record.sequence + 1);
+        let next_generation = prepared.iter().map(|(_, _, generation)| *generation).max().unwrap_or(0) + 1;
+        let segments = prepared
+            .into_iter()
+            .map(|(path, file, generation)| Segment { path, file: Arc::new(file), generation, in_flight: 0, dirty: false, unsynced: false })
+            .collect();
+        let state = State {
+            segments,
+            current: 0,
+            offset: BLOCK,
+            next_sequence,
+            synced: next_sequence,
+            next_generation,
+            failed: None,
+            syncing: false,
+            checkpoints: 0,
+        };
+        let shared = Arc::new(Shared { spool_root: spool_root.to_path_buf(), settings, state: Mutex::new(state), progress: Condvar::new() });
+        Ok((Self { shared }, Recovery { records: scan.records.len(), restored }))
+    }
+
+    /// Returns whether an instance of `data_len` bytes fits into one segment, with any valid path.
+    pub fn fits(&self, data_len: usize) -> bool {
+        record_len(MAX_PATH_LEN, data_len) <= self.shared.settings.segment_bytes - BLOCK
+    }
+
+    /// Writes a record of `bytes` for the spool file at `relative_path`; [`Pending::wait`] makes
+    /// it durable.
+    ///
+    /// # Errors
+    ///
+    /// The record does not fit into a segment (see [`Journal::fits`]), the write failed, the
+    /// checkpoint before reusing a segment failed, or an earlier fdatasync failed.
+    pub fn append(&self, relative_path: &str, bytes: &[u8]) -> Result<Pending<'_>, JournalError> {
+        let shared = &*self.shared;
+        if !self.fits(bytes.len()) || relative_path.len() > MAX_PATH_LEN {
+            return Err(JournalError::TooLarge { path: relative_path.to_string(), bytes: bytes.len() });
+        }
+        let len = record_len(relative_path.len(), bytes.len());
+
+        let mut state = shared.lock();
+        if let Some(error) = &state.failed {
+            return Err(JournalError::SyncFailed(error.clone()));
+        }
+        while state.offset + len > shared.settings.segment_bytes {
+            state = shared.rotate(state)?;
+        }
+
+        let (current, offset, sequence) = (state.current, state.offset, state.next_sequence);
+        let segment = &mut state.segments[current];
+        let head = record_head(segment.generation, sequence, relative_path, bytes);
+        let written = segment.file.write_all_at(&head, offset).and_then(|()| segment.file.write_all_at(bytes, offset + head.len() as u64));
+        written.map_err(|source| JournalError::Write { path: segment.path.clone(), source })?;
+        segment.in_flight += 1;
+        segment.dirty = true;
+        segment.unsynced = true;
+
+        state.offset += len;
+        state.next_sequence += 1;
+        Ok(Pending { shared, segment: current, sequence })
+    }
+
+    /// Makes every spool file written so far durable and voids every record, so that files may
+    /// leave the spool without being restored by a later replay. Call it before removing or
+    /// moving any file out of the spool.
+    ///
+    /// # Errors
+    ///
+    /// `syncfs` or a segment header write failed; the records stay valid.
+    pub fn checkpoint(&self) -> Result<(), JournalError> {
+        let shared = &*self.shared;
+        let mut state = shared.lock();
+        while state.segments.iter().any(|segment| segment.in_flight > 0) {
+            state = shared.progress.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        syncfs(&shared.spool_root)?;
+        for index in 0..state.segments.len() {
+            if state.segments[index].dirty {
+                void_segment(&mut state, index)?;
+            }
+        }
+        state.offset = BLOCK;
+        state.checkpoints += 1;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn checkpoints(&self) -> u64 {
+        self.shared.lock().checkpoints
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves to the next segment, first making the spool files of its records durable and then
+    /// voiding them. Returns early when another store rotated while this one waited.
+    fn rotate<'a>(&'a self, mut state: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>, JournalError> {
+        let from = state.current;
+        let next = (from + 1) % state.segments.len();
+        while state.segments[next].in_flight > 0 && state.current == from {
+            state = self.progress.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        if state.current != from {
+            return Ok(state);
+        }
+
+        if state.segments[next].dirty {
+            syncfs(&self.spool_root)?;
+            void_segment(&mut state, next)?;
+            state.checkpoints += 1;
+        }
+        state.current = next;
+        state.offset = BLOCK;
+        Ok(state)
+    }
+
+    /// Runs one sync round with the lock released: fdatasyncs every segment written since the
+    /// previous round, so the round covers every record written before it started.
+    fn sync_round<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let target = state.next_sequence;
+        let mut files: Vec<(Arc<File>, PathBuf)> = Vec::new();
+        for segment in state.segments.iter_mut().filter(|segment| segment.unsynced) {
+            segment.unsynced = false;
+            files.push((Arc::clone(&segment.file), segment.path.clone()));
+        }
+        state.syncing = true;
+        drop(state);
+
+        let result = files.iter().try_for_each(|(file, path)| file.sync_data().map_err(|err| format!("{}: {err}", path.display())));
+
+        let mut state = self.lock();
+        state.syncing = false;
+        match result {
+            Ok(()) => state.synced = state.synced.max(target),
+            Err(error) => {
+                tracing::error!(%error, "fdatasync of the intake journal failed; no further instance is acknowledged until a restart");
+                state.failed = Some(error);
+            }
+        }
+        self.progress.notify_all();
+        state
+    }
+}
+
+fn check_settings(settings: JournalSettings) -> Result<(), JournalError> {
+    if settings.segments < 2 {
+        return Err(JournalError::Settings(format!("at least 2 segments are needed, got {}", settings.segments)));
+    }
+    if settings.segment_bytes < 4 * BLOCK || settings.segment_bytes % BLOCK != 0 {
+        return Err(JournalError::Settings(format!(
+            "segment size must be a multiple of {BLOCK} bytes and at least {} bytes, got {}",
+            4 * BLOCK,
+            settings.segment_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Gives the segment a new generation and writes its header, so its records are void.
+fn void_segment(state: &mut State, index: usize) -> Result<(), JournalError> {
+    let generation = state.next_generation;
+    state.next_generation += 1;
+    let segment = &mut state.segments[index];
+    write_segment_header(&segment.file, generation)
+        .and_then(|()| segment.file.sync_data())
+        .map_err(|source| JournalError::Write { path: segment.path.clone(), source })?;
+    segment.generation = generation;
+    segment.dirty = false;
+    Ok(())
+}
+
+/// Flushes every dirty page and pending metadata change of the file system that contains `path`.
+fn syncfs(path: &Path) -> Result<(), JournalError> {
+    use std::os::fd::AsRawFd;
+
+    let error = |source| JournalError::Checkpoint { path: path.to_path_buf(), source };
+    let folder = File::open(path).map_err(error)?;
+    // SAFETY: the descriptor is open for the lifetime of `folder`; syncfs reads no memory.
+    let rc = unsafe { libc::syncfs(folder.as_raw_fd()) };
+    if rc != 0 {
+        return Err(error(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
