@@ -357,7 +357,7 @@ fn check_settings(settings: JournalSettings) -> Result<(), JournalError> {
     if settings.segments < 2 {
         return Err(JournalError::Settings(format!("at least 2 segments are needed, got {}", settings.segments)));
     }
-    if settings.segment_bytes < 4 * BLOCK || settings.segment_bytes % BLOCK != 0 {
+    if settings.segment_bytes < 4 * BLOCK || !settings.segment_bytes.is_multiple_of(BLOCK) {
         return Err(JournalError::Settings(format!(
             "segment size must be a multiple of {BLOCK} bytes and at least {} bytes, got {}",
             4 * BLOCK,
