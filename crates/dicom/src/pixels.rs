@@ -237,6 +237,10 @@ fn decode_encapsulated(instance: &Instance, format: &PixelFormat, offset_table: 
     // No reservation up front: the declared size is not trusted until frames decode.
     let mut out = Vec::new();
     for (i, frame) in per_frame.into_iter().enumerate() {
+        if ts == RLE_LOSSLESS {
+            let first = frame.first().map_or(&[][..], Vec::as_slice);
+            check_rle_header(first).map_err(|reason| error(format!("frame {}: {reason}", i + 1)))?;
+        }
         let view = FrameView { ts, format, fragments: frame };
         let before = out.len();
         let decoded = catch_unwind(AssertUnwindSafe(|| reader.decode_frame(&view, 0, &mut out)));
@@ -249,6 +253,39 @@ fn decode_encapsulated(instance: &Instance, format: &PixelFormat, offset_table: 
         out.resize(before + format.frame_bytes().min(out.len() - before), 0);
     }
     Ok(out)
+}
+
+/// Transfer syntax UID of RLE Lossless.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Size of the RLE header: the segment count and 15 segment offsets, each a 32-bit integer.
+const RLE_HEADER_BYTES: usize = 64;
+
+/// Checks the RLE header of a frame's first fragment (DICOM PS3.5 annex G): 1 to 15 segments,
+/// each starting after the header, inside the fragment and not before the previous one. The
+/// codec trusts the segment count and sizes a buffer by it, so a corrupt count must stop here.
+fn check_rle_header(fragment: &[u8]) -> Result<(), String> {
+    if fragment.len() < RLE_HEADER_BYTES {
+        return Err(format!("RLE fragment of {} bytes is shorter than its 64-byte header", fragment.len()));
+    }
+    let word = |i: usize| u32::from_le_bytes([fragment[4 * i], fragment[4 * i + 1], fragment[4 * i + 2], fragment[4 * i + 3]]);
+
+    let segments = word(0) as usize;
+    if !(1..=15).contains(&segments) {
+        return Err(format!("RLE header declares {segments} segments, not 1 to 15"));
+    }
+    let mut previous = RLE_HEADER_BYTES;
+    for segment in 1..=segments {
+        let offset = word(segment) as usize;
+        if offset < previous || offset > fragment.len() {
+            return Err(format!(
+                "RLE segment {segment} starts at byte {offset}, outside {previous}..={} of its fragment",
+                fragment.len()
+            ));
+        }
+        previous = offset;
+    }
+    Ok(())
 }
 
 /// Groups fragments by frame: one fragment per frame, one frame in all fragments, or by the
@@ -333,5 +370,44 @@ impl PixelDataObject for FrameView<'_> {
         // fragment per frame see the whole codestream.
         let joined: Vec<u8> = self.fragments.concat();
         Some(RawPixelData { fragments: C::from_vec(vec![joined]), offset_table: C::from_vec(vec![0]) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rle_header(words: &[u32], fragment_len: usize) -> Vec<u8> {
+        let mut fragment = vec![0u8; fragment_len];
+        for (i, word) in words.iter().enumerate() {
+            fragment[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        fragment
+    }
+
+    #[test]
+    fn rle_header_accepts_ordered_segments() {
+        assert_eq!(check_rle_header(&rle_header(&[2, 64, 100], 200)), Ok(()));
+    }
+
+    #[test]
+    fn rle_header_rejects_bad_counts_and_offsets() {
+        let huge_count = check_rle_header(&rle_header(&[16_777_216], 200)).unwrap_err();
+        assert!(huge_count.contains("16777216 segments"), "{huge_count}");
+
+        let no_segments = check_rle_header(&rle_header(&[0], 200));
+        assert!(no_segments.is_err());
+
+        let inside_header = check_rle_header(&rle_header(&[1, 8], 200));
+        assert!(inside_header.is_err());
+
+        let past_end = check_rle_header(&rle_header(&[1, 300], 200));
+        assert!(past_end.is_err());
+
+        let backwards = check_rle_header(&rle_header(&[2, 120, 100], 200));
+        assert!(backwards.is_err());
+
+        let short = check_rle_header(&[1, 0, 0, 0]);
+        assert!(short.is_err());
     }
 }
