@@ -122,6 +122,13 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
             return Err(format!("element ({group:04X},{element:04X}) at byte {offset} is outside group 0000"));
         }
         let available = bytes.len() - offset - 8;
+        if let Some(width) = value_width(element) {
+            if !length.is_multiple_of(width) {
+                return Err(format!(
+                    "element (0000,{element:04X}) has {length} bytes, not a multiple of its value width {width}"
+                ));
+            }
+        }
         if length > available {
             return Err(format!(
                 "element (0000,{element:04X}) declares {length} bytes, only {available} follow"
@@ -130,6 +137,17 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
         offset += 8 + length;
     }
     Ok(())
+}
+
+/// Returns the value width in bytes of the command elements with binary values (UL, US and AT in
+/// PS3.7 annex E). The parser reads such a value in whole units, so a length that is not a
+/// multiple leaves it out of step with the element headers, reading lengths from value bytes.
+fn value_width(element: u16) -> Option<usize> {
+    match element {
+        0x0000 | 0x0001 | 0x0901 => Some(4),
+        0x0100 | 0x0110 | 0x0120 | 0x0700 | 0x0800 | 0x0900 | 0x1020..=0x1023 | 0x1031 => Some(2),
+        _ => None,
+    }
 }
 
 // `get` rather than `element_opt`, because dicom-object 0.10 reports a missing element through an
@@ -275,6 +293,21 @@ mod tests {
         assert_eq!(command.affected_sop_class_uid, "1.2.840.10008.5.1.4.1.1.2");
         assert_eq!(command.affected_sop_instance_uid, "1.2.3.45");
         assert!(command.has_data_set);
+    }
+
+    #[test]
+    fn odd_length_binary_value_is_rejected() {
+        // (0000,0000) Command Group Length (UL) with 9 value bytes, then (0000,0100). The parser
+        // reads two UL values, falls one byte out of step and once took a value byte for a
+        // 4 GB length.
+        let mut bytes = vec![0, 0, 0, 0, 9, 0, 0, 0];
+        bytes.extend_from_slice(&[0; 9]);
+        bytes.extend_from_slice(&[0, 0, 0, 1, 2, 0, 0, 0, 0x30, 0]);
+
+        let error = decode_command(&bytes).unwrap_err();
+
+        assert!(matches!(error, CommandError::Layout(_)), "{error}");
+        assert!(error.to_string().contains("not a multiple"), "{error}");
     }
 
     #[test]
