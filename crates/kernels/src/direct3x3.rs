@@ -139,7 +139,7 @@ fn pad_band(shape: &ConvShape, x: &[f32], task: &Task, padded: &mut Vec<f32>) {
     for (ci, plane) in image.chunks_exact(height * width).enumerate() {
         let dst_plane = &mut padded[ci * padded_plane..(ci + 1) * padded_plane];
         for (r, dst) in dst_plane.chunks_exact_mut(padded_width).enumerate() {
-            // Padded row r holds image row task.rows.start + r - 1.
+            // Padded row r contains image row task.rows.start + r - 1.
             let y = task.rows.start + r;
             if y == 0 || y > height {
                 dst.fill(0.0);

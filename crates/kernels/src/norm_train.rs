@@ -217,7 +217,7 @@ fn group_input_grad(
     let (mean, inv_std) = group_stats(x, eps);
     let (mean_f32, inv_std_f32) = (mean as f32, inv_std as f32);
 
-    // First pass: out holds g = dy * scale, and the sums of g and g * xhat.
+    // First pass: out contains g = dy * scale, and the sums of g and g * xhat.
     let (mut sum_g, mut sum_g_xhat) = (0f64, 0f64);
     for (k, ((out, grad), x)) in out
         .chunks_exact_mut(plane)

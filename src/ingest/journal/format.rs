@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 /// Records and segment headers start on multiples of this many bytes.
 pub(super) const BLOCK: u64 = 4096;
 pub(super) const RECORD_HEADER_LEN: usize = 48;
-/// Longest spool-relative path a record may carry: three UIDs of 64 characters, separators and a
-/// conflict suffix fit easily.
+/// Maximum length in bytes of the spool-relative path a record may carry. Three UIDs of 64
+/// characters, separators and a conflict suffix take under 250.
 pub(super) const MAX_PATH_LEN: usize = 1024;
 const SEGMENT_MAGIC: &[u8; 4] = b"PNJS";
 const RECORD_MAGIC: &[u8; 4] = b"PNJR";

@@ -178,14 +178,14 @@ fn file_removed_after_checkpoint_stays_removed() {
     let moved = store(&spool, "1.1", &payload("1.1"));
     spool.checkpoint().unwrap();
     fs::remove_file(&moved).unwrap();
-    let kept = store(&spool, "1.2", &payload("1.2"));
+    let stored_path = store(&spool, "1.2", &payload("1.2"));
     drop(spool);
-    fs::remove_file(&kept).unwrap();
+    fs::remove_file(&stored_path).unwrap();
 
     open(dir.path());
 
     assert!(!moved.exists(), "file moved out after the checkpoint came back");
-    assert!(kept.exists());
+    assert!(stored_path.exists());
 }
 
 #[test]
