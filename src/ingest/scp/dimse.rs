@@ -59,11 +59,9 @@ pub struct Command {
     pub error_comment: Option<String>,
 }
 
-/// Failure to decode a command set.
+/// Failure to decode or encode a command set.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    #[error("invalid DIMSE command set: {0}")]
-    Parse(#[source] Box<dicom_object::ReadError>),
     #[error("DIMSE command set is missing {0}")]
     Missing(&'static str),
     #[error("invalid DIMSE command set: {0}")]
@@ -79,49 +77,69 @@ pub fn trim_padding(value: &str) -> &str {
 
 /// Decodes a command set received in one or more Command PDVs.
 ///
+/// The decoder walks the Implicit VR Little Endian elements itself and only borrows value bytes
+/// from `bytes`, so a length that a peer declares never sizes an allocation. Elements it does
+/// not read are skipped by their length.
+///
 /// # Errors
 ///
-/// [`CommandError::Layout`] when an element lies outside group 0000 or declares more bytes than
-/// follow, [`CommandError::Parse`] when the bytes are not an Implicit VR Little Endian data set
-/// and [`CommandError::Missing`] when Command Field is absent.
+/// [`CommandError::Layout`] when an element lies outside group 0000, declares more bytes than
+/// follow, appears twice or has a value of the wrong width or character set, and
+/// [`CommandError::Missing`] when Command Field is absent.
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandError> {
-    check_layout(bytes).map_err(CommandError::Layout)?;
-    let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-    let object = InMemDicomObject::read_dataset_with_ts(bytes, &ts)
-        .map_err(|err| CommandError::Parse(Box::new(err)))?;
+    let elements = split_elements(bytes).map_err(CommandError::Layout)?;
+    let find = |tag: Tag| elements.iter().find(|(t, _)| *t == tag).map(|(_, value)| *value);
+    let read_u16 = |tag: Tag| find(tag).map(|value| us_value(tag, value)).transpose();
+    let read_text = |tag: Tag| find(tag).map(|value| text_value(tag, value)).transpose();
 
-    let command_field = read_u16(&object, tags::COMMAND_FIELD)
+    let command_field = read_u16(tags::COMMAND_FIELD)
+        .map_err(CommandError::Layout)?
         .ok_or(CommandError::Missing("command field (0000,0100)"))?;
-    let data_set_type = read_u16(&object, tags::COMMAND_DATA_SET_TYPE).unwrap_or(NO_DATA_SET);
+    let data_set_type = read_u16(tags::COMMAND_DATA_SET_TYPE)
+        .map_err(CommandError::Layout)?
+        .unwrap_or(NO_DATA_SET);
 
     Ok(Command {
         command_field,
-        message_id: read_u16(&object, tags::MESSAGE_ID).unwrap_or(0),
-        message_id_being_responded_to: read_u16(&object, tags::MESSAGE_ID_BEING_RESPONDED_TO),
-        affected_sop_class_uid: read_string(&object, tags::AFFECTED_SOP_CLASS_UID)
+        message_id: read_u16(tags::MESSAGE_ID).map_err(CommandError::Layout)?.unwrap_or(0),
+        message_id_being_responded_to: read_u16(tags::MESSAGE_ID_BEING_RESPONDED_TO)
+            .map_err(CommandError::Layout)?,
+        affected_sop_class_uid: read_text(tags::AFFECTED_SOP_CLASS_UID)
+            .map_err(CommandError::Layout)?
             .unwrap_or_default(),
-        affected_sop_instance_uid: read_string(&object, tags::AFFECTED_SOP_INSTANCE_UID)
+        affected_sop_instance_uid: read_text(tags::AFFECTED_SOP_INSTANCE_UID)
+            .map_err(CommandError::Layout)?
             .unwrap_or_default(),
         has_data_set: data_set_type != NO_DATA_SET,
-        status: read_u16(&object, tags::STATUS),
-        error_comment: read_string(&object, tags::ERROR_COMMENT),
+        status: read_u16(tags::STATUS).map_err(CommandError::Layout)?,
+        error_comment: read_text(tags::ERROR_COMMENT).map_err(CommandError::Layout)?,
     })
 }
 
-/// Walks the elements of an Implicit VR Little Endian command set and checks that each is in
-/// group 0000 with a defined length inside the buffer, so that the parser never allocates what a
-/// peer merely declares.
-fn check_layout(bytes: &[u8]) -> Result<(), String> {
+/// Splits an Implicit VR Little Endian command set into (tag, value bytes) pairs, checking that
+/// every element is in group 0000, appears once and has a defined length inside the buffer.
+fn split_elements(bytes: &[u8]) -> Result<Vec<(Tag, &[u8])>, String> {
+    let mut elements: Vec<(Tag, &[u8])> = Vec::with_capacity(12);
     let mut offset = 0usize;
     while offset < bytes.len() {
-        let header = bytes.get(offset..offset + 8).ok_or_else(|| format!("element header cut at byte {offset}"))?;
+        let header = bytes
+            .get(offset..offset + 8)
+            .ok_or_else(|| format!("element header cut at byte {offset}"))?;
         let group = u16::from_le_bytes([header[0], header[1]]);
         let element = u16::from_le_bytes([header[2], header[3]]);
         let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
         if group != 0x0000 {
-            return Err(format!("element ({group:04X},{element:04X}) at byte {offset} is outside group 0000"));
+            return Err(format!(
+                "element ({group:04X},{element:04X}) at byte {offset} is outside group 0000"
+            ));
         }
+
         let available = bytes.len() - offset - 8;
+        if length > available {
+            return Err(format!(
+                "element (0000,{element:04X}) declares {length} bytes, only {available} follow"
+            ));
+        }
         if let Some(width) = value_width(element) {
             if !length.is_multiple_of(width) {
                 return Err(format!(
@@ -129,37 +147,44 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
                 ));
             }
         }
-        if length > available {
-            return Err(format!(
-                "element (0000,{element:04X}) declares {length} bytes, only {available} follow"
-            ));
+        let tag = Tag(group, element);
+        if elements.iter().any(|(seen, _)| *seen == tag) {
+            return Err(format!("element (0000,{element:04X}) appears twice"));
         }
+        elements.push((tag, &bytes[offset + 8..offset + 8 + length]));
         offset += 8 + length;
     }
-    Ok(())
+    Ok(elements)
 }
 
-/// Returns the value width in bytes of the command elements with binary values (UL, US and AT in
-/// PS3.7 annex E). The parser reads such a value in whole units, so a length that is not a
-/// multiple leaves it out of step with the element headers, reading lengths from value bytes.
+/// Returns the value width in bytes of the command elements with binary values (UL, US and AT
+/// in PS3.7 annex E). A length that is not a multiple of it means the sender wrote a malformed
+/// element, which is rejected even where this decoder does not read the value.
 fn value_width(element: u16) -> Option<usize> {
     match element {
-        0x0000 | 0x0001 | 0x0901 => Some(4),
-        0x0100 | 0x0110 | 0x0120 | 0x0700 | 0x0800 | 0x0900 | 0x1020..=0x1023 | 0x1031 => Some(2),
+        0x0000 | 0x0001 | 0x0901 | 0x1005 => Some(4),
+        0x0100 | 0x0110 | 0x0120 | 0x0700 | 0x0800 | 0x0900 | 0x0903 | 0x1002 | 0x1008
+        | 0x1020..=0x1023 | 0x1031 => Some(2),
         _ => None,
     }
 }
 
-// `get` rather than `element_opt`, because dicom-object 0.10 reports a missing element through an
-// error that captures a backtrace. That cost more than the rest of the command decoding.
-fn read_u16(object: &InMemDicomObject, tag: Tag) -> Option<u16> {
-    object.get(tag)?.to_int::<u16>().ok()
+/// Reads the first value of a US element.
+fn us_value(tag: Tag, value: &[u8]) -> Result<u16, String> {
+    if value.len() < 2 {
+        return Err(format!("element {tag} has {} bytes, too few for a US value", value.len()));
+    }
+    Ok(u16::from_le_bytes([value[0], value[1]]))
 }
 
-fn read_string(object: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let element = object.get(tag)?;
-    let value = element.to_str().ok()?;
-    Some(trim_padding(&value).to_string())
+/// Reads a UI or LO value, which command sets write in the default character repertoire
+/// (PS3.5 section 6.1.2), and trims its padding.
+fn text_value(tag: Tag, value: &[u8]) -> Result<String, String> {
+    if !value.is_ascii() {
+        return Err(format!("element {tag} has bytes outside the default character repertoire"));
+    }
+    let text = std::str::from_utf8(value).map_err(|err| format!("element {tag}: {err}"))?;
+    Ok(trim_padding(text).to_string())
 }
 
 /// Encodes a C-STORE-RQ command set.
@@ -308,6 +333,64 @@ mod tests {
 
         assert!(matches!(error, CommandError::Layout(_)), "{error}");
         assert!(error.to_string().contains("not a multiple"), "{error}");
+    }
+
+    #[test]
+    fn odd_length_error_id_is_rejected() {
+        // cargo-fuzz input from CI: (0000,0903) Error ID (US) with one value byte. A general data
+        // set parser fell out of step after it and sized a buffer by a length read from value bytes.
+        let bytes = [
+            0, 0, 3, 9, 1, 0, 0, 0, 0, 0, 0, 0, 1, 49, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 56, 36, 0,
+            0, 0, 0, 2, 64, 0, 0, 0, 0, 0, 0, 2, 0, 18, 0, 0, 0, 49, 46, 50, 46, 56, 52, 48, 2, 0,
+            0, 0, 0, 8, 234, 0, 0, 0, 0, 0, 0, 0, 2, 2, 0, 0, 0, 247, 1,
+        ];
+
+        let error = decode_command(&bytes).unwrap_err();
+
+        assert!(error.to_string().contains("(0000,0903) has 1 bytes"), "{error}");
+    }
+
+    #[test]
+    fn unread_elements_are_skipped_by_their_length() {
+        // Move Destination (0000,0600, AE) is not read by this decoder; its bytes are skipped.
+        let mut bytes = vec![0, 0, 0, 6, 16, 0, 0, 0];
+        bytes.extend_from_slice(b"ANY_AE_TITLE    ");
+        bytes.extend_from_slice(&encode_echo_request(5).unwrap());
+
+        let command = decode_command(&bytes).unwrap();
+
+        assert_eq!(command.command_field, C_ECHO_RQ);
+        assert_eq!(command.message_id, 5);
+    }
+
+    #[test]
+    fn repeated_element_is_rejected() {
+        let mut bytes = encode_echo_request(1).unwrap();
+        bytes.extend_from_slice(&[0, 0, 0, 1, 2, 0, 0, 0, 0x01, 0]);
+
+        let error = decode_command(&bytes).unwrap_err();
+
+        assert!(error.to_string().contains("(0000,0100) appears twice"), "{error}");
+    }
+
+    #[test]
+    fn uid_outside_default_repertoire_is_rejected() {
+        let mut bytes = vec![0, 0, 0, 1, 2, 0, 0, 0, 0x30, 0];
+        bytes.extend_from_slice(&[0, 0, 2, 0, 4, 0, 0, 0, b'1', b'.', 0xC3, 0xA9]);
+
+        let error = decode_command(&bytes).unwrap_err();
+
+        assert!(error.to_string().contains("(0000,0002)"), "{error}");
+        assert!(error.to_string().contains("default character repertoire"), "{error}");
+    }
+
+    #[test]
+    fn missing_command_field_is_reported() {
+        let bytes = [0, 0, 0x10, 1, 2, 0, 0, 0, 7, 0];
+
+        let error = decode_command(&bytes).unwrap_err();
+
+        assert!(matches!(error, CommandError::Missing(_)), "{error}");
     }
 
     #[test]
