@@ -1,8 +1,11 @@
-//! Mutation fuzzing of the DIMSE command sets and PDUs that arrive over the network, in a bounded
+//! Mutation fuzzing of the DIMSE command sets, PDUs and P-DATA fragments that arrive over the network, in a bounded
 //! number of proptest cases so it runs in CI. Neither decoder may panic or allocate what the
 //! bytes merely claim, so every input returns a value or an error.
 
+use std::io::Cursor;
+
 use penumbra::ingest::scp::dimse::{decode_command, encode_echo_request, encode_store_request};
+use penumbra::ingest::scp::pdu_stream::{read_fragment_into, Incoming, PduStream};
 use proptest::prelude::*;
 
 /// Returns a valid C-STORE request command set, the seed the mutations start from.
@@ -37,6 +40,38 @@ fn associate_rq() -> Vec<u8> {
     pdu
 }
 
+/// Returns a P-DATA-TF PDU with the seed command set in one fragment and a data set in two.
+fn p_data() -> Vec<u8> {
+    let mut body = Vec::new();
+    for (control, data) in [(0x03u8, store_command()), (0x00, vec![0x08; 40]), (0x02, vec![0x10; 24])] {
+        body.extend_from_slice(&(data.len() as u32 + 2).to_be_bytes());
+        body.extend_from_slice(&[1, control]);
+        body.extend_from_slice(&data);
+    }
+    let mut pdu = vec![0x04, 0x00];
+    pdu.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    pdu.extend_from_slice(&body);
+    pdu
+}
+
+/// Reads PDUs and fragments from `bytes` as the SCP does, until the first error, and returns
+/// the number of fragments read.
+fn read_stream(bytes: &[u8]) -> usize {
+    let mut stream = Cursor::new(bytes);
+    let mut pdus = PduStream::new(16_384);
+    let mut fragments = 0;
+    while let Ok(incoming) = pdus.next(&mut stream) {
+        if let Incoming::Fragment(fragment) = incoming {
+            let mut buffer = Vec::new();
+            if read_fragment_into(&mut stream, fragment.len, &mut buffer).is_err() {
+                break;
+            }
+            fragments += 1;
+        }
+    }
+    fragments
+}
+
 /// Applies byte flips, a truncation and an insertion drawn by proptest.
 fn mutate(mut bytes: Vec<u8>, flips: &[(usize, u8)], cut: Option<usize>, insert: Option<(usize, Vec<u8>)>) -> Vec<u8> {
     for &(position, value) in flips {
@@ -62,6 +97,7 @@ fn seeds_decode() {
     decode_command(&encode_echo_request(3).unwrap()).expect("an echo request decodes");
     let pdu = dicom_ul::pdu::read_pdu(&associate_rq()[..], 16384, false).expect("the seed PDU parses");
     assert!(matches!(pdu, Some(dicom_ul::Pdu::AssociationRQ(_))), "{pdu:?}");
+    assert_eq!(read_stream(&p_data()), 3);
 }
 
 proptest! {
@@ -88,8 +124,19 @@ proptest! {
     }
 
     #[test]
+    fn pdu_stream_never_panics(
+        flips in prop::collection::vec((any::<usize>(), 1u8..=255), 0..8),
+        cut in prop::option::of(any::<usize>()),
+        insert in prop::option::of((any::<usize>(), prop::collection::vec(any::<u8>(), 1..16))),
+    ) {
+        let bytes = mutate(p_data(), &flips, cut, insert);
+        read_stream(&bytes);
+    }
+
+    #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_command(&bytes);
         let _ = dicom_ul::pdu::read_pdu(&bytes[..], 16384, true);
+        read_stream(&bytes);
     }
 }

@@ -20,6 +20,7 @@ use dicom_ul::pdu::{
 use dicom_ul::{Pdu, ServerAssociationOptions};
 
 use super::dimse::{self, status, Command};
+use super::pdu_stream::{read_fragment_into, skip_fragment, Fragment, Incoming, PduStream};
 use super::{sop, InstanceIds, InstanceSink, ScpConfig, SinkError, StoreOutcome};
 
 /// Implementation Class UID written into the File Meta of every file the SCP builds.
@@ -189,22 +190,21 @@ fn receive_loop(
     receiver: &mut Receiver,
     context: &AssociationContext,
 ) -> Ending {
+    let mut pdus = PduStream::new(context.config.max_pdu_length);
     loop {
-        let pdu = match association.receive() {
-            Ok(pdu) => pdu,
+        let incoming = match pdus.next(association.inner_stream()) {
+            Ok(incoming) => incoming,
             Err(err) => return Ending::Failed(format!("receive failed: {err}")),
         };
-        match pdu {
-            Pdu::PData { data } => {
-                for value in data {
-                    if let Err(reason) = receiver.on_value(value, association, context) {
-                        return Ending::Failed(reason);
-                    }
+        match incoming {
+            Incoming::Fragment(fragment) => {
+                if let Err(reason) = receiver.on_fragment(fragment, association, context) {
+                    return Ending::Failed(reason);
                 }
             }
-            Pdu::ReleaseRQ => return Ending::Released,
-            Pdu::AbortRQ { .. } => return Ending::AbortedByPeer,
-            other => {
+            Incoming::Pdu(Pdu::ReleaseRQ) => return Ending::Released,
+            Incoming::Pdu(Pdu::AbortRQ { .. }) => return Ending::AbortedByPeer,
+            Incoming::Pdu(other) => {
                 return Ending::Failed(format!("unexpected pdu: {}", other.short_description()))
             }
         }
@@ -226,6 +226,10 @@ struct Transfer {
     /// Status decided before the data set arrived; its fragments are then discarded.
     rejection: Option<(u16, String)>,
 }
+
+/// Maximum length of a command set, in bytes. A C-STORE-RQ takes about 200 bytes, so the limit
+/// only stops a peer from growing the buffer without end.
+const MAX_COMMAND_LEN: usize = 64 << 10;
 
 /// Largest buffer capacity an association keeps for its next instance, in bytes. A larger one
 /// (a big multi-frame instance) is freed once the instance is stored.
@@ -252,22 +256,24 @@ impl Receiver {
         }
     }
 
-    /// Takes one PDV. Returns a reason only for protocol violations, which end the association.
-    fn on_value(
+    /// Reads one PDV from the association's stream and acts on it. Returns a reason only for
+    /// protocol violations and connection failures, which end the association.
+    fn on_fragment(
         &mut self,
-        value: PDataValue,
+        fragment: Fragment,
         association: &mut ServerAssociation<TcpStream>,
         context: &AssociationContext,
     ) -> Result<(), String> {
-        match value.value_type {
-            PDataValueType::Command => self.on_command_fragment(value, association, context),
-            PDataValueType::Data => self.on_data_fragment(value, association, context),
+        if fragment.is_command {
+            self.on_command_fragment(fragment, association, context)
+        } else {
+            self.on_data_fragment(fragment, association, context)
         }
     }
 
     fn on_command_fragment(
         &mut self,
-        value: PDataValue,
+        fragment: Fragment,
         association: &mut ServerAssociation<TcpStream>,
         context: &AssociationContext,
     ) -> Result<(), String> {
@@ -276,14 +282,18 @@ impl Receiver {
                 "command fragment received while a data set was still arriving".to_string(),
             );
         }
-        self.command_bytes.extend_from_slice(&value.data);
-        if !value.is_last {
+        if self.command_bytes.len() + fragment.len > MAX_COMMAND_LEN {
+            return Err(format!("command set longer than {MAX_COMMAND_LEN} bytes"));
+        }
+        read_fragment_into(association.inner_stream(), fragment.len, &mut self.command_bytes)
+            .map_err(|err| format!("receive failed: {err}"))?;
+        if !fragment.is_last {
             return Ok(());
         }
 
         let bytes = std::mem::take(&mut self.command_bytes);
         let command = dimse::decode_command(&bytes).map_err(|err| err.to_string())?;
-        let pc_id = value.presentation_context_id;
+        let pc_id = fragment.presentation_context_id;
 
         if command.has_data_set {
             self.transfer = Some(self.start_transfer(command, pc_id, association, context));
@@ -349,25 +359,29 @@ impl Receiver {
 
     fn on_data_fragment(
         &mut self,
-        value: PDataValue,
+        fragment: Fragment,
         association: &mut ServerAssociation<TcpStream>,
         context: &AssociationContext,
     ) -> Result<(), String> {
         let Some(transfer) = self.transfer.as_mut() else {
             return Err("data fragment received without a preceding command".to_string());
         };
-        if transfer.presentation_context_id != value.presentation_context_id {
+        if transfer.presentation_context_id != fragment.presentation_context_id {
             return Err(format!(
                 "data fragment on presentation context {} while the command used {}",
-                value.presentation_context_id, transfer.presentation_context_id
+                fragment.presentation_context_id, transfer.presentation_context_id
             ));
         }
-        if transfer.rejection.is_none() {
+        let stream = association.inner_stream();
+        let read = if transfer.rejection.is_none() {
             // NOTE: the whole data set is kept in memory until its last fragment arrives, so the
             // largest instance accepted is bounded only by available memory.
-            transfer.file.extend_from_slice(&value.data);
-        }
-        if !value.is_last {
+            read_fragment_into(stream, fragment.len, &mut transfer.file)
+        } else {
+            skip_fragment(stream, fragment.len)
+        };
+        read.map_err(|err| format!("receive failed: {err}"))?;
+        if !fragment.is_last {
             return Ok(());
         }
 

@@ -21,6 +21,7 @@ use dicom_ul::pdu::{
 mod association;
 pub use association::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 pub mod dimse;
+pub mod pdu_stream;
 pub mod sop;
 
 /// Settings of the C-STORE SCP.
