@@ -411,12 +411,11 @@ impl Spool {
         let write = || -> io::Result<()> {
             let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
             file.write_all(bytes)?;
+            // A journaled store leaves the file to the page cache, which the checkpoint flushes.
+            // Starting its writeback here made the record's fdatasync wait behind it: a loop of
+            // 300 stores of 0.5 MB took 0.95 to 1.04 ms per store without it, 1.08 to 2.6 with it.
             if fsync {
                 self.commits.sync_file(file)?;
-            } else if self.journal.is_some() {
-                // Starting writeback now spreads the disk writes, so the journal's checkpoint
-                // before it reuses a segment finds less to flush.
-                super::group_commit::start_writeback(&file);
             }
             Ok(())
         };

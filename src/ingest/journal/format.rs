@@ -35,19 +35,20 @@ pub(super) fn record_len(path_len: usize, data_len: usize) -> u64 {
 }
 
 /// Builds the record header followed by the path, ready to be written before the instance bytes.
-pub(super) fn record_head(generation: u64, sequence: u64, path: &str, bytes: &[u8]) -> Vec<u8> {
+/// `data` is the CRC-32 state of the instance bytes alone, computed before the journal is locked.
+pub(super) fn record_head(generation: u64, sequence: u64, path: &str, data: &crc32fast::Hasher, data_len: usize) -> Vec<u8> {
     let mut head = vec![0u8; RECORD_HEADER_LEN];
     head[0..4].copy_from_slice(RECORD_MAGIC);
     head[4..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     head[8..16].copy_from_slice(&generation.to_le_bytes());
     head[16..24].copy_from_slice(&sequence.to_le_bytes());
     head[24..28].copy_from_slice(&(path.len() as u32).to_le_bytes());
-    head[32..40].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    head[32..40].copy_from_slice(&(data_len as u64).to_le_bytes());
 
     let mut crc = crc32fast::Hasher::new();
     crc.update(&head[0..40]);
     crc.update(path.as_bytes());
-    crc.update(bytes);
+    crc.combine(data);
     head[40..44].copy_from_slice(&crc.finalize().to_le_bytes());
     head.extend_from_slice(path.as_bytes());
     head

@@ -245,6 +245,8 @@ impl Journal {
             return Err(JournalError::TooLarge { path: relative_path.to_string(), bytes: bytes.len() });
         }
         let len = record_len(relative_path.len(), bytes.len());
+        let mut data_crc = crc32fast::Hasher::new();
+        data_crc.update(bytes);
 
         let mut state = shared.lock();
         if let Some(error) = &state.failed {
@@ -256,7 +258,7 @@ impl Journal {
 
         let (current, offset, sequence) = (state.current, state.offset, state.next_sequence);
         let segment = &mut state.segments[current];
-        let head = record_head(segment.generation, sequence, relative_path, bytes);
+        let head = record_head(segment.generation, sequence, relative_path, &data_crc, bytes.len());
         let written = segment.file.write_all_at(&head, offset).and_then(|()| segment.file.write_all_at(bytes, offset + head.len() as u64));
         written.map_err(|source| JournalError::Write { path: segment.path.clone(), source })?;
         segment.in_flight += 1;

@@ -152,18 +152,24 @@ fn read_exact<R: Read>(stream: &mut R, buf: &mut [u8]) -> Result<(), PduStreamEr
     })
 }
 
-/// Appends exactly `len` bytes from `stream` to `buf`, reading into its spare capacity.
+/// Appends exactly `len` bytes from `stream` to `buf`.
+///
+/// The bytes are zeroed first and read with `read_exact`, so each read requests everything still
+/// missing. `Read::read_to_end` would cap its reads at 8 KiB until one fills its buffer, which
+/// a socket rarely does.
 ///
 /// # Errors
 ///
-/// An I/O error, or [`PduStreamError::Truncated`] when the stream ends first.
+/// An I/O error, or [`PduStreamError::Truncated`] when the stream ends first. `buf` then keeps
+/// its old length.
 pub fn read_fragment_into<R: Read>(stream: &mut R, len: usize, buf: &mut Vec<u8>) -> Result<(), PduStreamError> {
-    buf.reserve(len);
-    let read = stream.take(len as u64).read_to_end(buf)?;
-    if read != len {
-        return Err(PduStreamError::Truncated);
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    let read = read_exact(stream, &mut buf[start..]);
+    if read.is_err() {
+        buf.truncate(start);
     }
-    Ok(())
+    read
 }
 
 /// Reads and drops exactly `len` bytes of a fragment whose content is not needed.
