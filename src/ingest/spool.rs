@@ -262,18 +262,16 @@ impl Spool {
         Ok(outcome)
     }
 
-    /// NOTE: when the wait for the record fails, the record may still reach the disk, and the
-    /// next start then restores an instance whose store returned an error.
+    /// Appends the record first, so that the disk writes it while the temporary file is written
+    /// through the page cache, then waits for the record and links the file.
+    ///
+    /// NOTE: when writing the temporary file or waiting for the record fails, the record may
+    /// still reach the disk, and the next start then restores an instance whose store returned
+    /// an error. A sender that retries it gets a duplicate of the same content.
     fn write_journaled(&self, journal: &Journal, folder: &Path, target: &Path, sop: &str, bytes: &[u8]) -> Result<(), SpoolError> {
         let relative = target.strip_prefix(&self.root).unwrap_or(target).to_string_lossy().into_owned();
+        let pending = journal.append(&relative, bytes)?;
         let temp = self.write_temp(folder, sop, bytes, false)?;
-        let pending = match journal.append(&relative, bytes) {
-            Ok(pending) => pending,
-            Err(err) => {
-                let _ = fs::remove_file(&temp);
-                return Err(err.into());
-            }
-        };
 
         let linked = pending
             .wait()
