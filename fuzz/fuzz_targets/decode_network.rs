@@ -13,6 +13,7 @@ mod dimse;
 
 /// The SCP's reader of PDUs and P-DATA fragments, compiled from its source likewise.
 #[path = "../../src/ingest/scp/pdu_stream.rs"]
+#[allow(dead_code)]
 mod pdu_stream;
 
 /// Maximum PDU length the SCP accepts by default, in bytes.
@@ -26,11 +27,17 @@ fuzz_target!(|data: &[u8]| {
     let mut stream = std::io::Cursor::new(data);
     let mut pdus = pdu_stream::PduStream::new(MAX_PDU_LENGTH);
     while let Ok(incoming) = pdus.next(&mut stream) {
-        if let pdu_stream::Incoming::Fragment(fragment) = incoming {
-            let mut buffer = Vec::new();
-            if pdu_stream::read_fragment_into(&mut stream, fragment.len, &mut buffer).is_err() {
-                break;
-            }
+        let pdu_stream::Incoming::Fragment(fragment) = incoming else {
+            continue;
+        };
+        // The SCP keeps command fragments and, for a rejected data set, skips data fragments.
+        let read = if fragment.is_command {
+            pdu_stream::read_fragment_into(&mut stream, fragment.len, &mut Vec::new())
+        } else {
+            pdu_stream::skip_fragment(&mut stream, fragment.len)
+        };
+        if read.is_err() {
+            break;
         }
     }
 });
