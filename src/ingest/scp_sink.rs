@@ -1,10 +1,11 @@
-//! The spool as the C-STORE receiver's [`InstanceSink`]: a received instance is acknowledged
-//! only after the spool returned, that is after its fsync.
+//! The spool as the C-STORE receiver's [`InstanceSink`]. With `durability: fsync` a received
+//! instance is acknowledged only once it is on disk: after its journal record's fdatasync, or
+//! after the file's fsync without the journal.
 
 use std::sync::Arc;
 
 use super::identify::InstanceIds as SpoolIds;
-use super::scp::{InstanceIds as ReceivedIds, InstanceSink, SinkError, StoreOutcome};
+use super::scp::{Completion, InstanceIds as ReceivedIds, InstanceSink, SinkError, StoreOutcome};
 use super::spool::{Source, Spool, SpoolError, StoreOutcome as SpoolOutcome};
 use crate::telemetry::metrics::metrics;
 
@@ -26,22 +27,42 @@ impl InstanceSink for SpoolSink {
         let ids = spool_ids(received)?;
         let source = Source::Scp { calling_ae: received.calling_ae_title.clone() };
 
-        let outcome = self.spool.store(&ids, bytes, source).map_err(|e| match e {
-            SpoolError::InvalidUid { .. } => SinkError::Invalid(e.to_string()),
-            other => SinkError::Other(other.to_string()),
-        })?;
-        Ok(match outcome {
-            SpoolOutcome::Stored { .. } => {
-                metrics().instances_received.with_label_values(&["scp"]).inc();
-                StoreOutcome::Stored
-            }
-            SpoolOutcome::Duplicate { .. } => StoreOutcome::Duplicate,
-            SpoolOutcome::Conflict { .. } => StoreOutcome::Conflict,
-        })
+        let outcome = self.spool.store(&ids, bytes, source).map_err(sink_error)?;
+        Ok(count(outcome))
+    }
+
+    /// With the intake journal, returns once the instance's record is on disk and leaves the
+    /// spool file to the completion, so that the sender prepares its next instance meanwhile.
+    fn store_durable(&self, received: &ReceivedIds, bytes: &[u8]) -> Result<(StoreOutcome, Option<Completion<'_>>), SinkError> {
+        let ids = spool_ids(received)?;
+        let source = Source::Scp { calling_ae: received.calling_ae_title.clone() };
+
+        let (outcome, placement) = self.spool.store_durable(&ids, bytes, source).map_err(sink_error)?;
+        let completion = placement.map(|placement| Box::new(move |bytes: &[u8]| placement.finish(bytes)) as Completion<'_>);
+        Ok((count(outcome), completion))
     }
 
     fn free_disk_bytes(&self) -> Option<u64> {
         self.spool.free_disk_bytes().ok()
+    }
+}
+
+fn sink_error(error: SpoolError) -> SinkError {
+    match error {
+        SpoolError::InvalidUid { .. } => SinkError::Invalid(error.to_string()),
+        other => SinkError::Other(other.to_string()),
+    }
+}
+
+/// Counts a new instance in the metrics and converts the outcome.
+fn count(outcome: SpoolOutcome) -> StoreOutcome {
+    match outcome {
+        SpoolOutcome::Stored { .. } => {
+            metrics().instances_received.with_label_values(&["scp"]).inc();
+            StoreOutcome::Stored
+        }
+        SpoolOutcome::Duplicate { .. } => StoreOutcome::Duplicate,
+        SpoolOutcome::Conflict { .. } => StoreOutcome::Conflict,
     }
 }
 

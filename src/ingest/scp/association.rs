@@ -1,7 +1,6 @@
 //! One association of the C-STORE SCP: negotiation, the DIMSE message loop and the turn of each
 //! received data set into a Part 10 file for the sink.
 
-use std::borrow::Cow;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use dicom_ul::{Pdu, ServerAssociationOptions};
 
 use super::dimse::{self, status, Command};
 use super::pdu_stream::{read_fragment_into, skip_fragment, Fragment, Incoming, PduStream};
-use super::{sop, InstanceIds, InstanceSink, ScpConfig, SinkError, StoreOutcome};
+use super::{sop, Completion, InstanceIds, InstanceSink, ScpConfig, SinkError, StoreOutcome};
 
 /// Implementation Class UID written into the File Meta of every file the SCP builds.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.121697579399570276385947394069064363992";
@@ -388,8 +387,8 @@ impl Receiver {
         let Some(transfer) = self.transfer.take() else {
             return Err("data set state lost".to_string());
         };
-        let (code, comment) = match &transfer.rejection {
-            Some(rejection) => rejection.clone(),
+        let (code, comment, completion) = match &transfer.rejection {
+            Some((code, comment)) => (*code, comment.clone(), None),
             None => store_instance(&transfer, &self.calling_ae_title, context),
         };
 
@@ -413,6 +412,10 @@ impl Receiver {
             code,
             comment.as_deref(),
         );
+        // The instance is durable already, so it is placed even when the response failed.
+        if let Some(complete) = completion {
+            complete(&transfer.file);
+        }
 
         if transfer.file.capacity() <= MAX_KEPT_BUFFER {
             self.spare_buffer = transfer.file;
@@ -481,36 +484,44 @@ fn respond(
 }
 
 /// Checks a complete data set, builds its Part 10 file and hands it to the sink. Returns the
-/// C-STORE status and a reason for the log and Error Comment.
-fn store_instance(transfer: &Transfer, calling_ae: &str, context: &AssociationContext) -> (u16, String) {
+/// C-STORE status, a reason for the log and Error Comment, and the sink's completion, which
+/// must run with `transfer.file` after the response.
+fn store_instance<'a>(
+    transfer: &Transfer,
+    calling_ae: &str,
+    context: &'a AssociationContext,
+) -> (u16, String, Option<Completion<'a>>) {
     let data = &transfer.file[transfer.data_start..];
     let ids = match identify(&transfer.command, data, &transfer.transfer_syntax, calling_ae) {
         Ok(ids) => ids,
-        Err(rejection) => return rejection,
+        Err((code, comment)) => return (code, comment, None),
     };
 
-    let file = if transfer.data_start > 0 {
-        Cow::Borrowed(transfer.file.as_slice())
+    // The usual case: the buffer starts with the File Meta built from the command, so the sink
+    // may finish the store from it after the response.
+    let stored = if transfer.data_start > 0 {
+        context.sink.store_durable(&ids, &transfer.file)
     } else {
         let mut file = Vec::with_capacity(data.len() + 512);
         if let Err(err) = write_part10_header(&mut file, &transfer.command, &ids.transfer_syntax_uid, calling_ae) {
             return (
                 status::CANNOT_UNDERSTAND,
                 format!("failed to build the file meta group: {err}"),
+                None,
             );
         }
         file.extend_from_slice(data);
-        Cow::Owned(file)
+        context.sink.store(&ids, &file).map(|outcome| (outcome, None))
     };
 
-    match context.sink.store(&ids, &file) {
-        Ok(StoreOutcome::Stored | StoreOutcome::Duplicate) => (status::SUCCESS, String::new()),
-        Ok(StoreOutcome::Conflict) => {
+    match stored {
+        Ok((StoreOutcome::Stored | StoreOutcome::Duplicate, completion)) => (status::SUCCESS, String::new(), completion),
+        Ok((StoreOutcome::Conflict, completion)) => {
             tracing::warn!(sop_instance_uid = %ids.sop_instance_uid, "Instance conflicts with a stored one of the same SOP Instance UID; kept apart");
-            (status::SUCCESS, String::new())
+            (status::SUCCESS, String::new(), completion)
         }
-        Err(err @ SinkError::Invalid(_)) => (status::CANNOT_UNDERSTAND, err.to_string()),
-        Err(err) => (status::OUT_OF_RESOURCES, err.to_string()),
+        Err(err @ SinkError::Invalid(_)) => (status::CANNOT_UNDERSTAND, err.to_string(), None),
+        Err(err) => (status::OUT_OF_RESOURCES, err.to_string(), None),
     }
 }
 

@@ -106,10 +106,24 @@ pub enum SinkError {
     Other(String),
 }
 
+/// Work that a sink leaves for after the C-STORE response, run with the same bytes.
+pub type Completion<'a> = Box<dyn FnOnce(&[u8]) + 'a>;
+
 /// Durable destination of received instances (the spool at integration).
 pub trait InstanceSink: Send + Sync {
     /// Stores `bytes`, a complete Part 10 file, and returns only once it is on disk (fsynced).
     fn store(&self, ids: &InstanceIds, bytes: &[u8]) -> Result<StoreOutcome, SinkError>;
+
+    /// Stores `bytes` and returns once they are durable, possibly before the instance is in its
+    /// final place. The SCP sends the response, then runs the returned completion with the same
+    /// bytes. The default stores completely and returns no completion.
+    ///
+    /// # Errors
+    ///
+    /// As for [`InstanceSink::store`].
+    fn store_durable(&self, ids: &InstanceIds, bytes: &[u8]) -> Result<(StoreOutcome, Option<Completion<'_>>), SinkError> {
+        self.store(ids, bytes).map(|outcome| (outcome, None))
+    }
 
     /// Returns the free space, in bytes, where instances are stored, or `None` when unknown
     /// (the watermark check is then skipped).

@@ -6,7 +6,9 @@
 //! `<sop>.conflict-<n>.dcm`. Stores of one SOP Instance UID run one at a time.
 //!
 //! Durability, for [`Spool::store`] with [`Durability::Fsync`]: the instance is first appended to
-//! the intake [`Journal`] and fdatasynced, then written through the page cache. The journal's
+//! the intake [`Journal`] and fdatasynced, then written through the page cache.
+//! [`Spool::store_durable`] returns as soon as the record is on disk and leaves the file to a
+//! [`Placement`], for the C-STORE receiver to finish after its response. The journal's
 //! replay at the next open repairs what a crash lost. Instances too large for a journal segment,
 //! and [`Spool::store_with`] with `fsync` (the folder watcher), take the direct path instead: the
 //! temporary file is fsynced before it is linked and the folder after. The syncs of concurrent
@@ -26,6 +28,9 @@ use thiserror::Error;
 use super::group_commit::GroupCommit;
 use super::identify::is_valid_uid;
 pub use super::identify::InstanceIds;
+pub use deferred::Placement;
+
+mod deferred;
 use super::journal::{Journal, JournalError, JournalSettings};
 use crate::config::Durability;
 
