@@ -194,20 +194,6 @@ pub(crate) fn start_writeback(file: &File) {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn start_writeback(_file: &File) {}
 
-/// Asks the kernel to start writing the dirty pages of `len` bytes of `file` from `offset`,
-/// without waiting. Like [`start_writeback`], only a hint.
-#[cfg(target_os = "linux")]
-pub(crate) fn start_writeback_range(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
-    // SAFETY: the descriptor is open for the lifetime of `file`; sync_file_range reads no memory.
-    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn start_writeback_range(_file: &File, _offset: u64, _len: u64) {}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,9 +3,9 @@
 //! A fsynced spool file costs two ext4 journal commits (the new file and its folder entry). The
 //! journal instead appends each instance to a preallocated segment file and calls fdatasync,
 //! which only writes the data blocks and flushes the disk cache, because the blocks already
-//! exist. The spool file is written through the page cache and linked under its name only once
-//! the record is on disk: the C-STORE receiver does it after its response
-//! (`Spool::store_durable`), and `Spool::store` while the disk writes the record.
+//! exist. The spool file is written through the page cache and linked under its name once the
+//! record is on disk: by the C-STORE receiver after its response (`Spool::store_durable`), and
+//! by `Spool::store` before it returns.
 //!
 //! Layout under `<data_dir>/journal/`: `segment-<index>.wal`, each [`JournalSettings::segment_bytes`]
 //! long and filled with zeros when created. Block 0 of a segment is its header (magic, generation,
@@ -236,8 +236,8 @@ impl Journal {
         record_len(MAX_PATH_LEN, data_len) <= self.shared.settings.segment_bytes - BLOCK
     }
 
-    /// Writes a record of `bytes` for the spool file at `relative_path` and starts its writeback.
-    /// [`Pending::wait`] makes it durable.
+    /// Writes a record of `bytes` for the spool file at `relative_path`; [`Pending::wait`] makes
+    /// it durable.
     ///
     /// # Errors
     ///
@@ -269,15 +269,8 @@ impl Journal {
         segment.dirty = true;
         segment.unsynced = true;
 
-        let file = Arc::clone(&segment.file);
         state.offset += len;
         state.next_sequence += 1;
-        drop(state);
-
-        // The disk starts on the record now, so whatever the store does before `Pending::wait`
-        // overlaps the record's writeback. With the temporary spool file written in between, the
-        // wait fell from 0.53 to 0.2 ms per 0.5 MB record in the ingest benchmark.
-        crate::ingest::group_commit::start_writeback_range(&file, offset, len);
         Ok(Pending { shared, segment: current, sequence })
     }
 

@@ -40,9 +40,10 @@ impl Spool {
     ///
     /// As for [`Spool::store`]. Nothing was acknowledged durable on error.
     pub fn store_durable(&self, ids: &InstanceIds, bytes: &[u8], source: Source) -> Result<(StoreOutcome, Option<Placement<'_>>), SpoolError> {
+        let fsync = self.durability == Durability::Fsync;
         let journal = match &self.journal {
-            Some(journal) if self.durability == Durability::Fsync && journal.fits(bytes.len()) => journal,
-            _ => return self.store(ids, bytes, source).map(|outcome| (outcome, None)),
+            Some(journal) if fsync && journal.fits(bytes.len()) => journal,
+            _ => return self.store_with(ids, bytes, source, fsync).map(|outcome| (outcome, None)),
         };
         check_ids(ids)?;
         let folder = self.series_folder(ids);
@@ -52,6 +53,7 @@ impl Spool {
 
         let outcome = choose_name(&folder, &final_path, &ids.sop_instance_uid, bytes)?;
         let target = match &outcome {
+            // The existing file was written by an earlier store, which journaled or synced it.
             StoreOutcome::Duplicate { .. } => {
                 self.report(ids, &outcome, &source);
                 return Ok((outcome, None));
@@ -60,6 +62,9 @@ impl Spool {
         };
         let relative = target.strip_prefix(&self.root).unwrap_or(target).to_string_lossy().into_owned();
         let pending = journal.append(&relative, bytes)?;
+        // NOTE: when the wait fails, the record may still reach the disk, and the next start
+        // then restores an instance whose store returned an error. A sender that retries it
+        // gets a duplicate of the same content.
         pending.wait()?;
 
         let placement = Placement { spool: self, journal, _claim: claim, pending, folder, ids: ids.clone(), outcome: outcome.clone(), source };
