@@ -89,30 +89,28 @@ pub fn trim_padding(value: &str) -> &str {
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandError> {
     let elements = split_elements(bytes).map_err(CommandError::Layout)?;
     let find = |tag: Tag| elements.iter().find(|(t, _)| *t == tag).map(|(_, value)| *value);
-    let read_u16 = |tag: Tag| find(tag).map(|value| us_value(tag, value)).transpose();
-    let read_text = |tag: Tag| find(tag).map(|value| text_value(tag, value)).transpose();
+    let read_u16 = |tag: Tag| {
+        let value = find(tag).map(|value| us_value(tag, value)).transpose();
+        value.map_err(CommandError::Layout)
+    };
+    let read_text = |tag: Tag| {
+        let value = find(tag).map(|value| text_value(tag, value)).transpose();
+        value.map_err(CommandError::Layout)
+    };
 
-    let command_field = read_u16(tags::COMMAND_FIELD)
-        .map_err(CommandError::Layout)?
+    let command_field = read_u16(tags::COMMAND_FIELD)?
         .ok_or(CommandError::Missing("command field (0000,0100)"))?;
-    let data_set_type = read_u16(tags::COMMAND_DATA_SET_TYPE)
-        .map_err(CommandError::Layout)?
-        .unwrap_or(NO_DATA_SET);
+    let data_set_type = read_u16(tags::COMMAND_DATA_SET_TYPE)?.unwrap_or(NO_DATA_SET);
 
     Ok(Command {
         command_field,
-        message_id: read_u16(tags::MESSAGE_ID).map_err(CommandError::Layout)?.unwrap_or(0),
-        message_id_being_responded_to: read_u16(tags::MESSAGE_ID_BEING_RESPONDED_TO)
-            .map_err(CommandError::Layout)?,
-        affected_sop_class_uid: read_text(tags::AFFECTED_SOP_CLASS_UID)
-            .map_err(CommandError::Layout)?
-            .unwrap_or_default(),
-        affected_sop_instance_uid: read_text(tags::AFFECTED_SOP_INSTANCE_UID)
-            .map_err(CommandError::Layout)?
-            .unwrap_or_default(),
+        message_id: read_u16(tags::MESSAGE_ID)?.unwrap_or(0),
+        message_id_being_responded_to: read_u16(tags::MESSAGE_ID_BEING_RESPONDED_TO)?,
+        affected_sop_class_uid: read_text(tags::AFFECTED_SOP_CLASS_UID)?.unwrap_or_default(),
+        affected_sop_instance_uid: read_text(tags::AFFECTED_SOP_INSTANCE_UID)?.unwrap_or_default(),
         has_data_set: data_set_type != NO_DATA_SET,
-        status: read_u16(tags::STATUS).map_err(CommandError::Layout)?,
-        error_comment: read_text(tags::ERROR_COMMENT).map_err(CommandError::Layout)?,
+        status: read_u16(tags::STATUS)?,
+        error_comment: read_text(tags::ERROR_COMMENT)?,
     })
 }
 
@@ -183,8 +181,8 @@ fn text_value(tag: Tag, value: &[u8]) -> Result<String, String> {
     if !value.is_ascii() {
         return Err(format!("element {tag} has bytes outside the default character repertoire"));
     }
-    let text = std::str::from_utf8(value).map_err(|err| format!("element {tag}: {err}"))?;
-    Ok(trim_padding(text).to_string())
+    let text: String = value.iter().map(|&byte| char::from(byte)).collect();
+    Ok(trim_padding(&text).to_string())
 }
 
 /// Encodes a C-STORE-RQ command set.
@@ -382,6 +380,16 @@ mod tests {
 
         assert!(error.to_string().contains("(0000,0002)"), "{error}");
         assert!(error.to_string().contains("default character repertoire"), "{error}");
+    }
+
+    #[test]
+    fn empty_command_field_is_rejected() {
+        let bytes = [0, 0, 0, 1, 0, 0, 0, 0];
+
+        let error = decode_command(&bytes).unwrap_err();
+
+        assert!(matches!(error, CommandError::Layout(_)), "{error}");
+        assert!(error.to_string().contains("(0000,0100) has 0 bytes"), "{error}");
     }
 
     #[test]

@@ -243,7 +243,8 @@ mod tests {
     }
 
     #[test]
-    fn pdu_over_the_maximum_is_rejected_before_its_body_is_read() {
+    fn oversized_pdu_is_rejected() {
+        // Only the header follows, so reading the body first would report a truncated stream.
         let mut stream = Cursor::new(vec![P_DATA_TF, 0, 0x7F, 0xFF, 0xFF, 0xFF]);
 
         let error = PduStream::new(16_384).next(&mut stream).unwrap_err();
@@ -291,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_pdu_type_is_returned_for_the_caller_to_reject() {
+    fn unknown_pdu_type_is_returned() {
         let incoming = PduStream::new(16_384).next(&mut Cursor::new(vec![0x09, 0, 0, 0, 0, 2, 1, 2])).unwrap();
 
         assert!(matches!(incoming, Incoming::Pdu(Pdu::Unknown { pdu_type: 0x09, .. })), "{incoming:?}");

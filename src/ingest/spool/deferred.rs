@@ -25,6 +25,8 @@ pub struct Placement<'a> {
     _claim: Claim<'a>,
     pending: Pending<'a>,
     folder: PathBuf,
+    /// Final name of the file: the SOP Instance UID, or a conflict name beside it.
+    target: PathBuf,
     ids: InstanceIds,
     outcome: StoreOutcome,
     source: Source,
@@ -58,16 +60,16 @@ impl Spool {
                 self.report(ids, &outcome, &source);
                 return Ok((outcome, None));
             }
-            StoreOutcome::Stored { path } | StoreOutcome::Conflict { path, .. } => path,
+            StoreOutcome::Stored { path } | StoreOutcome::Conflict { path, .. } => path.clone(),
         };
-        let relative = target.strip_prefix(&self.root).unwrap_or(target).to_string_lossy().into_owned();
+        let relative = target.strip_prefix(&self.root).unwrap_or(&target).to_string_lossy().into_owned();
         let pending = journal.append(&relative, bytes)?;
         // NOTE: when the wait fails, the record may still reach the disk, and the next start
         // then restores an instance whose store returned an error. A sender that retries it
         // gets a duplicate of the same content.
         pending.wait()?;
 
-        let placement = Placement { spool: self, journal, _claim: claim, pending, folder, ids: ids.clone(), outcome: outcome.clone(), source };
+        let placement = Placement { spool: self, journal, _claim: claim, pending, folder, target, ids: ids.clone(), outcome: outcome.clone(), source };
         Ok((outcome, Some(placement)))
     }
 }
@@ -79,12 +81,9 @@ impl Placement<'_> {
     /// A failure is logged and marks the journal failed (see the module documentation). It is
     /// not returned, because the instance has been acknowledged and its record keeps it.
     pub fn finish(self, bytes: &[u8]) {
-        let target = match &self.outcome {
-            StoreOutcome::Stored { path } | StoreOutcome::Conflict { path, .. } => path.clone(),
-            StoreOutcome::Duplicate { .. } => return,
-        };
+        let target = &self.target;
         let placed = self.spool.write_temp(&self.folder, &self.ids.sop_instance_uid, bytes, false).and_then(|temp| {
-            let linked = fs::hard_link(&temp, &target).map_err(|source| SpoolError::Write { path: target.clone(), source });
+            let linked = fs::hard_link(&temp, target).map_err(|source| SpoolError::Write { path: target.clone(), source });
             let _ = fs::remove_file(&temp);
             linked
         });
