@@ -5,16 +5,30 @@
 //! Reviewed QA cases join them through [`qa_labels`].
 
 use ndarray::{Array3, Array4};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use penumbra_model::{labels_to_model_grid, to_model_grid, Dataset, ModelError, Norm, UNetConfig};
 use penumbra_perfusion::{compute_maps, label, LabelParams, PerfusionMaps, PerfusionParams, ThresholdResult};
-use penumbra_phantom::{generate, LesionSize, Matrix, Noise, PhantomParams, PoseSpec, Side};
+use penumbra_phantom::{generate, LesionSize, Matrix, Motion, Noise, PhantomParams, PoseSpec, Side};
 
-use crate::pipeline::resample::map_channels;
+use crate::pipeline::resample::{map_channels, MAP_CHANNELS};
 
 pub mod qa_labels;
 
-/// Input channels of the shipped model, in order.
-pub const CHANNELS: [&str; 4] = ["cbf", "cbv", "mtt", "tmax"];
+/// Input channels of the shipped model, in order: the four maps, relative CBF and the tissue mask
+/// (see [`crate::pipeline::resample::map_channels`]).
+pub const CHANNELS: [&str; 6] = ["cbf", "cbv", "mtt", "tmax", "rcbf", "tissue"];
+
+/// Parses one input channel name of the command line: one of
+/// [`crate::pipeline::resample::MAP_CHANNELS`].
+pub fn parse_channel(text: &str) -> Result<String, String> {
+    let name = text.trim().to_ascii_lowercase();
+    if MAP_CHANNELS.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(format!("unknown input channel {text:?}: expected one of {MAP_CHANNELS:?}"))
+    }
+}
 
 /// Tube currents the training and evaluation studies are drawn from (mAs, 5 mm slices).
 const NOISE_MAS: [f64; 4] = [190.0, 150.0, 100.0, 50.0];
@@ -45,6 +59,61 @@ pub fn study_params(seed: u64, index: u64) -> PhantomParams {
     }
 }
 
+/// Which acquisitions a training set draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TrainingMix {
+    /// [`study_params`] only: well-timed scans at 50 to 190 mAs without motion.
+    Standard,
+    /// [`varied_study_params`]: also 20 mAs, truncated bolus and head motion.
+    #[default]
+    Varied,
+}
+
+impl TrainingMix {
+    /// Returns the parameters of study `index` of the set drawn from `seed`.
+    pub fn params(self, seed: u64, index: u64) -> PhantomParams {
+        match self {
+            TrainingMix::Standard => study_params(seed, index),
+            TrainingMix::Varied => varied_study_params(seed, index),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainingMix::Standard => "standard",
+            TrainingMix::Varied => "varied",
+        }
+    }
+}
+
+/// Returns [`study_params`] with the acquisition varied the way real scans vary: of every 20
+/// studies, 4 are at 20 mAs, 4 end before the bolus has passed, 4 have head motion in mid-scan
+/// (a translation of 1 to 5 mm and a yaw of up to 3 degrees for 5 to 14 frames, drawn from the
+/// study's seed), and 8 are unchanged. The variation cycles with `index / 4`, so it is spread over
+/// the noise levels, lesion sizes and lesion-free studies of [`study_params`].
+pub fn varied_study_params(seed: u64, index: u64) -> PhantomParams {
+    let mut params = study_params(seed, index);
+    match (index / 4) % 5 {
+        2 => params.noise = Noise::MilliAmpSeconds(20.0),
+        3 => params.bolus_truncated = true,
+        4 => {
+            let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+            let distance = rng.random_range(1.0..5.0);
+            let angle: f64 = rng.random_range(0.0..std::f64::consts::TAU);
+            let first_frame = rng.random_range(params.frames / 4..=params.frames / 2);
+            let frame_count: usize = rng.random_range(5..15);
+            params.motion = Some(Motion {
+                first_frame,
+                frame_count: frame_count.min(params.frames - first_frame),
+                translation_mm: [distance * angle.cos(), distance * angle.sin(), 0.0],
+                yaw_deg: rng.random_range(-3.0..3.0),
+            });
+        }
+        _ => {}
+    }
+    params
+}
+
 /// Generates and processes one phantom study.
 pub fn process_study(params: &PhantomParams) -> Result<ProcessedStudy, String> {
     let study = generate(params).map_err(|e| format!("phantom seed {}: {e}", params.seed))?;
@@ -60,27 +129,27 @@ pub fn process_study(params: &PhantomParams) -> Result<ProcessedStudy, String> {
     })
 }
 
-/// Returns the model input `(z, c, 256, 256)` and labels `(z, 256, 256)` of a processed study.
-pub fn model_grid(study: &ProcessedStudy) -> Result<(Array4<f32>, Array3<u8>), ModelError> {
-    let names: Vec<String> = CHANNELS.iter().map(|c| c.to_string()).collect();
-    let stack = map_channels(&study.maps, &names);
+/// Returns the model input `(z, c, 256, 256)` with the channels `names` and the labels
+/// `(z, 256, 256)` of a processed study.
+pub fn model_grid(study: &ProcessedStudy, names: &[String]) -> Result<(Array4<f32>, Array3<u8>), ModelError> {
+    let stack = map_channels(&study.maps, &study.threshold.reference, names);
     let spacing = study.maps.geometry.spacing_mm;
     let (input, _) = to_model_grid(&stack, [spacing[1], spacing[2]])?;
     let (labels, _) = labels_to_model_grid(&study.truth, [spacing[1], spacing[2]])?;
     Ok((input, labels))
 }
 
-/// Adds a processed study to a dataset.
+/// Adds a processed study to a dataset, with the dataset's channels.
 pub fn push_study(dataset: &mut Dataset, study: &ProcessedStudy) -> Result<(), ModelError> {
-    let (input, labels) = model_grid(study)?;
+    let (input, labels) = model_grid(study, dataset.channel_names())?;
     dataset.push_study(&study.id, &input, &labels)
 }
 
-/// Returns the U-Net architecture of the shipped model family over [`CHANNELS`]: `depth`
+/// Returns the U-Net architecture of the shipped model family over `in_channels` inputs: `depth`
 /// levels from `width` channels, residual or plain blocks, group normalization.
-pub fn unet_architecture(width: usize, depth: usize, residual: bool) -> UNetConfig {
+pub fn unet_architecture(in_channels: usize, width: usize, depth: usize, residual: bool) -> UNetConfig {
     UNetConfig {
-        in_channels: CHANNELS.len(),
+        in_channels,
         base_width: width,
         depth,
         residual,
@@ -89,18 +158,19 @@ pub fn unet_architecture(width: usize, depth: usize, residual: bool) -> UNetConf
     }
 }
 
-/// Generates and processes studies `0..studies` of the set drawn from `seed` on `matrix`
+/// Generates and processes studies `0..studies` of the `mix` set drawn from `seed` on `matrix`
 /// (with `slices` slices where given) and adds them to `dataset`, printing one progress line
 /// per study to standard error.
 pub fn add_phantom_studies(
     dataset: &mut Dataset,
+    mix: TrainingMix,
     seed: u64,
     studies: u64,
     matrix: Matrix,
     slices: Option<usize>,
 ) -> Result<(), String> {
     for index in 0..studies {
-        let mut params = study_params(seed, index);
+        let mut params = mix.params(seed, index);
         params.matrix = matrix;
         if let Some(slices) = slices {
             params.slices = slices;
@@ -115,4 +185,39 @@ pub fn add_phantom_studies(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varied_mix_cycles_through_the_acquisitions() {
+        for index in 0..40 {
+            let standard = study_params(5, index);
+            let varied = varied_study_params(5, index);
+            assert_eq!(varied.seed, standard.seed, "the same phantom");
+            assert_eq!(varied.lesion, standard.lesion);
+            match (index / 4) % 5 {
+                2 => assert_eq!(varied.noise, Noise::MilliAmpSeconds(20.0)),
+                3 => assert!(varied.bolus_truncated),
+                4 => {
+                    let motion = varied.motion.expect("a motion study");
+                    let distance = motion.translation_mm[0].hypot(motion.translation_mm[1]);
+                    assert!((1.0..5.0).contains(&distance), "{distance} mm");
+                    assert!((-3.0..3.0).contains(&motion.yaw_deg));
+                    assert!((5..15).contains(&motion.frame_count));
+                    assert!(motion.first_frame >= varied.frames / 4 && motion.first_frame <= varied.frames / 2);
+                    assert_eq!(Some(motion), varied_study_params(5, index).motion, "drawn from the seed");
+                }
+                _ => assert_eq!(varied, standard),
+            }
+        }
+    }
+
+    #[test]
+    fn channel_names_are_checked() {
+        assert_eq!(parse_channel(" RCBF").unwrap(), "rcbf");
+        assert!(parse_channel("adc").unwrap_err().contains("unknown input channel"));
+    }
 }

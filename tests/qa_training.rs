@@ -86,7 +86,7 @@ fn corrected_mask_reaches_dataset() {
     assert_eq!(case.meta.reviewer, "dr-train");
     assert_eq!(case.meta.model_version, "unet-test-1");
     assert_eq!(case.meta.spacing_mm, SPACING_MM);
-    assert_eq!(case.meta.channels, channel_names());
+    assert_eq!(case.meta.channels, files::MAP_NAMES.map(String::from).to_vec());
     assert_eq!(case.meta.shape, [DEPTH, HEIGHT, WIDTH]);
 
     let mut dataset = Dataset::new(channel_names()).expect("dataset");
@@ -105,10 +105,10 @@ fn corrected_mask_reaches_dataset() {
     }
     assert_ne!(expected_grid.index_axis(ndarray::Axis(0), 1), unet_grid.index_axis(ndarray::Axis(0), 1));
 
-    // The inputs are the four maps in channel order on the same grid.
+    // The inputs are the stored maps in the model's channel order on the same grid.
     let maps = synthetic_maps();
-    let mut stack = ndarray::Array4::<f32>::zeros((4, DEPTH, HEIGHT, WIDTH));
-    for (index, map) in [&maps.cbf, &maps.cbv, &maps.mtt, &maps.tmax].into_iter().enumerate() {
+    let mut stack = ndarray::Array4::<f32>::zeros((CHANNELS.len(), DEPTH, HEIGHT, WIDTH));
+    for (index, map) in [&maps.cbf, &maps.cbv, &maps.mtt, &maps.tmax, &maps.rcbf, &maps.tissue].into_iter().enumerate() {
         stack.index_axis_mut(ndarray::Axis(0), index).assign(map);
     }
     let (input_grid, _) = to_model_grid(&stack, spacing_yx).expect("maps resample");

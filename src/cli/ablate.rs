@@ -22,7 +22,7 @@ use crate::evaluation::{
     PhantomRun, MAX_TRAINING_STUDIES,
 };
 use crate::telemetry::{init_logging, LogFormat};
-use crate::training::{add_phantom_studies, unet_architecture, CHANNELS};
+use crate::training::{add_phantom_studies, parse_channel, unet_architecture, TrainingMix};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,6 +36,14 @@ pub struct Args {
     /// Training phantom studies, shared by every variant (a fifth held out for validation).
     #[arg(long, default_value_t = 16)]
     pub studies: u64,
+    /// Input channels in order, comma-separated: maps (cbf, cbv, mtt, tmax) and derived channels
+    /// (rcbf: CBF relative to the reference tissue; tissue: brain without vessels).
+    #[arg(long, value_delimiter = ',', value_parser = parse_channel, default_value = "cbf,cbv,mtt,tmax,rcbf,tissue")]
+    pub channels: Vec<String>,
+    /// Acquisitions of the phantom training studies: standard, or varied (also 20 mAs, truncated
+    /// bolus and head motion).
+    #[arg(long, value_enum, default_value_t = TrainingMix::Standard)]
+    pub mix: TrainingMix,
     /// Seed of the training studies, the split, the initial weights and the augmentation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -163,9 +171,9 @@ fn parse_variant(text: &str) -> Result<Variant, String> {
 }
 
 fn training_set(args: &Args) -> Result<Dataset, String> {
-    let names: Vec<String> = CHANNELS.iter().map(|c| c.to_string()).collect();
+    let names = args.channels.clone();
     let mut dataset = Dataset::new(names).map_err(|e| e.to_string())?;
-    add_phantom_studies(&mut dataset, args.seed, args.studies, Matrix::M256, Some(args.slices))?;
+    add_phantom_studies(&mut dataset, args.mix, args.seed, args.studies, Matrix::M256, Some(args.slices))?;
     Ok(dataset)
 }
 
@@ -188,7 +196,7 @@ fn held_out_set(args: &Args, matrix: Matrix) -> Result<Vec<PhantomRun>, String> 
 
 fn run_variant(args: &Args, variant: &Variant, dataset: &Dataset, held_out: &[PhantomRun]) -> Result<VariantResult, String> {
     let started = Instant::now();
-    let architecture = unet_architecture(args.width, args.depth, variant.residual);
+    let architecture = unet_architecture(args.channels.len(), args.width, args.depth, variant.residual);
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch,
@@ -199,7 +207,13 @@ fn run_variant(args: &Args, variant: &Variant, dataset: &Dataset, held_out: &[Ph
         seed: args.seed,
         checkpoint_dir: None,
         resume: false,
-        data_description: format!("ablation {}: {} phantom studies, seed {}", variant.name, args.studies, args.seed),
+        data_description: format!(
+            "ablation {}: {} phantom studies ({} mix), seed {}",
+            variant.name,
+            args.studies,
+            args.mix.name(),
+            args.seed
+        ),
         ..TrainConfig::default()
     };
     let outcome = train(&architecture, dataset, &config).map_err(|e| format!("{}: {e}", variant.name))?;

@@ -12,7 +12,7 @@ use penumbra_phantom::Matrix;
 use super::eval_perfusion::parse_matrix;
 use crate::telemetry::{init_logging, LogFormat};
 use crate::training::qa_labels::{push_case, read_qa_labels, QaLabelCase};
-use crate::training::{add_phantom_studies, unet_architecture, CHANNELS};
+use crate::training::{add_phantom_studies, parse_channel, unet_architecture, TrainingMix};
 
 /// Loss functions offered on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,6 +44,14 @@ pub struct Args {
     /// Slices per phantom study (the phantom's own default when not given).
     #[arg(long)]
     pub slices: Option<usize>,
+    /// Input channels in order, comma-separated: maps (cbf, cbv, mtt, tmax) and derived channels
+    /// (rcbf: CBF relative to the reference tissue; tissue: brain without vessels).
+    #[arg(long, value_delimiter = ',', value_parser = parse_channel, default_value = "cbf,cbv,mtt,tmax,rcbf,tissue")]
+    pub channels: Vec<String>,
+    /// Acquisitions of the phantom training studies: standard, or varied (also 20 mAs, truncated
+    /// bolus and head motion).
+    #[arg(long, value_enum, default_value_t = TrainingMix::Varied)]
+    pub mix: TrainingMix,
     /// Seed of the phantom studies, the split, the initial weights and the augmentation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -83,7 +91,7 @@ pub fn run(args: Args) -> ExitCode {
 
 fn train_model(args: &Args) -> Result<(), String> {
     let started = Instant::now();
-    let names: Vec<String> = CHANNELS.iter().map(|c| c.to_string()).collect();
+    let names = args.channels.clone();
     let mut dataset = Dataset::new(names).map_err(|e| e.to_string())?;
 
     // Read the exported cases before the slow phantom studies, so that a malformed folder fails
@@ -93,7 +101,7 @@ fn train_model(args: &Args) -> Result<(), String> {
         qa_cases.extend(read_qa_labels(dir).map_err(|e| e.to_string())?);
     }
     let matrix = Matrix::from_size(args.matrix).ok_or_else(|| format!("invalid matrix {}", args.matrix))?;
-    add_phantom_studies(&mut dataset, args.seed, args.studies, matrix, args.slices)?;
+    add_phantom_studies(&mut dataset, args.mix, args.seed, args.studies, matrix, args.slices)?;
     add_qa_cases(&mut dataset, &qa_cases)?;
     let qa_description = if args.qa_labels.is_empty() {
         String::new()
@@ -101,7 +109,7 @@ fn train_model(args: &Args) -> Result<(), String> {
         format!(" and {} reviewed QA cases (final masks as labels)", qa_cases.len())
     };
 
-    let architecture = unet_architecture(args.width, args.depth, !args.plain);
+    let architecture = unet_architecture(args.channels.len(), args.width, args.depth, !args.plain);
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch,
@@ -113,8 +121,9 @@ fn train_model(args: &Args) -> Result<(), String> {
         checkpoint_dir: Some(args.out.join("checkpoints")),
         resume: !args.no_resume,
         data_description: format!(
-            "{} phantom studies (penumbra-phantom {}, seed {}), maps by oSVD, truth labels{qa_description}",
+            "{} phantom studies ({} mix, penumbra-phantom {}, seed {}), maps by oSVD, truth labels{qa_description}",
             args.studies,
+            args.mix.name(),
             env!("CARGO_PKG_VERSION"),
             args.seed
         ),

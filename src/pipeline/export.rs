@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::job::Job;
 use super::stage::{Stage, StageError, StageName};
+use super::resample::{relative_cbf, tissue_channel};
 use crate::config::ExportFormat;
 use crate::confidence::{Confidence, LesionVolumes};
 use crate::outbox::{Destination, Outbox};
@@ -342,6 +343,8 @@ impl ExportStage {
                 cbv: outputs.perfusion.maps.cbv.clone(),
                 mtt: outputs.perfusion.maps.mtt.clone(),
                 tmax: outputs.perfusion.maps.tmax.clone(),
+                rcbf: relative_cbf(&outputs.perfusion.maps, &outputs.perfusion.threshold.reference),
+                tissue: tissue_channel(&outputs.perfusion.maps),
                 unet_labels: outputs.unet.labels.clone(),
                 threshold_labels: outputs.perfusion.threshold.labels.clone(),
                 spacing_mm: geometry.spacing_mm,

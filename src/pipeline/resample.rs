@@ -1,17 +1,28 @@
 //! Resample stage: the perfusion maps as model input channels on the 256x256 model grid.
+//!
+//! Besides the four maps in physical units, two derived channels are offered: `rcbf`, the CBF
+//! relative to the reference tissue of the threshold labels (the quantity the core rule reads),
+//! and `tissue`, the mask of brain voxels that are not vessels (the only voxels that are ever
+//! labelled).
 
 use std::sync::Arc;
 
 use ndarray::{Array4, Axis};
 use penumbra_model::resample::{to_model_grid, GridTransform};
 use penumbra_model::Segmenter;
-use penumbra_perfusion::PerfusionMaps;
+use ndarray::{Array3, Zip};
+use penumbra_perfusion::{PerfusionMaps, ReferenceTissue};
 
 use super::job::Job;
 use super::stage::{Stage, StageError, StageName};
 
-/// Input channel names the maps can provide, in physical units.
-pub const MAP_CHANNELS: [&str; 4] = ["cbf", "cbv", "mtt", "tmax"];
+/// Input channel names the perfusion stage can provide: the maps in physical units, then the
+/// derived channels.
+pub const MAP_CHANNELS: [&str; 6] = ["cbf", "cbv", "mtt", "tmax", "rcbf", "tissue"];
+
+/// Relative CBF is clipped to `0..=RCBF_MAX`. Vessels and noise spikes reach many times the
+/// reference, and unclipped they would set the channel's normalization.
+pub const RCBF_MAX: f32 = 3.0;
 
 /// The resample stage's artifacts.
 #[derive(Debug)]
@@ -52,7 +63,7 @@ impl Stage for ResampleStage {
             StageError::Failed("resample stage ran without perfusion maps: the perfusion stage must run first".into())
         })?;
         let maps = &perfusion.maps;
-        let stack = map_channels(maps, &self.channels);
+        let stack = map_channels(maps, &perfusion.threshold.reference, &self.channels);
         let spacing = maps.geometry.spacing_mm;
 
         let (input, transform) = to_model_grid(&stack, [spacing[1], spacing[2]])
@@ -62,20 +73,105 @@ impl Stage for ResampleStage {
     }
 }
 
-/// Stacks the named maps into `(c, z, y, x)`, in the order given. Unknown names give zeros;
+/// Stacks the named channels into `(c, z, y, x)`, in the order given. Unknown names give zeros;
 /// [`ResampleStage::new`] rejects them first.
-pub fn map_channels(maps: &PerfusionMaps, names: &[String]) -> Array4<f32> {
+pub fn map_channels(maps: &PerfusionMaps, reference: &ReferenceTissue, names: &[String]) -> Array4<f32> {
     let (nz, ny, nx) = maps.cbf.dim();
     let mut stack = Array4::<f32>::zeros((names.len(), nz, ny, nx));
     for (index, name) in names.iter().enumerate() {
-        let source = match name.to_ascii_lowercase().as_str() {
-            "cbf" => &maps.cbf,
-            "cbv" => &maps.cbv,
-            "mtt" => &maps.mtt,
-            "tmax" => &maps.tmax,
-            _ => continue,
-        };
-        stack.index_axis_mut(Axis(0), index).assign(source);
+        let mut channel = stack.index_axis_mut(Axis(0), index);
+        match name.to_ascii_lowercase().as_str() {
+            "cbf" => channel.assign(&maps.cbf),
+            "cbv" => channel.assign(&maps.cbv),
+            "mtt" => channel.assign(&maps.mtt),
+            "tmax" => channel.assign(&maps.tmax),
+            "rcbf" => channel.assign(&relative_cbf(maps, reference)),
+            "tissue" => channel.assign(&tissue_channel(maps)),
+            _ => {}
+        }
     }
     stack
+}
+
+/// Returns CBF divided by the reference tissue's CBF, clipped to `0..=RCBF_MAX`, in tissue
+/// voxels, and 0 elsewhere. Without a reference (no tissue at all) every voxel is 0.
+pub fn relative_cbf(maps: &PerfusionMaps, reference: &ReferenceTissue) -> Array3<f32> {
+    let reference_cbf = reference.cbf_ml_100g_min.filter(|cbf| cbf.is_finite() && *cbf > 0.0);
+    Zip::from(&maps.cbf)
+        .and(&maps.brain_mask)
+        .and(&maps.vessel_mask)
+        .map_collect(|&cbf, &brain, &vessel| match reference_cbf {
+            Some(reference_cbf) if brain && !vessel && cbf.is_finite() => (cbf / reference_cbf).clamp(0.0, RCBF_MAX),
+            _ => 0.0,
+        })
+}
+
+/// Returns 1 in brain voxels that are not vessels and 0 elsewhere.
+pub fn tissue_channel(maps: &PerfusionMaps) -> Array3<f32> {
+    Zip::from(&maps.brain_mask)
+        .and(&maps.vessel_mask)
+        .map_collect(|&brain, &vessel| if brain && !vessel { 1.0 } else { 0.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use penumbra_imaging::Geometry;
+    use penumbra_perfusion::ReferenceMethod;
+
+    /// One slice of 1 x 4 voxels: tissue with CBF 25 and 250, a vessel, and a voxel outside the brain.
+    fn maps() -> PerfusionMaps {
+        let shape = (1, 1, 4);
+        let cbf = Array3::from_shape_vec(shape, vec![25.0, 250.0, 80.0, 40.0]).unwrap();
+        PerfusionMaps {
+            cbv: cbf.mapv(|v| v / 10.0),
+            mtt: Array3::from_elem(shape, 4.0),
+            tmax: Array3::from_elem(shape, 1.0),
+            cbf,
+            brain_mask: Array3::from_shape_vec(shape, vec![true, true, true, false]).unwrap(),
+            vessel_mask: Array3::from_shape_vec(shape, vec![false, false, true, false]).unwrap(),
+            cbf_recovery: Vec::new(),
+            geometry: Geometry {
+                origin_mm: [0.0; 3],
+                row_dir: [1.0, 0.0, 0.0],
+                col_dir: [0.0, 1.0, 0.0],
+                normal: [0.0, 0.0, 1.0],
+                spacing_mm: [5.0, 1.0, 1.0],
+            },
+        }
+    }
+
+    fn reference(cbf: Option<f32>) -> ReferenceTissue {
+        ReferenceTissue {
+            method: ReferenceMethod::ContralateralHealthy,
+            voxels: 100,
+            cbf_ml_100g_min: cbf,
+            measured_cbf_ml_100g_min: cbf,
+            cbf_recovery: 1.0,
+            mtt_s: Some(4.0),
+            midline_centroid: [0.0; 3],
+            midline_normal_yx: [0.0, 1.0],
+            lesion_side: 1,
+        }
+    }
+
+    #[test]
+    fn relative_cbf_is_clipped_and_zero_outside_tissue() {
+        let rcbf = relative_cbf(&maps(), &reference(Some(50.0)));
+        assert_eq!(rcbf.as_slice().unwrap(), &[0.5, RCBF_MAX, 0.0, 0.0]);
+
+        let none = relative_cbf(&maps(), &reference(None));
+        assert!(none.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn channels_stack_in_the_order_given() {
+        let names: Vec<String> = ["tissue", "cbf", "rcbf"].iter().map(|n| n.to_string()).collect();
+        let stack = map_channels(&maps(), &reference(Some(50.0)), &names);
+        assert_eq!(stack.dim(), (3, 1, 1, 4));
+        let channel = |c: usize| stack.index_axis(Axis(0), c).iter().copied().collect::<Vec<f32>>();
+        assert_eq!(channel(0), vec![1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(channel(1), vec![25.0, 250.0, 80.0, 40.0]);
+        assert_eq!(channel(2), vec![0.5, 3.0, 0.0, 0.0]);
+    }
 }

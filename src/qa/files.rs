@@ -28,9 +28,9 @@ pub const TMAX_DISPLAY_MAX: f32 = 16.0;
 /// File with the voxel spacing of a case.
 pub const GRID_FILE: &str = "grid.json";
 
-/// The maps every case stores, in the order of the model's input channels. Map `name` is stored
-/// as `<name>.npy`.
-pub const MAP_NAMES: [&str; 4] = ["cbf", "cbv", "mtt", "tmax"];
+/// The maps every case stores, so that a training run can stack any of the model's input
+/// channels (`crate::pipeline::resample::MAP_CHANNELS`). Map `name` is stored as `<name>.npy`.
+pub const MAP_NAMES: [&str; 6] = ["cbf", "cbv", "mtt", "tmax", "rcbf", "tissue"];
 
 /// Returns the file name of map `name`.
 pub fn map_file(name: &str) -> String {
@@ -49,6 +49,10 @@ pub struct CaseMaps {
     pub mtt: Array3<f32>,
     /// Tmax (s).
     pub tmax: Array3<f32>,
+    /// CBF relative to the reference tissue, clipped as the model input is.
+    pub rcbf: Array3<f32>,
+    /// 1 in brain voxels that are not vessels, 0 elsewhere.
+    pub tissue: Array3<f32>,
     /// U-Net labels (0 background, 1 penumbra, 2 core).
     pub unet_labels: LabelVolume,
     /// Threshold labels, same values.
@@ -72,6 +76,8 @@ impl CaseMaps {
             ("cbv", dims(self.cbv.dim())),
             ("mtt", dims(self.mtt.dim())),
             ("tmax", dims(self.tmax.dim())),
+            ("rcbf", dims(self.rcbf.dim())),
+            ("tissue", dims(self.tissue.dim())),
             ("unet_labels", dims(self.unet_labels.dim())),
             ("threshold_labels", dims(self.threshold_labels.dim())),
         ];
@@ -172,7 +178,7 @@ pub fn write_case_files(dir: &Path, maps: &CaseMaps) -> Result<(), QaError> {
     fs::create_dir_all(dir.join("cbf")).map_err(|e| QaError::io(dir, e))?;
     fs::create_dir_all(dir.join("tmax")).map_err(|e| QaError::io(dir, e))?;
 
-    let channels = [&maps.cbf, &maps.cbv, &maps.mtt, &maps.tmax];
+    let channels = [&maps.cbf, &maps.cbv, &maps.mtt, &maps.tmax, &maps.rcbf, &maps.tissue];
     for (name, map) in MAP_NAMES.into_iter().zip(channels) {
         write_npy_f32(&dir.join(map_file(name)), map)?;
     }

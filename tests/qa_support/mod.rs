@@ -47,7 +47,9 @@ pub fn synthetic_maps() -> CaseMaps {
     // CBV and MTT follow from CBF and Tmax so that each channel differs and is easy to check.
     let cbv = cbf.mapv(|v| v * 0.05);
     let mtt = tmax.mapv(|v| v + 3.0);
-    CaseMaps { cbf, cbv, mtt, tmax, unet_labels, threshold_labels: disk(2.0), spacing_mm: SPACING_MM }
+    let rcbf = cbf.mapv(|v| v / 60.0);
+    let tissue = cbf.mapv(|v| if v > 25.0 { 1.0 } else { 0.0 });
+    CaseMaps { cbf, cbv, mtt, tmax, rcbf, tissue, unet_labels, threshold_labels: disk(2.0), spacing_mm: SPACING_MM }
 }
 
 pub fn confidence(score: f64) -> Confidence {
