@@ -23,14 +23,17 @@
 //! | 40..44 | CRC-32 of bytes 0..40, the path and the instance bytes |
 //! | 48.. | the path (UTF-8), then the instance bytes |
 //!
-//! The fdatasyncs run as group commits: a store that waits for its record starts a sync round
-//! when none is running, and one round covers every record written before it started, so several
-//! associations share it.
+//! A store reserves its record's place and sequence number under the journal's lock and writes
+//! the record after releasing it, with `O_DIRECT` where the file system allows ([`direct`]), so
+//! the writes of several associations overlap. The fdatasyncs run as group commits: a store that
+//! waits for its record starts a sync round when none is running, and one round covers every
+//! record below the first one still being written, so several associations share it.
 //!
 //! Invariants:
-//! - A record is valid only while its generation equals its segment's. Records are written in
-//!   offset order under one lock, so a scan stops at the first invalid record of a segment: an
-//!   fdatasync that returned covered every record before it.
+//! - A record is valid only while its generation equals its segment's. Places are reserved in
+//!   offset order, and a scan stops at the first invalid record of a segment. A record is
+//!   therefore acknowledged only when every record reserved before it is written and synced
+//!   too, and a failed record write stops the journal like a failed fdatasync.
 //! - A store links its spool file only after its record is on disk, so a spool file written
 //!   through the page cache always has a durable record until the next checkpoint.
 //! - Before a segment is reused, and in [`Journal::checkpoint`], every spool file whose record
@@ -39,9 +42,9 @@
 //! - At start-up, [`Journal::open`] restores each valid record whose spool file is missing or
 //!   differs, then checkpoints and voids every segment.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -51,6 +54,7 @@ use format::{record_head, record_len, write_segment_header, BLOCK, MAX_PATH_LEN}
 #[cfg(test)]
 use format::RECORD_HEADER_LEN;
 
+mod direct;
 mod format;
 mod recovery;
 
@@ -97,6 +101,8 @@ pub struct Recovery {
     pub records: usize,
     /// Records whose spool file was missing or differed and was rewritten.
     pub restored: usize,
+    /// Whether records are written with `O_DIRECT`; buffered when the file system refuses it.
+    pub direct_io: bool,
 }
 
 /// The journal of one data directory. Safe to share between threads.
@@ -120,8 +126,12 @@ struct State {
     current: usize,
     /// Offset of the next record in the current segment.
     offset: u64,
-    /// Sequence number of the next record; every record below it has been written.
+    /// Sequence number of the next record; every record below it has its place.
     next_sequence: u64,
+    /// Every record below this sequence number has been written.
+    written: u64,
+    /// Records at or above `written` whose write has finished.
+    written_ahead: BTreeSet<u64>,
     /// Every record below this sequence number is on disk.
     synced: u64,
     next_generation: u64,
@@ -140,6 +150,8 @@ struct State {
 struct Segment {
     path: PathBuf,
     file: Arc<File>,
+    /// The same file opened with `O_DIRECT`, when the file system allows it.
+    direct: Option<Arc<File>>,
     generation: u64,
     /// Stores whose record is in this segment and whose spool file is not linked yet.
     in_flight: usize,
@@ -173,7 +185,7 @@ impl Pending<'_> {
             if state.synced > self.sequence {
                 return Ok(());
             }
-            state = if state.syncing {
+            state = if state.syncing || state.written <= self.sequence {
                 self.shared.progress.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner())
             } else {
                 self.shared.sync_round(state)
@@ -214,13 +226,19 @@ impl Journal {
         let next_generation = prepared.iter().map(|(_, _, generation)| *generation).max().unwrap_or(0) + 1;
         let segments = prepared
             .into_iter()
-            .map(|(path, file, generation)| Segment { path, file: Arc::new(file), generation, in_flight: 0, dirty: false, unsynced: false })
-            .collect();
+            .map(|(path, file, generation)| {
+                let direct = direct::open_direct(&path).map(Arc::new);
+                Segment { path, file: Arc::new(file), direct, generation, in_flight: 0, dirty: false, unsynced: false }
+            })
+            .collect::<Vec<_>>();
+        let direct_io = segments.iter().all(|segment| segment.direct.is_some());
         let state = State {
             segments,
             current: 0,
             offset: BLOCK,
             next_sequence,
+            written: next_sequence,
+            written_ahead: BTreeSet::new(),
             synced: next_sequence,
             next_generation,
             failed: None,
@@ -228,7 +246,7 @@ impl Journal {
             checkpoints: 0,
         };
         let shared = Arc::new(Shared { spool_root: spool_root.to_path_buf(), settings, state: Mutex::new(state), progress: Condvar::new() });
-        Ok((Self { shared }, Recovery { records: scan.records.len(), restored }))
+        Ok((Self { shared }, Recovery { records: scan.records.len(), restored, direct_io }))
     }
 
     /// Returns whether an instance of `data_len` bytes fits into one segment, with any valid path.
@@ -263,15 +281,30 @@ impl Journal {
         let (current, offset, sequence) = (state.current, state.offset, state.next_sequence);
         let segment = &mut state.segments[current];
         let head = record_head(segment.generation, sequence, relative_path, &data_crc, bytes.len());
-        let written = segment.file.write_all_at(&head, offset).and_then(|()| segment.file.write_all_at(bytes, offset + head.len() as u64));
-        written.map_err(|source| JournalError::Write { path: segment.path.clone(), source })?;
+        let (file, direct, path) = (Arc::clone(&segment.file), segment.direct.clone(), segment.path.clone());
         segment.in_flight += 1;
         segment.dirty = true;
-        segment.unsynced = true;
-
         state.offset += len;
         state.next_sequence += 1;
-        Ok(Pending { shared, segment: current, sequence })
+        drop(state);
+        let pending = Pending { shared, segment: current, sequence };
+
+        let written = direct::write_record(&file, direct.as_deref(), offset, &head, bytes, len);
+
+        let mut state = shared.lock();
+        match &written {
+            Ok(()) => state.record_written(current, sequence),
+            Err(error) => {
+                // The unwritten place would end the scan of its segment, so no later record
+                // of the segment may be acknowledged.
+                tracing::error!(%error, segment = %path.display(), "write to the intake journal failed; no further instance is acknowledged until a restart");
+                state.failed.get_or_insert_with(|| format!("{}: {error}", path.display()));
+            }
+        }
+        shared.progress.notify_all();
+        drop(state);
+        written.map_err(|source| JournalError::Write { path, source })?;
+        Ok(pending)
     }
 
     /// Marks the journal failed, as a failed fdatasync does: no further record is written or
@@ -316,6 +349,18 @@ impl Journal {
     }
 }
 
+impl State {
+    /// Notes that the record `sequence` in segment `segment` is written, and moves `written`
+    /// past every record written without a gap.
+    fn record_written(&mut self, segment: usize, sequence: u64) {
+        self.segments[segment].unsynced = true;
+        self.written_ahead.insert(sequence);
+        while self.written_ahead.remove(&self.written) {
+            self.written += 1;
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -344,9 +389,9 @@ impl Shared {
     }
 
     /// Runs one sync round with the lock released: fdatasyncs every segment written since the
-    /// previous round, so the round covers every record written before it started.
+    /// previous round, so the round covers every record below `written` when it started.
     fn sync_round<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        let target = state.next_sequence;
+        let target = state.written;
         let mut files: Vec<(Arc<File>, PathBuf)> = Vec::new();
         for segment in state.segments.iter_mut().filter(|segment| segment.unsynced) {
             segment.unsynced = false;

@@ -335,3 +335,22 @@ fn concurrent_stores_rotate_the_ring() {
         assert_eq!(fs::read(instance_path(dir.path(), sop)).unwrap(), payload(sop), "instance {sop}");
     }
 }
+
+#[test]
+fn record_written_out_of_order_waits_for_the_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let journal = spool.journal().unwrap();
+    let mut state = journal.shared.lock();
+    let first = state.written;
+    state.next_sequence += 3;
+
+    state.record_written(0, first + 2);
+    assert_eq!(state.written, first, "a later record alone acknowledges nothing");
+    state.record_written(0, first);
+    assert_eq!(state.written, first + 1);
+    state.record_written(0, first + 1);
+    assert_eq!(state.written, first + 3, "the gap closed");
+    assert!(state.written_ahead.is_empty());
+    assert!(state.segments[0].unsynced);
+}

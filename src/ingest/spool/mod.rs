@@ -182,6 +182,9 @@ impl Spool {
             if recovery.records > 0 {
                 tracing::info!(records = recovery.records, restored = recovery.restored, "Intake journal replayed into the spool");
             }
+            if !recovery.direct_io {
+                tracing::info!("The file system refuses O_DIRECT: intake journal records go through the page cache");
+            }
             spool.journal = Some(journal);
         }
         Ok(spool)
