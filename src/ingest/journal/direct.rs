@@ -6,7 +6,7 @@
 //! associations' writes can run at the same time outside the journal's lock. Direct writes need
 //! the buffer, offset and length aligned to the block size: records already start and end on
 //! 4 KiB boundaries, and each thread keeps one aligned buffer to assemble them in. File systems
-//! that refuse `O_DIRECT` (tmpfs, some network file systems) get buffered writes.
+//! that reject `O_DIRECT` (tmpfs, some network file systems) get buffered writes.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -17,11 +17,11 @@ use std::path::Path;
 use super::format::BLOCK;
 
 thread_local! {
-    /// Bytes from which an aligned record buffer is cut; it grows to the largest record seen.
+    /// Bytes from which an aligned record buffer is cut. It grows to the largest record seen.
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Opens `path` for direct writes, or returns `None` when the file system refuses `O_DIRECT`.
+/// Opens `path` for direct writes, or returns `None` when the file system rejects `O_DIRECT`.
 pub(super) fn open_direct(path: &Path) -> Option<File> {
     OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok()
 }

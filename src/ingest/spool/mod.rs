@@ -183,7 +183,7 @@ impl Spool {
                 tracing::info!(records = recovery.records, restored = recovery.restored, "Intake journal replayed into the spool");
             }
             if !recovery.direct_io {
-                tracing::info!("The file system refuses O_DIRECT: intake journal records go through the page cache");
+                tracing::info!("The file system rejects O_DIRECT, so intake journal records go through the page cache");
             }
             spool.journal = Some(journal);
         }
