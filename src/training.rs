@@ -59,7 +59,7 @@ pub fn study_params(seed: u64, index: u64) -> PhantomParams {
     }
 }
 
-/// Which acquisitions a training set draws from.
+/// Set of acquisitions a training set draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TrainingMix {
     /// [`study_params`] only: well-timed scans at 50 to 190 mAs without motion.
@@ -86,10 +86,10 @@ impl TrainingMix {
     }
 }
 
-/// Returns [`study_params`] with the acquisition varied the way real scans vary: of every 20
+/// Returns [`study_params`] with the acquisition varied the way real scans vary. Of every 20
 /// studies, 4 are at 20 mAs, 4 end before the bolus has passed, 4 have head motion in mid-scan
-/// (a translation of 1 to 5 mm and a yaw of up to 3 degrees for 5 to 14 frames, drawn from the
-/// study's seed), and 8 are unchanged. The variation cycles with `index / 4`, so it is spread over
+/// and 8 are unchanged. The motion is drawn from the study's seed: a translation of 1 to 5 mm
+/// and a yaw of up to 3 degrees for 5 to 14 frames. The variation cycles with `index / 4`, so it is spread over
 /// the noise levels, lesion sizes and lesion-free studies of [`study_params`].
 pub fn varied_study_params(seed: u64, index: u64) -> PhantomParams {
     let mut params = study_params(seed, index);
@@ -207,7 +207,8 @@ mod tests {
                     assert!((1.0..5.0).contains(&distance), "{distance} mm");
                     assert!((-3.0..3.0).contains(&motion.yaw_deg));
                     assert!((5..15).contains(&motion.frame_count));
-                    assert!(motion.first_frame >= varied.frames / 4 && motion.first_frame <= varied.frames / 2);
+                    assert!(motion.first_frame >= varied.frames / 4);
+                    assert!(motion.first_frame <= varied.frames / 2);
                     assert_eq!(Some(motion), varied_study_params(5, index).motion, "drawn from the seed");
                 }
                 _ => assert_eq!(varied, standard),

@@ -1,9 +1,8 @@
 //! Resample stage: the perfusion maps as model input channels on the 256x256 model grid.
 //!
-//! Besides the four maps in physical units, two derived channels are offered: `rcbf`, the CBF
-//! relative to the reference tissue of the threshold labels (the quantity the core rule reads),
-//! and `tissue`, the mask of brain voxels that are not vessels (the only voxels that are ever
-//! labelled).
+//! Besides the four maps in physical units, two derived channels are offered. `rcbf` is the CBF
+//! relative to the reference tissue of the threshold labels, the quantity the core rule reads.
+//! `tissue` is the mask of brain voxels that are not vessels, the only voxels ever labelled.
 
 use std::sync::Arc;
 
@@ -119,7 +118,8 @@ mod tests {
     use penumbra_imaging::Geometry;
     use penumbra_perfusion::ReferenceMethod;
 
-    /// One slice of 1 x 4 voxels: tissue with CBF 25 and 250, a vessel, and a voxel outside the brain.
+    /// Builds one slice of 1 x 4 voxels: tissue with CBF 25 and 250, a vessel, and a voxel
+    /// outside the brain.
     fn maps() -> PerfusionMaps {
         let shape = (1, 1, 4);
         let cbf = Array3::from_shape_vec(shape, vec![25.0, 250.0, 80.0, 40.0]).unwrap();
