@@ -39,6 +39,9 @@
 //! - Before a segment is reused, and in [`Journal::checkpoint`], every spool file whose record
 //!   is in the segment is made durable with `syncfs`, and only then is the segment's generation
 //!   raised. Replay therefore never restores a file that was removed after a checkpoint.
+//! - With three or more segments, moving into a segment starts that checkpoint for the segment
+//!   after it on a background thread, once every record there has its spool file. The `syncfs`
+//!   then runs while stores go on, so the next move rarely waits for it.
 //! - At start-up, [`Journal::open`] restores each valid record whose spool file is missing or
 //!   differs, then checkpoints and voids every segment.
 
@@ -126,7 +129,7 @@ struct State {
     current: usize,
     /// Offset of the next record in the current segment.
     offset: u64,
-    /// Sequence number of the next record; every record below it has its place.
+    /// Sequence number of the next record. Every record below it has its place.
     next_sequence: u64,
     /// Every record below this sequence number has been written.
     written: u64,
@@ -142,6 +145,10 @@ struct State {
     failed: Option<String>,
     /// Whether a store is running a sync round now.
     syncing: bool,
+    /// Whether a background checkpoint is running now.
+    checkpointing: bool,
+    /// Segment whose background checkpoint a rotation asked for, not started yet.
+    checkpoint_ahead: Option<usize>,
     /// Checkpoints run since open (rotations and explicit calls).
     checkpoints: u64,
 }
@@ -243,6 +250,8 @@ impl Journal {
             next_generation,
             failed: None,
             syncing: false,
+            checkpointing: false,
+            checkpoint_ahead: None,
             checkpoints: 0,
         };
         let shared = Arc::new(Shared { spool_root: spool_root.to_path_buf(), settings, state: Mutex::new(state), progress: Condvar::new() });
@@ -276,6 +285,17 @@ impl Journal {
         }
         while state.offset + len > shared.settings.segment_bytes {
             state = shared.rotate(state)?;
+        }
+        if let Some(index) = state.checkpoint_ahead.take() {
+            let background = Arc::clone(&self.shared);
+            let spawned = std::thread::Builder::new()
+                .name("journal-checkpoint".into())
+                .spawn(move || background.checkpoint_in_background(index));
+            if let Err(error) = spawned {
+                // The rotation that reaches the segment checkpoints it itself.
+                tracing::warn!(%error, "could not start a background checkpoint of the intake journal");
+                state.checkpointing = false;
+            }
         }
 
         let (current, offset, sequence) = (state.current, state.offset, state.next_sequence);
@@ -326,7 +346,7 @@ impl Journal {
     pub fn checkpoint(&self) -> Result<(), JournalError> {
         let shared = &*self.shared;
         let mut state = shared.lock();
-        while state.segments.iter().any(|segment| segment.in_flight > 0) {
+        while state.checkpointing || state.segments.iter().any(|segment| segment.in_flight > 0) {
             state = shared.progress.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         if let Some(error) = &state.failed {
@@ -370,8 +390,9 @@ impl Shared {
     /// voiding them. Returns early when another store rotated while this one waited.
     fn rotate<'a>(&'a self, mut state: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>, JournalError> {
         let from = state.current;
-        let next = (from + 1) % state.segments.len();
-        while state.segments[next].in_flight > 0 && state.current == from {
+        let count = state.segments.len();
+        let next = (from + 1) % count;
+        while (state.segments[next].in_flight > 0 || state.checkpointing) && state.current == from {
             state = self.progress.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         if state.current != from {
@@ -385,7 +406,36 @@ impl Shared {
         }
         state.current = next;
         state.offset = BLOCK;
+
+        let ahead = (next + 1) % count;
+        let idle = state.segments[ahead].dirty && state.segments[ahead].in_flight == 0;
+        if count >= 3 && idle && state.failed.is_none() {
+            state.checkpointing = true;
+            state.checkpoint_ahead = Some(ahead);
+        }
         Ok(state)
+    }
+
+    /// Makes the spool durable with `syncfs` and voids segment `index`, which no store may
+    /// write into meanwhile: rotations wait while `checkpointing` is set. A failure is logged,
+    /// and the segment stays dirty for the rotation that reaches it.
+    fn checkpoint_in_background(&self, index: usize) {
+        let synced = syncfs(&self.spool_root);
+
+        let mut state = self.lock();
+        let voided = synced.and_then(|()| {
+            if state.failed.is_some() || !state.segments[index].dirty || state.segments[index].in_flight > 0 {
+                return Ok(());
+            }
+            void_segment(&mut state, index)?;
+            state.checkpoints += 1;
+            Ok(())
+        });
+        if let Err(error) = voided {
+            tracing::warn!(%error, "background checkpoint of the intake journal failed; the next rotation retries it");
+        }
+        state.checkpointing = false;
+        self.progress.notify_all();
     }
 
     /// Runs one sync round with the lock released: fdatasyncs every segment written since the

@@ -354,3 +354,33 @@ fn record_written_out_of_order_waits_for_the_gap() {
     assert!(state.written_ahead.is_empty());
     assert!(state.segments[0].unsynced);
 }
+
+#[test]
+fn segment_ahead_is_checkpointed_in_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = JournalSettings { segment_bytes: 4 * BLOCK, segments: 3 };
+    let spool = Spool::open_with_journal(dir.path(), Durability::Fsync, settings).unwrap();
+    let sops: Vec<String> = (1..=7).map(|i| format!("1.{i}")).collect();
+
+    // The seventh record moves into the last segment, which starts the checkpoint of the first.
+    for sop in &sops {
+        store(&spool, sop, &payload(sop));
+    }
+    let journal = spool.journal().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while journal.checkpoints() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(journal.checkpoints(), 1, "the first segment is checkpointed without a store waiting");
+    drop(spool);
+    lose_spool_files(dir.path());
+
+    Spool::open_with_journal(dir.path(), Durability::Fsync, settings).unwrap();
+
+    for sop in &sops[..3] {
+        assert!(!instance_path(dir.path(), sop).exists(), "checkpointed record {sop} is replayed");
+    }
+    for sop in &sops[3..] {
+        assert_eq!(fs::read(instance_path(dir.path(), sop)).unwrap(), payload(sop), "live record {sop}");
+    }
+}
