@@ -2,6 +2,8 @@
 //!
 //! With test-time augmentation the slices also run mirrored left to right. The labels then come
 //! from the mean of both predictions, and the mirrored one is kept for the confidence stage.
+//! Lesions smaller than the threshold labels' minimum component are removed from the labels the
+//! same way, so that both label sets report lesions on the same terms.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +12,7 @@ use ndarray::{s, Array4, Zip};
 use penumbra_imaging::LabelVolume;
 use penumbra_model::resample::{argmax_labels, probabilities_to_native};
 use penumbra_model::Segmenter;
+use penumbra_perfusion::masks::{remove_small_components, Connectivity};
 use tracing::info;
 
 use super::job::Job;
@@ -24,7 +27,8 @@ pub struct UnetArtifacts {
     pub probabilities: Array4<f32>,
     /// Probabilities of the mirrored run alone, mirrored back, when test-time augmentation ran.
     pub tta_probabilities: Option<Array4<f32>>,
-    /// Labels by argmax, zero outside the brain mask.
+    /// Labels by argmax, zero outside the brain mask, without core and hypoperfused components
+    /// smaller than the threshold labels' minimum.
     pub labels: LabelVolume,
 }
 
@@ -77,6 +81,8 @@ impl Stage for InferStage {
                 *label = 0;
             }
         });
+        let voxel_ml = perfusion.maps.geometry.voxel_volume_ml();
+        let labels = without_small_lesions(&labels, perfusion.threshold.thresholds.min_component_ml, voxel_ml);
 
         let elapsed = started.elapsed();
         metrics().inference_duration.with_label_values::<&str>(&[]).observe(elapsed.as_secs_f64());
@@ -92,6 +98,20 @@ impl InferStage {
             .predict(input, self.batch, false)
             .map_err(|e| StageError::Failed(format!("U-Net inference failed: {e}").into()))
     }
+}
+
+/// Returns `labels` without the core components and hypoperfused (core or penumbra) components
+/// of fewer than `min_ml` mL, 26-connected, as the threshold labelling removes them. A removed
+/// core inside a kept hypoperfused component becomes penumbra.
+fn without_small_lesions(labels: &LabelVolume, min_ml: f64, voxel_ml: f64) -> LabelVolume {
+    let min_voxels = if voxel_ml > 0.0 { (min_ml / voxel_ml).ceil() as usize } else { 0 };
+    let core = remove_small_components(&labels.mapv(|label| label == 2), min_voxels, Connectivity::TwentySix);
+    let hypoperfused = remove_small_components(&labels.mapv(|label| label > 0), min_voxels, Connectivity::TwentySix);
+    Zip::from(&core).and(&hypoperfused).map_collect(|&core, &hypoperfused| match (core, hypoperfused) {
+        (true, _) => 2,
+        (false, true) => 1,
+        (false, false) => 0,
+    })
 }
 
 /// Mirrors a `(.., .., y, x)` array along x.
@@ -110,5 +130,25 @@ mod tests {
         assert_eq!(m[[0, 1, 1, 0]], a[[0, 1, 1, 2]]);
         assert_eq!(m[[0, 0, 0, 2]], a[[0, 0, 0, 0]]);
         assert_eq!(mirror_x(&m), a);
+    }
+
+    #[test]
+    fn small_lesions_are_removed() {
+        // A 3-voxel core in a 6-voxel hypoperfused region, and a lone penumbra voxel apart.
+        let mut labels = LabelVolume::zeros((1, 3, 8));
+        for x in 0..3 {
+            labels[[0, 0, x]] = 1;
+            labels[[0, 1, x]] = 2;
+        }
+        labels[[0, 0, 7]] = 1;
+
+        let kept = without_small_lesions(&labels, 4.0, 1.0);
+        assert_eq!(kept[[0, 0, 0]], 1, "the 6-voxel region stays");
+        assert_eq!(kept[[0, 1, 1]], 1, "the 3-voxel core becomes penumbra");
+        assert_eq!(kept[[0, 0, 7]], 0, "the lone voxel goes");
+
+        let all = without_small_lesions(&labels, 3.0, 1.0);
+        assert_eq!(all[[0, 1, 1]], 2, "a core of the minimum size stays");
+        assert_eq!(all[[0, 0, 7]], 0);
     }
 }
