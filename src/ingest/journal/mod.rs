@@ -104,7 +104,8 @@ pub struct Recovery {
     pub records: usize,
     /// Records whose spool file was missing or differed and was rewritten.
     pub restored: usize,
-    /// Whether records are written with `O_DIRECT`. They go through the page cache when the file system rejects it.
+    /// Whether records are written with `O_DIRECT`. They go through the page cache when the file
+    /// system rejects it.
     pub direct_io: bool,
 }
 
