@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ndarray::{s, Array4, Zip};
-use penumbra_imaging::LabelVolume;
+use penumbra_imaging::{Label, LabelVolume};
 use penumbra_model::resample::{argmax_labels, probabilities_to_native};
 use penumbra_model::Segmenter;
-use penumbra_perfusion::masks::{remove_small_components, Connectivity};
+use penumbra_perfusion::drop_small_lesions;
 use tracing::info;
 
 use super::job::Job;
@@ -100,18 +100,13 @@ impl InferStage {
     }
 }
 
-/// Returns `labels` without the core components and hypoperfused (core or penumbra) components
-/// of fewer than `min_ml` mL, 26-connected, as the threshold labelling removes them. A removed
-/// core inside a kept hypoperfused component becomes penumbra.
+/// Returns `labels` without the core and hypoperfused (core or penumbra) components of fewer
+/// than `min_ml` mL, as the threshold labelling removes them. A removed core inside a kept
+/// hypoperfused component becomes penumbra.
 fn without_small_lesions(labels: &LabelVolume, min_ml: f64, voxel_ml: f64) -> LabelVolume {
-    let min_voxels = if voxel_ml > 0.0 { (min_ml / voxel_ml).ceil() as usize } else { 0 };
-    let core = remove_small_components(&labels.mapv(|label| label == 2), min_voxels, Connectivity::TwentySix);
-    let hypoperfused = remove_small_components(&labels.mapv(|label| label > 0), min_voxels, Connectivity::TwentySix);
-    Zip::from(&core).and(&hypoperfused).map_collect(|&core, &hypoperfused| match (core, hypoperfused) {
-        (true, _) => 2,
-        (false, true) => 1,
-        (false, false) => 0,
-    })
+    let core = labels.mapv(|label| label == Label::Core as u8);
+    let hypoperfused = labels.mapv(|label| label != Label::Background as u8);
+    drop_small_lesions(&core, &hypoperfused, min_ml, voxel_ml).labels
 }
 
 /// Mirrors a `(.., .., y, x)` array along x.
@@ -142,13 +137,13 @@ mod tests {
         }
         labels[[0, 0, 7]] = 1;
 
-        let kept = without_small_lesions(&labels, 4.0, 1.0);
-        assert_eq!(kept[[0, 0, 0]], 1, "the 6-voxel region stays");
-        assert_eq!(kept[[0, 1, 1]], 1, "the 3-voxel core becomes penumbra");
-        assert_eq!(kept[[0, 0, 7]], 0, "the lone voxel goes");
+        let min_four = without_small_lesions(&labels, 4.0, 1.0);
+        assert_eq!(min_four[[0, 0, 0]], 1, "the 6-voxel region stays");
+        assert_eq!(min_four[[0, 1, 1]], 1, "the 3-voxel core becomes penumbra");
+        assert_eq!(min_four[[0, 0, 7]], 0, "the lone voxel goes");
 
-        let all = without_small_lesions(&labels, 3.0, 1.0);
-        assert_eq!(all[[0, 1, 1]], 2, "a core of the minimum size stays");
-        assert_eq!(all[[0, 0, 7]], 0);
+        let min_three = without_small_lesions(&labels, 3.0, 1.0);
+        assert_eq!(min_three[[0, 1, 1]], 2, "a core of the minimum size stays");
+        assert_eq!(min_three[[0, 0, 7]], 0);
     }
 }

@@ -219,23 +219,11 @@ pub fn label(maps: &PerfusionMaps, params: &LabelParams) -> ThresholdResult {
     }
 
     let voxel_ml = maps.geometry.voxel_volume_ml();
-    let min_voxels = if voxel_ml > 0.0 {
-        (params.min_component_ml / voxel_ml).ceil() as usize
-    } else {
-        0
-    };
-    let core = remove_small_components(&core, min_voxels, Connectivity::TwentySix);
-    let hypoperfused = remove_small_components(&hypoperfused, min_voxels, Connectivity::TwentySix);
-
-    let labels = Zip::from(&core).and(&hypoperfused).map_collect(|&c, &h| {
-        if c {
-            Label::Core as u8
-        } else if h {
-            Label::Penumbra as u8
-        } else {
-            Label::Background as u8
-        }
-    });
+    let Lesions {
+        core,
+        hypoperfused,
+        labels,
+    } = drop_small_lesions(&core, &hypoperfused, params.min_component_ml, voxel_ml);
 
     let count = |mask: &Array3<bool>| mask.iter().filter(|&&v| v).count() as f64 * voxel_ml;
     let core_volume_ml = count(&core);
@@ -353,6 +341,47 @@ fn midline(tissue: &Array3<bool>, spacing_mm: [f64; 3]) -> ([f64; 3], [f64; 2]) 
         ny = -ny;
     }
     (centroid, [ny, nx])
+}
+
+/// Core and hypoperfused masks without their small components, and the labels they make.
+#[derive(Debug, Clone)]
+pub struct Lesions {
+    pub core: Array3<bool>,
+    pub hypoperfused: Array3<bool>,
+    /// Core voxels 2, other hypoperfused voxels 1, the rest 0.
+    pub labels: LabelVolume,
+}
+
+/// Removes the core and hypoperfused components (26-connected) smaller than `min_ml` mL and
+/// labels what is left. The threshold labels and the U-Net labels both go through it.
+pub fn drop_small_lesions(
+    core: &Array3<bool>,
+    hypoperfused: &Array3<bool>,
+    min_ml: f64,
+    voxel_ml: f64,
+) -> Lesions {
+    let min_voxels = if voxel_ml > 0.0 {
+        (min_ml / voxel_ml).ceil() as usize
+    } else {
+        0
+    };
+    let core = remove_small_components(core, min_voxels, Connectivity::TwentySix);
+    let hypoperfused = remove_small_components(hypoperfused, min_voxels, Connectivity::TwentySix);
+
+    let labels = Zip::from(&core).and(&hypoperfused).map_collect(|&c, &h| {
+        if c {
+            Label::Core as u8
+        } else if h {
+            Label::Penumbra as u8
+        } else {
+            Label::Background as u8
+        }
+    });
+    Lesions {
+        core,
+        hypoperfused,
+        labels,
+    }
 }
 
 fn reference_tissue(

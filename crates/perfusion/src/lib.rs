@@ -31,8 +31,8 @@ mod quality;
 pub use aif::Curve;
 pub use error::PerfusionError;
 pub use labels::{
-    label, CoreRule, EligibilityCheck, HypoperfusionRule, LabelParams, ReferenceMethod,
-    ReferenceTissue, ThresholdResult,
+    drop_small_lesions, label, CoreRule, EligibilityCheck, HypoperfusionRule, LabelParams,
+    Lesions, ReferenceMethod, ReferenceTissue, ThresholdResult,
 };
 pub use maps::{compute_maps, maps_from_vendor, PerfusionMaps, PerfusionResult};
 pub use params::{
