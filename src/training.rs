@@ -62,9 +62,10 @@ pub fn study_params(seed: u64, index: u64) -> PhantomParams {
 /// Set of acquisitions a training set draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TrainingMix {
-    /// [`study_params`] only: well-timed scans at 50 to 190 mAs without motion.
+    /// Well-timed scans at 50 to 190 mAs without motion ([`study_params`]).
     Standard,
-    /// [`varied_study_params`]: also 20 mAs, truncated bolus and head motion.
+    /// The standard scans with 20 mAs, truncated-bolus and head-motion studies among them
+    /// ([`varied_study_params`]).
     #[default]
     Varied,
 }

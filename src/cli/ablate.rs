@@ -22,7 +22,7 @@ use crate::evaluation::{
     PhantomRun, MAX_TRAINING_STUDIES,
 };
 use crate::telemetry::{init_logging, LogFormat};
-use crate::training::{add_phantom_studies, parse_channel, unet_architecture, TrainingMix};
+use crate::training::{add_phantom_studies, parse_channel, unet_architecture, TrainingMix, CHANNELS};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,9 +36,9 @@ pub struct Args {
     /// Training phantom studies, shared by every variant (a fifth held out for validation).
     #[arg(long, default_value_t = 16)]
     pub studies: u64,
-    /// Input channels in order, comma-separated: maps (cbf, cbv, mtt, tmax) and derived channels
-    /// (rcbf: CBF relative to the reference tissue; tissue: brain without vessels).
-    #[arg(long, value_delimiter = ',', value_parser = parse_channel, default_value = "cbf,cbv,mtt,tmax,rcbf,tissue")]
+    /// Input channels in order, comma-separated: the maps cbf, cbv, mtt and tmax, rcbf (CBF
+    /// relative to the reference tissue) and tissue (brain without vessels).
+    #[arg(long, value_delimiter = ',', value_parser = parse_channel, default_values_t = CHANNELS.map(String::from))]
     pub channels: Vec<String>,
     /// Acquisitions of the phantom training studies: standard, or varied (also 20 mAs, truncated
     /// bolus and head motion).

@@ -12,7 +12,7 @@ use penumbra_phantom::Matrix;
 use super::eval_perfusion::parse_matrix;
 use crate::telemetry::{init_logging, LogFormat};
 use crate::training::qa_labels::{push_case, read_qa_labels, QaLabelCase};
-use crate::training::{add_phantom_studies, parse_channel, unet_architecture, TrainingMix};
+use crate::training::{add_phantom_studies, parse_channel, unet_architecture, TrainingMix, CHANNELS};
 
 /// Loss functions offered on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,9 +44,9 @@ pub struct Args {
     /// Slices per phantom study (the phantom's own default when not given).
     #[arg(long)]
     pub slices: Option<usize>,
-    /// Input channels in order, comma-separated: maps (cbf, cbv, mtt, tmax) and derived channels
-    /// (rcbf: CBF relative to the reference tissue; tissue: brain without vessels).
-    #[arg(long, value_delimiter = ',', value_parser = parse_channel, default_value = "cbf,cbv,mtt,tmax,rcbf,tissue")]
+    /// Input channels in order, comma-separated: the maps cbf, cbv, mtt and tmax, rcbf (CBF
+    /// relative to the reference tissue) and tissue (brain without vessels).
+    #[arg(long, value_delimiter = ',', value_parser = parse_channel, default_values_t = CHANNELS.map(String::from))]
     pub channels: Vec<String>,
     /// Acquisitions of the phantom training studies: standard, or varied (also 20 mAs, truncated
     /// bolus and head motion).

@@ -72,8 +72,8 @@ impl Stage for ResampleStage {
     }
 }
 
-/// Stacks the named channels into `(c, z, y, x)`, in the order given. Unknown names give zeros;
-/// [`ResampleStage::new`] rejects them first.
+/// Stacks the named channels into `(c, z, y, x)`, in the order given. Unknown names give zeros,
+/// but [`ResampleStage::new`] rejects them first.
 pub fn map_channels(maps: &PerfusionMaps, reference: &ReferenceTissue, names: &[String]) -> Array4<f32> {
     let (nz, ny, nx) = maps.cbf.dim();
     let mut stack = Array4::<f32>::zeros((names.len(), nz, ny, nx));
@@ -156,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn relative_cbf_is_clipped_and_zero_outside_tissue() {
+    fn relative_cbf_clipped_and_masked() {
         let rcbf = relative_cbf(&maps(), &reference(Some(50.0)));
         assert_eq!(rcbf.as_slice().unwrap(), &[0.5, RCBF_MAX, 0.0, 0.0]);
 
@@ -165,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn channels_stack_in_the_order_given() {
+    fn channels_stack_in_given_order() {
         let names: Vec<String> = ["tissue", "cbf", "rcbf"].iter().map(|n| n.to_string()).collect();
         let stack = map_channels(&maps(), &reference(Some(50.0)), &names);
         assert_eq!(stack.dim(), (3, 1, 1, 4));

@@ -51,7 +51,7 @@ pub struct CaseMaps {
     pub tmax: Array3<f32>,
     /// CBF relative to the reference tissue, clipped as the model input is.
     pub rcbf: Array3<f32>,
-    /// 1 in brain voxels that are not vessels, 0 elsewhere.
+    /// Tissue mask: 1 in brain voxels that are not vessels, 0 elsewhere.
     pub tissue: Array3<f32>,
     /// U-Net labels (0 background, 1 penumbra, 2 core).
     pub unet_labels: LabelVolume,

@@ -318,6 +318,8 @@ impl Journal {
             Err(error) => {
                 // The unwritten place would end the scan of its segment, so no later record
                 // of the segment may be acknowledged.
+                // NOTE: no test injects a failed record write, so this branch is checked by
+                // reading only.
                 tracing::error!(%error, segment = %path.display(), "write to the intake journal failed; no further instance is acknowledged until a restart");
                 state.failed.get_or_insert_with(|| format!("{}: {error}", path.display()));
             }

@@ -337,7 +337,7 @@ fn concurrent_stores_rotate_the_ring() {
 }
 
 #[test]
-fn record_written_out_of_order_waits_for_the_gap() {
+fn out_of_order_write_waits_for_gap() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
     let journal = spool.journal().unwrap();
