@@ -14,6 +14,7 @@ use penumbra_phantom::{generate, LesionSize, Matrix, Motion, Noise, PhantomParam
 use crate::pipeline::resample::{map_channels, MAP_CHANNELS};
 
 pub mod qa_labels;
+pub mod thresholds;
 
 /// Input channels of the shipped model, in order: the four maps, relative CBF and the tissue mask
 /// (see [`crate::pipeline::resample::map_channels`]).

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use penumbra_model::Segmenter;
+use penumbra_model::{Segmenter, DECISION_FILE};
 use penumbra_phantom::Matrix;
 use serde::Serialize;
 
@@ -48,6 +48,9 @@ pub struct Args {
     /// fitted `confidence-calibration.json`.
     #[arg(long)]
     pub no_calibration: bool,
+    /// Pick labels by argmax even when the model folder has fitted `decision-thresholds.json`.
+    #[arg(long)]
+    pub argmax: bool,
 }
 
 /// Everything the JSON file holds.
@@ -60,6 +63,8 @@ struct Report {
     tversky_beta: f64,
     /// `fixed weights`, or the path of the fitted calibration the scores came from.
     confidence_combination: String,
+    /// `argmax`, or the fitted decision thresholds the U-Net labels came from.
+    labels: String,
     unet: Vec<ClassSummary>,
     threshold: Vec<ClassSummary>,
     agreement: Vec<ClassSummary>,
@@ -77,8 +82,9 @@ pub fn run(args: Args) -> ExitCode {
 fn evaluate(args: &Args) -> Result<(), String> {
     check_args(args)?;
     let matrix = Matrix::from_size(args.matrix).ok_or_else(|| format!("invalid matrix {}", args.matrix))?;
-    let segmenter = load_model(args)?;
+    let (segmenter, labels) = load_model(args)?;
     let (confidence_stage, combination) = confidence_stage(args)?;
+    eprintln!("U-Net labels: {labels}");
     eprintln!("confidence combination: {combination}");
     let started = Instant::now();
 
@@ -116,6 +122,7 @@ fn evaluate(args: &Args) -> Result<(), String> {
         tversky_alpha: TVERSKY_ALPHA,
         tversky_beta: TVERSKY_BETA,
         confidence_combination: combination,
+        labels,
         unet: summarize_classes(studies.iter().map(|s| s.unet.as_slice())),
         threshold: summarize_classes(studies.iter().map(|s| s.threshold.as_slice())),
         agreement: summarize_classes(studies.iter().map(|s| s.agreement.as_slice())),
@@ -145,12 +152,35 @@ fn check_args(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Loads the model and checks that the held-out seed is not its training seed.
-fn load_model(args: &Args) -> Result<Arc<Segmenter>, String> {
-    let segmenter = penumbra_model::load(&args.model)
+/// Loads the model and checks that the held-out seed is neither its training seed nor the seed
+/// its decision thresholds were fitted on. Returns it with a description of how it picks labels.
+fn load_model(args: &Args) -> Result<(Arc<Segmenter>, String), String> {
+    let mut segmenter = penumbra_model::load(&args.model)
         .map_err(|e| format!("cannot load the model from {}: {e}", args.model.display()))?;
     check_held_out(args.seed, args.studies, segmenter.card().training.seed, MAX_TRAINING_STUDIES).map_err(|e| e.to_string())?;
-    Ok(Arc::new(segmenter))
+    if args.argmax {
+        segmenter.set_decision(None);
+    }
+    let labels = match segmenter.decision() {
+        Some(decision) => {
+            if check_held_out(args.seed, args.studies, decision.fitted_seed, MAX_TRAINING_STUDIES).is_err() {
+                return Err(format!(
+                    "seed {} shares phantom studies with seed {}, which the decision thresholds were fitted on: \
+                     choose another --seed, or pass --argmax",
+                    args.seed, decision.fitted_seed
+                ));
+            }
+            format!(
+                "smoothed across slices (sigma {} mm), thresholds hypoperfused {} core {} ({})",
+                decision.z_sigma_mm,
+                decision.hypoperfused,
+                decision.core,
+                args.model.join(DECISION_FILE).display()
+            )
+        }
+        None => "argmax".to_string(),
+    };
+    Ok((Arc::new(segmenter), labels))
 }
 
 /// Returns the confidence stage and its description: with the model folder's fitted calibration

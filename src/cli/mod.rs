@@ -11,6 +11,7 @@ pub mod check_config;
 pub mod echo;
 pub mod eval;
 pub mod eval_perfusion;
+pub mod fit_thresholds;
 pub mod inspect;
 pub mod phantom;
 pub mod qa;
@@ -55,6 +56,8 @@ pub enum Command {
     Ablate(ablate::Args),
     /// Fit the confidence score's logistic combination on `penumbra eval --json` results.
     CalibrateConfidence(calibrate::Args),
+    /// Fit the U-Net's decision thresholds on phantom studies and write them into the model folder.
+    FitThresholds(fit_thresholds::Args),
     /// Serve the radiologist QA page on its own, or export reviewed labels as training data.
     Qa(qa::Args),
     /// Time U-Net inference per slice with our kernels or candle's and print one JSON line.
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Ablate(args) => ablate::run(args),
         Command::CalibrateConfidence(args) => calibrate::run(args),
+        Command::FitThresholds(args) => fit_thresholds::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

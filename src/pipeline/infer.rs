@@ -2,15 +2,17 @@
 //!
 //! With test-time augmentation the slices also run mirrored left to right. The labels then come
 //! from the mean of both predictions, and the mirrored one is kept for the confidence stage.
+//! Labels are picked with the model's decision thresholds when its folder has them, else by
+//! argmax.
 //! Lesions smaller than the threshold labels' minimum component are removed from the labels the
 //! same way, so that both label sets report lesions on the same terms.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{s, Array4, Zip};
+use ndarray::{s, Array3, Array4, Zip};
 use penumbra_imaging::{Label, LabelVolume};
-use penumbra_model::resample::{argmax_labels, probabilities_to_native};
+use penumbra_model::resample::probabilities_to_native;
 use penumbra_model::Segmenter;
 use penumbra_perfusion::drop_small_lesions;
 use tracing::info;
@@ -27,8 +29,9 @@ pub struct UnetArtifacts {
     pub probabilities: Array4<f32>,
     /// Probabilities of the mirrored run alone, mirrored back, when test-time augmentation ran.
     pub tta_probabilities: Option<Array4<f32>>,
-    /// Labels by argmax, zero outside the brain mask, without core and hypoperfused components
-    /// smaller than the threshold labels' minimum.
+    /// Labels picked by the segmenter (its decision thresholds, else argmax), zero outside the
+    /// brain mask, without core and hypoperfused components smaller than the threshold labels'
+    /// minimum.
     pub labels: LabelVolume,
 }
 
@@ -75,14 +78,13 @@ impl Stage for InferStage {
             None => plain,
         };
 
-        let mut labels = argmax_labels(&probabilities);
-        Zip::from(&mut labels).and(&perfusion.maps.brain_mask).for_each(|label, &inside| {
-            if !inside {
-                *label = 0;
-            }
-        });
+        let slice_spacing_mm = perfusion.maps.geometry.spacing_mm[0];
+        let labels = self
+            .segmenter
+            .labels(&probabilities, slice_spacing_mm)
+            .map_err(|e| StageError::Failed(format!("cannot pick labels from the probabilities: {e}").into()))?;
         let voxel_ml = perfusion.maps.geometry.voxel_volume_ml();
-        let labels = without_small_lesions(&labels, perfusion.threshold.thresholds.min_component_ml, voxel_ml);
+        let labels = finish_labels(labels, &perfusion.maps.brain_mask, perfusion.threshold.thresholds.min_component_ml, voxel_ml);
 
         let elapsed = started.elapsed();
         metrics().inference_duration.with_label_values::<&str>(&[]).observe(elapsed.as_secs_f64());
@@ -98,6 +100,17 @@ impl InferStage {
             .predict(input, self.batch, false)
             .map_err(|e| StageError::Failed(format!("U-Net inference failed: {e}").into()))
     }
+}
+
+/// Sets `labels` to background outside `brain_mask` and removes lesions under `min_ml` mL
+/// ([`without_small_lesions`]).
+pub(crate) fn finish_labels(mut labels: LabelVolume, brain_mask: &Array3<bool>, min_ml: f64, voxel_ml: f64) -> LabelVolume {
+    Zip::from(&mut labels).and(brain_mask).for_each(|label, &inside| {
+        if !inside {
+            *label = Label::Background as u8;
+        }
+    });
+    without_small_lesions(&labels, min_ml, voxel_ml)
 }
 
 /// Returns `labels` without the core and hypoperfused (core or penumbra) components of fewer

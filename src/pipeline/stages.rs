@@ -39,10 +39,18 @@ pub fn load_segmenter(settings: &Settings) -> Result<Segmenter, String> {
         crate::config::Kernels::Fast => penumbra_model::Kernels::Fast,
         crate::config::Kernels::Candle => penumbra_model::Kernels::Candle,
     });
+    let labels = match segmenter.decision() {
+        Some(decision) => format!(
+            "sigma {} mm across slices, thresholds hypoperfused {} core {}",
+            decision.z_sigma_mm, decision.hypoperfused, decision.core
+        ),
+        None => "argmax".to_string(),
+    };
     info!(
         model = %path.display(),
         channels = ?segmenter.card().input_channels(),
         created = %segmenter.card().created_utc,
+        %labels,
         "Model loaded"
     );
     Ok(segmenter)

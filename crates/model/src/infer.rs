@@ -13,6 +13,7 @@ use candle_nn::{VarBuilder, VarMap};
 use ndarray::{s, Array4};
 
 use crate::card::{ModelCard, WEIGHTS_FILE};
+use crate::decision::DecisionThresholds;
 use crate::error::ModelError;
 use crate::resample::{argmax_labels, probabilities_to_native, to_model_grid};
 use crate::unet::UNet;
@@ -22,7 +23,8 @@ use crate::unet::UNet;
 pub struct Segmentation {
     /// Softmax probabilities `(3, z, y, x)` resampled to the native grid.
     pub probabilities: Array4<f32>,
-    /// Argmax of `probabilities`: 0 background, 1 penumbra, 2 core.
+    /// Labels picked from `probabilities` ([`Segmenter::labels`]): 0 background, 1 penumbra,
+    /// 2 core.
     pub labels: penumbra_imaging::LabelVolume,
 }
 
@@ -30,6 +32,7 @@ pub struct Segmentation {
 pub struct Segmenter {
     model: UNet,
     card: ModelCard,
+    decision: Option<DecisionThresholds>,
     device: Device,
     pool: Option<rayon::ThreadPool>,
 }
@@ -39,11 +42,13 @@ impl std::fmt::Debug for Segmenter {
         f.debug_struct("Segmenter")
             .field("architecture", &self.card.architecture)
             .field("channels", &self.card.input_channels())
+            .field("decision", &self.decision.as_ref().map(|d| (d.hypoperfused, d.core)))
             .finish()
     }
 }
 
-/// Loads `card.json` and `model.safetensors` from `dir` onto the CPU.
+/// Loads `card.json` and `model.safetensors` from `dir` onto the CPU, with the decision
+/// thresholds of `decision-thresholds.json` when the folder has that file.
 ///
 /// Fails with [`ModelError::CardMismatch`] when the weights lack a tensor the card's
 /// architecture needs, hold an extra one, or hold one of a different shape, or when the card's
@@ -64,9 +69,11 @@ pub fn load(dir: &Path) -> Result<Segmenter, ModelError> {
         path: path.clone(),
         reason: e.to_string(),
     })?;
+    let decision = DecisionThresholds::read(dir)?;
     Ok(Segmenter {
         model,
         card,
+        decision,
         device,
         pool: None,
     })
@@ -145,19 +152,19 @@ fn check_tensors(
 }
 
 impl Segmenter {
-    /// Segments native `(c, z, y, x)` channels with in-plane `spacing_yx` (mm): resamples to
-    /// the model grid, predicts, and maps the probabilities back before taking the argmax.
+    /// Segments native `(c, z, y, x)` channels with voxel spacing `spacing_zyx` (mm): resamples
+    /// to the model grid, predicts, and maps the probabilities back before picking the labels.
     pub fn segment(
         &self,
         channels: &Array4<f32>,
-        spacing_yx: [f64; 2],
+        spacing_zyx: [f64; 3],
         batch: usize,
         tta_flip: bool,
     ) -> Result<Segmentation, ModelError> {
-        let (model_input, transform) = to_model_grid(channels, spacing_yx)?;
+        let (model_input, transform) = to_model_grid(channels, [spacing_zyx[1], spacing_zyx[2]])?;
         let model_probabilities = self.predict(&model_input, batch, tta_flip)?;
         let probabilities = probabilities_to_native(&model_probabilities, &transform)?;
-        let labels = argmax_labels(&probabilities);
+        let labels = self.labels(&probabilities, spacing_zyx[0])?;
         Ok(Segmentation {
             probabilities,
             labels,
@@ -185,6 +192,7 @@ impl Segmenter {
         Ok(Segmenter {
             model,
             card,
+            decision: None,
             device,
             pool: None,
         })
@@ -193,6 +201,25 @@ impl Segmenter {
     /// Returns the model card.
     pub fn card(&self) -> &ModelCard {
         &self.card
+    }
+
+    /// Returns the decision thresholds, `None` when labels are picked by argmax.
+    pub fn decision(&self) -> Option<&DecisionThresholds> {
+        self.decision.as_ref()
+    }
+
+    /// Replaces the decision thresholds; `None` picks labels by argmax.
+    pub fn set_decision(&mut self, decision: Option<DecisionThresholds>) {
+        self.decision = decision;
+    }
+
+    /// Picks labels from `(3, z, y, x)` probabilities whose slices lie `slice_spacing_mm`
+    /// apart: with the decision thresholds when the model has them, else by argmax.
+    pub fn labels(&self, probabilities: &Array4<f32>, slice_spacing_mm: f64) -> Result<penumbra_imaging::LabelVolume, ModelError> {
+        match &self.decision {
+            Some(decision) => decision.labels(probabilities, slice_spacing_mm),
+            None => Ok(argmax_labels(probabilities)),
+        }
     }
 
     /// Checks that the configured input channels are the card's channels, in the same order.

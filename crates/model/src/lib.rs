@@ -6,6 +6,8 @@
 //! - [`loss`]: Tversky, focal Tversky, soft Dice and cross-entropy on softmax probabilities.
 //! - [`dataset`], [`augment`], [`train`]: training slices, lesion-only augmentation, the
 //!   AdamW training loop with early stopping, checkpoints and a loss-curve PNG ([`plot`]).
+//! - [`decision`]: thresholds on the class probabilities that replace the argmax when a model
+//!   folder has them.
 //! - [`metrics`]: Dice, Tversky coefficient, HD95 and volume error per class.
 //! - [`card`], [`infer`]: the JSON model card next to the safetensors weights, and the
 //!   [`Segmenter`] that loads both and predicts class probabilities.
@@ -17,6 +19,7 @@
 pub mod augment;
 pub mod card;
 pub mod dataset;
+pub mod decision;
 pub mod error;
 pub mod infer;
 pub mod loss;
@@ -30,6 +33,7 @@ pub mod unet;
 
 pub use card::ModelCard;
 pub use dataset::{Dataset, TrainingSample};
+pub use decision::{DecisionThresholds, DECISION_FILE};
 pub use error::ModelError;
 pub use infer::{load, Segmentation, Segmenter};
 pub use loss::LossKind;

@@ -265,7 +265,7 @@ fn segment_returns_native_grid() {
     let channels = ndarray::Array4::from_shape_fn((2, 3, 40, 24), |(c, z, y, x)| {
         dataset.samples()[z].input[[c, y % SIZE, x]]
     });
-    let segmentation = segmenter.segment(&channels, [2.0, 1.0], 2, false).unwrap();
+    let segmentation = segmenter.segment(&channels, [5.0, 2.0, 1.0], 2, false).unwrap();
     assert_eq!(segmentation.probabilities.dim(), (3, 3, 40, 24));
     assert_eq!(segmentation.labels.dim(), (3, 40, 24));
     for lane in segmentation.probabilities.lanes(ndarray::Axis(0)) {
@@ -347,4 +347,46 @@ fn predict_rejects_wrong_input() {
     assert!(segmenter
         .predict(&ndarray::Array4::zeros((1, 2, SIZE, SIZE)), 0, false)
         .is_err());
+}
+
+#[test]
+fn decision_thresholds_in_the_folder_pick_the_labels() {
+    use penumbra_model::decision::{DecisionThresholds, FitScores, DECISION_FORMAT_VERSION};
+
+    let dataset = blob_dataset(4, 2);
+    let outcome = train(&tiny_architecture(), &dataset, &quick_config(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    outcome.save(dir.path()).unwrap();
+    assert!(load(dir.path()).unwrap().decision().is_none());
+
+    let channels = ndarray::Array4::from_shape_fn((2, 2, SIZE, SIZE), |(c, z, y, x)| {
+        dataset.samples()[z].input[[c, y, x]]
+    });
+    let argmax = load(dir.path()).unwrap().segment(&channels, [5.0, 1.0, 1.0], 2, false).unwrap();
+
+    // A hypoperfused threshold above every probability leaves only background.
+    let scores = FitScores { core: 0.0, penumbra: 0.0, hypoperfused: 0.0 };
+    let thresholds = DecisionThresholds {
+        format_version: DECISION_FORMAT_VERSION,
+        z_sigma_mm: 0.0,
+        hypoperfused: 0.999_999,
+        core: 0.5,
+        fitted_seed: 4001,
+        fitted_studies: 6,
+        argmax_scores: scores.clone(),
+        fitted_scores: scores,
+        fitted_at: "2026-12-05T12:00:00Z".to_string(),
+    };
+    thresholds.write(dir.path()).unwrap();
+    let segmenter = load(dir.path()).unwrap();
+    assert_eq!(segmenter.decision(), Some(&thresholds));
+    let thresholded = segmenter.segment(&channels, [5.0, 1.0, 1.0], 2, false).unwrap();
+    assert_eq!(thresholded.probabilities, argmax.probabilities);
+    assert!(argmax.labels.iter().any(|&label| label != 0), "the argmax labels have lesions");
+    assert!(thresholded.labels.iter().all(|&label| label == 0));
+
+    // An invalid file fails the load with its path.
+    std::fs::write(dir.path().join(penumbra_model::DECISION_FILE), "{}").unwrap();
+    let error = load(dir.path()).unwrap_err().to_string();
+    assert!(error.contains(penumbra_model::DECISION_FILE), "{error}");
 }
