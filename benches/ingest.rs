@@ -16,7 +16,9 @@
 //! - `PENUMBRA_BENCH_ROUNDS`: alternating rounds per case (default 3);
 //! - `PENUMBRA_BENCH_ASSOCIATIONS`: comma-separated association counts (default `1,4`);
 //! - `PENUMBRA_BENCH_DURABILITY`: comma-separated modes, `fsync`, `fsync_direct` and
-//!   `page_cache` (default `fsync,page_cache`).
+//!   `page_cache` (default `fsync,page_cache`);
+//! - `PENUMBRA_BENCH_JOURNAL_SEGMENTS`: segments of 64 MiB in the `fsync` mode's journal ring
+//!   (default: the daemon's, 4).
 //!
 //! Every run starts after `sync()`, so neither receiver pays for the other's dirty pages. Unset
 //! `RUST_BACKTRACE`, as some dicom-rs errors raised during parsing capture a backtrace when it is
@@ -36,6 +38,7 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use penumbra::config::Durability;
+use penumbra::ingest::journal::JournalSettings;
 use penumbra::ingest::scp::{spawn_scp, ScpConfig, ScpHandle};
 use penumbra::ingest::scp_sink::SpoolSink;
 use penumbra::ingest::spool::Spool;
@@ -210,7 +213,7 @@ fn spawn_storescp(port: u16, output: &Path, fork: bool) -> Child {
 
 fn start_penumbra(data_dir: &Path, mode: &str) -> (ScpHandle, PathBuf) {
     let spool = match mode {
-        "fsync" => Spool::open_with(data_dir, Durability::Fsync),
+        "fsync" => Spool::open_with_journal(data_dir, Durability::Fsync, journal_settings()),
         "fsync_direct" => Spool::open_without_journal(data_dir, Durability::Fsync),
         "page_cache" => Spool::open_with(data_dir, Durability::PageCache),
         other => panic!("PENUMBRA_BENCH_DURABILITY: unknown mode {other:?}; use fsync, fsync_direct or page_cache"),
@@ -224,6 +227,14 @@ fn start_penumbra(data_dir: &Path, mode: &str) -> (ScpHandle, PathBuf) {
     };
     let scp = spawn_scp(config, Arc::new(SpoolSink::new(spool)), Arc::new(AtomicBool::new(false))).unwrap();
     (scp, spool_root)
+}
+
+/// The journal ring of the `fsync` mode: the daemon's default unless
+/// `PENUMBRA_BENCH_JOURNAL_SEGMENTS` sets the number of 64 MiB segments.
+fn journal_settings() -> JournalSettings {
+    let default = JournalSettings::default();
+    let segments = env_usize("PENUMBRA_BENCH_JOURNAL_SEGMENTS", default.segments as usize);
+    JournalSettings { segments: u32::try_from(segments).expect("PENUMBRA_BENCH_JOURNAL_SEGMENTS is too large"), ..default }
 }
 
 fn median(values: &mut [f64]) -> f64 {
