@@ -11,7 +11,7 @@ use penumbra_model::{labels_to_model_grid, to_model_grid, Dataset, ModelError, N
 use penumbra_perfusion::{compute_maps, label, LabelParams, PerfusionMaps, PerfusionParams, ThresholdResult};
 use penumbra_phantom::{generate, LesionSize, Matrix, Motion, Noise, PhantomParams, PoseSpec, Side};
 
-use crate::pipeline::resample::{map_channels, MAP_CHANNELS};
+use crate::pipeline::resample::{map_channels, split_channel, MAP_CHANNELS, MAX_SLICE_OFFSET};
 
 pub mod qa_labels;
 pub mod thresholds;
@@ -20,14 +20,24 @@ pub mod thresholds;
 /// (see [`crate::pipeline::resample::map_channels`]).
 pub const CHANNELS: [&str; 6] = ["cbf", "cbv", "mtt", "tmax", "rcbf", "tissue"];
 
+/// The six [`CHANNELS`] of the slice, then those of the slice below and of the slice above: the
+/// inputs of the 2.5D variant in `docs/evaluation.md`.
+pub const CHANNELS_WITH_NEIGHBOURS: [&str; 18] = [
+    "cbf", "cbv", "mtt", "tmax", "rcbf", "tissue",
+    "cbf[z-1]", "cbv[z-1]", "mtt[z-1]", "tmax[z-1]", "rcbf[z-1]", "tissue[z-1]",
+    "cbf[z+1]", "cbv[z+1]", "mtt[z+1]", "tmax[z+1]", "rcbf[z+1]", "tissue[z+1]",
+];
+
 /// Parses one input channel name of the command line: one of
-/// [`crate::pipeline::resample::MAP_CHANNELS`].
+/// [`crate::pipeline::resample::MAP_CHANNELS`], optionally with a slice offset such as `[z-1]`.
 pub fn parse_channel(text: &str) -> Result<String, String> {
-    let name = text.trim().to_ascii_lowercase();
-    if MAP_CHANNELS.contains(&name.as_str()) {
-        Ok(name)
-    } else {
-        Err(format!("unknown input channel {text:?}: expected one of {MAP_CHANNELS:?}"))
+    match split_channel(text) {
+        Some((map, 0)) => Ok(map),
+        Some((map, offset)) => Ok(format!("{map}[z{offset:+}]")),
+        None => Err(format!(
+            "unknown input channel {text:?}: expected one of {MAP_CHANNELS:?}, optionally with a slice offset of up to \
+             {MAX_SLICE_OFFSET} such as cbf[z-1]"
+        )),
     }
 }
 
@@ -222,5 +232,11 @@ mod tests {
     fn channel_names_are_checked() {
         assert_eq!(parse_channel(" RCBF").unwrap(), "rcbf");
         assert!(parse_channel("adc").unwrap_err().contains("unknown input channel"));
+        assert_eq!(parse_channel("Tmax[z+1]").unwrap(), "tmax[z+1]");
+        assert_eq!(parse_channel("cbf[z-2]").unwrap(), "cbf[z-2]");
+        assert!(parse_channel("cbf[z-3]").is_err());
+        for name in CHANNELS_WITH_NEIGHBOURS {
+            assert_eq!(parse_channel(name).unwrap(), name);
+        }
     }
 }

@@ -45,7 +45,8 @@ pub struct Args {
     #[arg(long)]
     pub slices: Option<usize>,
     /// Input channels in order, comma-separated: the maps cbf, cbv, mtt and tmax, rcbf (CBF
-    /// relative to the reference tissue) and tissue (brain without vessels).
+    /// relative to the reference tissue) and tissue (brain without vessels). A slice offset
+    /// such as cbf[z-1] takes the map of a neighbouring slice.
     #[arg(long, value_delimiter = ',', value_parser = parse_channel, default_values_t = CHANNELS.map(String::from))]
     pub channels: Vec<String>,
     /// Acquisitions of the phantom training studies: standard, or varied (also 20 mAs, truncated

@@ -3,6 +3,10 @@
 //! Besides the four maps in physical units, two derived channels are offered. `rcbf` is the CBF
 //! relative to the reference tissue of the threshold labels, the quantity the core rule reads.
 //! `tissue` is the mask of brain voxels that are not vessels, the only voxels ever labelled.
+//!
+//! A channel name may end in a slice offset, `cbf[z-1]` or `tmax[z+1]`: the channel of the
+//! neighbouring slice, the edge slice repeated beyond the volume. With them the U-Net segments
+//! each slice with its neighbours' maps beside it.
 
 use std::sync::Arc;
 
@@ -18,6 +22,34 @@ use super::stage::{Stage, StageError, StageName};
 /// Input channel names the perfusion stage can provide: the maps in physical units, then the
 /// derived channels.
 pub const MAP_CHANNELS: [&str; 6] = ["cbf", "cbv", "mtt", "tmax", "rcbf", "tissue"];
+
+/// Largest slice offset a channel name may carry.
+pub const MAX_SLICE_OFFSET: isize = 2;
+
+/// Splits a channel name into its map (lower case) and slice offset: `cbf` is `("cbf", 0)` and
+/// `Tmax[z-1]` is `("tmax", -1)`. Returns `None` for a map the perfusion stage does not provide
+/// or an offset outside `-MAX_SLICE_OFFSET..=MAX_SLICE_OFFSET`.
+pub fn split_channel(name: &str) -> Option<(String, isize)> {
+    let name = name.trim().to_ascii_lowercase();
+    let (map, offset) = match name.split_once('[') {
+        None => (name.as_str(), 0),
+        Some((map, rest)) => {
+            let offset = rest.strip_prefix('z')?.strip_suffix(']')?;
+            if !offset.starts_with(['+', '-']) {
+                return None;
+            }
+            let offset: isize = offset.parse().ok()?;
+            if offset == 0 {
+                return None;
+            }
+            (map, offset)
+        }
+    };
+    if !MAP_CHANNELS.contains(&map) || offset.abs() > MAX_SLICE_OFFSET {
+        return None;
+    }
+    Some((map.to_string(), offset))
+}
 
 /// Relative CBF is clipped to `0..=RCBF_MAX`. Vessels and noise spikes reach many times the
 /// reference, and unclipped they would set the channel's normalization.
@@ -42,9 +74,10 @@ impl ResampleStage {
     pub fn new(segmenter: &Arc<Segmenter>) -> Result<Self, String> {
         let channels = segmenter.card().input_channels();
         for name in &channels {
-            if !MAP_CHANNELS.contains(&name.to_ascii_lowercase().as_str()) {
+            if split_channel(name).is_none() {
                 return Err(format!(
-                    "the model card asks for input channel {name:?}; the perfusion stage provides {MAP_CHANNELS:?}"
+                    "the model card asks for input channel {name:?}; the perfusion stage provides {MAP_CHANNELS:?}, \
+                     each also with a slice offset of up to {MAX_SLICE_OFFSET} such as cbf[z-1]"
                 ));
             }
         }
@@ -78,18 +111,36 @@ pub fn map_channels(maps: &PerfusionMaps, reference: &ReferenceTissue, names: &[
     let (nz, ny, nx) = maps.cbf.dim();
     let mut stack = Array4::<f32>::zeros((names.len(), nz, ny, nx));
     for (index, name) in names.iter().enumerate() {
-        let mut channel = stack.index_axis_mut(Axis(0), index);
-        match name.to_ascii_lowercase().as_str() {
-            "cbf" => channel.assign(&maps.cbf),
-            "cbv" => channel.assign(&maps.cbv),
-            "mtt" => channel.assign(&maps.mtt),
-            "tmax" => channel.assign(&maps.tmax),
-            "rcbf" => channel.assign(&relative_cbf(maps, reference)),
-            "tissue" => channel.assign(&tissue_channel(maps)),
-            _ => {}
-        }
+        let Some((map, offset)) = split_channel(name) else {
+            continue;
+        };
+        let values = match map.as_str() {
+            "cbf" => maps.cbf.clone(),
+            "cbv" => maps.cbv.clone(),
+            "mtt" => maps.mtt.clone(),
+            "tmax" => maps.tmax.clone(),
+            "rcbf" => relative_cbf(maps, reference),
+            "tissue" => tissue_channel(maps),
+            _ => continue,
+        };
+        stack.index_axis_mut(Axis(0), index).assign(&shift_slices(&values, offset));
     }
     stack
+}
+
+/// Returns `values` with slice `z` taken from slice `z + offset`, the edge slice repeated where
+/// that lies outside the volume.
+pub fn shift_slices(values: &Array3<f32>, offset: isize) -> Array3<f32> {
+    if offset == 0 {
+        return values.clone();
+    }
+    let nz = values.len_of(Axis(0));
+    let mut shifted = Array3::zeros(values.raw_dim());
+    for z in 0..nz {
+        let source = (z as isize + offset).clamp(0, nz as isize - 1) as usize;
+        shifted.index_axis_mut(Axis(0), z).assign(&values.index_axis(Axis(0), source));
+    }
+    shifted
 }
 
 /// Returns CBF divided by the reference tissue's CBF, clipped to `0..=RCBF_MAX`, in tissue
@@ -173,5 +224,24 @@ mod tests {
         assert_eq!(channel(0), vec![1.0, 1.0, 0.0, 0.0]);
         assert_eq!(channel(1), vec![25.0, 250.0, 80.0, 40.0]);
         assert_eq!(channel(2), vec![0.5, 3.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn channel_names_split_into_map_and_offset() {
+        assert_eq!(split_channel("cbf"), Some(("cbf".to_string(), 0)));
+        assert_eq!(split_channel(" Tmax[z-1]"), Some(("tmax".to_string(), -1)));
+        assert_eq!(split_channel("rcbf[z+2]"), Some(("rcbf".to_string(), 2)));
+        for bad in ["adc", "cbf[z-3]", "cbf[z0]", "cbf[z+0]", "cbf[1]", "cbf[z-1", "adc[z+1]", "cbf[z+x]"] {
+            assert_eq!(split_channel(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn slice_offsets_repeat_the_edge() {
+        let values = Array3::from_shape_fn((3, 1, 2), |(z, _, x)| (10 * z + x) as f32);
+        let below = shift_slices(&values, -1);
+        assert_eq!(below.iter().copied().collect::<Vec<f32>>(), vec![0.0, 1.0, 0.0, 1.0, 10.0, 11.0]);
+        let above = shift_slices(&values, 2);
+        assert_eq!(above.iter().copied().collect::<Vec<f32>>(), vec![20.0, 21.0, 20.0, 21.0, 20.0, 21.0]);
     }
 }

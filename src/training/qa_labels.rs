@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array3, Array4, Axis};
 use penumbra_model::{labels_to_model_grid, to_model_grid, Dataset, ModelError};
 
+use crate::pipeline::resample::{shift_slices, split_channel};
 use crate::qa::export::{ExportMeta, EXPORT_FORMAT_VERSION, MASK_FILE, META_FILE};
 use crate::qa::files::{map_file, read_npy_f32, read_npy_u8};
 
@@ -65,15 +66,15 @@ impl QaLabelCase {
         let (depth, height, width) = self.mask.dim();
         let mut stack = Array4::<f32>::zeros((names.len(), depth, height, width));
         for (index, name) in names.iter().enumerate() {
-            let position = self.meta.channels.iter().position(|c| c.eq_ignore_ascii_case(name)).ok_or_else(|| {
-                QaLabelsError::MissingChannel {
-                    folder: self.folder.clone(),
-                    channel: name.clone(),
-                    available: self.meta.channels.clone(),
-                    needed: names.to_vec(),
-                }
-            })?;
-            stack.index_axis_mut(Axis(0), index).assign(&self.maps[position]);
+            let missing = || QaLabelsError::MissingChannel {
+                folder: self.folder.clone(),
+                channel: name.clone(),
+                available: self.meta.channels.clone(),
+                needed: names.to_vec(),
+            };
+            let (map, offset) = split_channel(name).unwrap_or_else(|| (name.to_ascii_lowercase(), 0));
+            let position = self.meta.channels.iter().position(|c| c.eq_ignore_ascii_case(&map)).ok_or_else(missing)?;
+            stack.index_axis_mut(Axis(0), index).assign(&shift_slices(&self.maps[position], offset));
         }
 
         let spacing_yx = [self.meta.spacing_mm[1], self.meta.spacing_mm[2]];
