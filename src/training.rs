@@ -16,13 +16,13 @@ use crate::pipeline::resample::{map_channels, split_channel, MAP_CHANNELS, MAX_S
 pub mod qa_labels;
 pub mod thresholds;
 
-/// Input channels of the shipped model, in order: the four maps, relative CBF and the tissue mask
-/// (see [`crate::pipeline::resample::map_channels`]).
-pub const CHANNELS: [&str; 6] = ["cbf", "cbv", "mtt", "tmax", "rcbf", "tissue"];
+/// The six inputs of one slice: the four maps, relative CBF and the tissue mask (see
+/// [`crate::pipeline::resample::map_channels`]). `penumbra ablate` uses them by default.
+pub const SLICE_CHANNELS: [&str; 6] = ["cbf", "cbv", "mtt", "tmax", "rcbf", "tissue"];
 
-/// The six [`CHANNELS`] of the slice, then those of the slice below and of the slice above: the
-/// inputs of the 2.5D variant in `docs/evaluation.md`.
-pub const CHANNELS_WITH_NEIGHBOURS: [&str; 18] = [
+/// Input channels of the shipped model, in order: the [`SLICE_CHANNELS`] of the slice, then
+/// those of the slice below and of the slice above.
+pub const CHANNELS: [&str; 18] = [
     "cbf", "cbv", "mtt", "tmax", "rcbf", "tissue",
     "cbf[z-1]", "cbv[z-1]", "mtt[z-1]", "tmax[z-1]", "rcbf[z-1]", "tissue[z-1]",
     "cbf[z+1]", "cbv[z+1]", "mtt[z+1]", "tmax[z+1]", "rcbf[z+1]", "tissue[z+1]",
@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(parse_channel("Tmax[z+1]").unwrap(), "tmax[z+1]");
         assert_eq!(parse_channel("cbf[z-2]").unwrap(), "cbf[z-2]");
         assert!(parse_channel("cbf[z-3]").is_err());
-        for name in CHANNELS_WITH_NEIGHBOURS {
+        for name in CHANNELS {
             assert_eq!(parse_channel(name).unwrap(), name);
         }
     }

@@ -22,7 +22,7 @@ use crate::evaluation::{
     PhantomRun, MAX_TRAINING_STUDIES,
 };
 use crate::telemetry::{init_logging, LogFormat};
-use crate::training::{add_phantom_studies, parse_channel, unet_architecture, TrainingMix, CHANNELS};
+use crate::training::{add_phantom_studies, parse_channel, unet_architecture, TrainingMix, SLICE_CHANNELS};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,7 +39,7 @@ pub struct Args {
     /// Input channels in order, comma-separated: the maps cbf, cbv, mtt and tmax, rcbf (CBF
     /// relative to the reference tissue) and tissue (brain without vessels). A slice offset
     /// such as cbf[z-1] takes the map of a neighbouring slice.
-    #[arg(long, value_delimiter = ',', value_parser = parse_channel, default_values_t = CHANNELS.map(String::from))]
+    #[arg(long, value_delimiter = ',', value_parser = parse_channel, default_values_t = SLICE_CHANNELS.map(String::from))]
     pub channels: Vec<String>,
     /// Acquisitions of the phantom training studies: standard, or varied (also 20 mAs, truncated
     /// bolus and head motion).

@@ -99,6 +99,7 @@ fn fit_thresholds(args: &Args) -> Result<(), String> {
         "{}",
         row(&format!("z {:.1} mm, {:.3}/{:.3}", fit.z_sigma_mm, fit.hypoperfused, fit.core), &fit.fitted)
     );
+    println!("smallest hypoperfused component kept: {} mL", fit.min_hypoperfused_ml);
     println!(
         "grid {:.3} to {:.3}; fitted in {:.0} s",
         GRID[0],
@@ -112,6 +113,7 @@ fn fit_thresholds(args: &Args) -> Result<(), String> {
     let thresholds = DecisionThresholds {
         format_version: DECISION_FORMAT_VERSION,
         z_sigma_mm: fit.z_sigma_mm,
+        min_hypoperfused_ml: fit.min_hypoperfused_ml,
         hypoperfused: fit.hypoperfused,
         core: fit.core,
         fitted_seed: args.seed,

@@ -14,7 +14,7 @@ use ndarray::{s, Array3, Array4, Zip};
 use penumbra_imaging::{Label, LabelVolume};
 use penumbra_model::resample::probabilities_to_native;
 use penumbra_model::Segmenter;
-use penumbra_perfusion::drop_small_lesions;
+use penumbra_perfusion::drop_small_lesions_with;
 use tracing::info;
 
 use super::job::Job;
@@ -84,7 +84,9 @@ impl Stage for InferStage {
             .labels(&probabilities, slice_spacing_mm)
             .map_err(|e| StageError::Failed(format!("cannot pick labels from the probabilities: {e}").into()))?;
         let voxel_ml = perfusion.maps.geometry.voxel_volume_ml();
-        let labels = finish_labels(labels, &perfusion.maps.brain_mask, perfusion.threshold.thresholds.min_component_ml, voxel_ml);
+        let min_ml = perfusion.threshold.thresholds.min_component_ml;
+        let min_hypoperfused_ml = self.segmenter.decision().map_or(min_ml, |d| d.min_hypoperfused_ml.max(min_ml));
+        let labels = finish_labels(labels, &perfusion.maps.brain_mask, min_ml, min_hypoperfused_ml, voxel_ml);
 
         let elapsed = started.elapsed();
         metrics().inference_duration.with_label_values::<&str>(&[]).observe(elapsed.as_secs_f64());
@@ -102,24 +104,25 @@ impl InferStage {
     }
 }
 
-/// Sets `labels` to background outside `brain_mask` and removes lesions under `min_ml` mL
-/// ([`without_small_lesions`]).
-pub(crate) fn finish_labels(mut labels: LabelVolume, brain_mask: &Array3<bool>, min_ml: f64, voxel_ml: f64) -> LabelVolume {
+/// Sets `labels` to background outside `brain_mask`, then removes core components under `min_ml`
+/// mL and hypoperfused components under `min_hypoperfused_ml` mL, as the threshold labelling
+/// removes its small lesions. A removed core inside a kept hypoperfused component becomes
+/// penumbra.
+pub(crate) fn finish_labels(
+    mut labels: LabelVolume,
+    brain_mask: &Array3<bool>,
+    min_ml: f64,
+    min_hypoperfused_ml: f64,
+    voxel_ml: f64,
+) -> LabelVolume {
     Zip::from(&mut labels).and(brain_mask).for_each(|label, &inside| {
         if !inside {
             *label = Label::Background as u8;
         }
     });
-    without_small_lesions(&labels, min_ml, voxel_ml)
-}
-
-/// Returns `labels` without the core and hypoperfused (core or penumbra) components of fewer
-/// than `min_ml` mL, as the threshold labelling removes them. A removed core inside a kept
-/// hypoperfused component becomes penumbra.
-fn without_small_lesions(labels: &LabelVolume, min_ml: f64, voxel_ml: f64) -> LabelVolume {
     let core = labels.mapv(|label| label == Label::Core as u8);
     let hypoperfused = labels.mapv(|label| label != Label::Background as u8);
-    drop_small_lesions(&core, &hypoperfused, min_ml, voxel_ml).labels
+    drop_small_lesions_with(&core, &hypoperfused, min_ml, min_hypoperfused_ml, voxel_ml).labels
 }
 
 /// Mirrors a `(.., .., y, x)` array along x.
@@ -142,21 +145,43 @@ mod tests {
 
     #[test]
     fn small_lesions_are_removed() {
-        // A 3-voxel core in a 6-voxel hypoperfused region, and a lone penumbra voxel apart.
+        // A 3-voxel core in a 6-voxel hypoperfused region, a lone penumbra voxel apart, and a
+        // voxel outside the brain.
         let mut labels = LabelVolume::zeros((1, 3, 8));
         for x in 0..3 {
             labels[[0, 0, x]] = 1;
             labels[[0, 1, x]] = 2;
         }
         labels[[0, 0, 7]] = 1;
+        labels[[0, 2, 5]] = 2;
+        let mut brain = Array3::from_elem((1, 3, 8), true);
+        brain[[0, 2, 5]] = false;
 
-        let min_four = without_small_lesions(&labels, 4.0, 1.0);
+        let min_four = finish_labels(labels.clone(), &brain, 4.0, 4.0, 1.0);
         assert_eq!(min_four[[0, 0, 0]], 1, "the 6-voxel region stays");
         assert_eq!(min_four[[0, 1, 1]], 1, "the 3-voxel core becomes penumbra");
         assert_eq!(min_four[[0, 0, 7]], 0, "the lone voxel goes");
+        assert_eq!(min_four[[0, 2, 5]], 0, "outside the brain");
 
-        let min_three = without_small_lesions(&labels, 3.0, 1.0);
+        let min_three = finish_labels(labels.clone(), &brain, 3.0, 3.0, 1.0);
         assert_eq!(min_three[[0, 1, 1]], 2, "a core of the minimum size stays");
         assert_eq!(min_three[[0, 0, 7]], 0);
+    }
+
+    #[test]
+    fn hypoperfused_minimum_removes_core_inside() {
+        // The same 6-voxel region: a hypoperfused minimum of 7 voxels removes it, core and all,
+        // while a core minimum of 3 alone would keep the core.
+        let mut labels = LabelVolume::zeros((1, 2, 4));
+        for x in 0..3 {
+            labels[[0, 0, x]] = 1;
+            labels[[0, 1, x]] = 2;
+        }
+        let brain = Array3::from_elem((1, 2, 4), true);
+
+        let kept = finish_labels(labels.clone(), &brain, 3.0, 6.0, 1.0);
+        assert_eq!(kept, labels);
+        let removed = finish_labels(labels, &brain, 3.0, 7.0, 1.0);
+        assert!(removed.iter().all(|&label| label == 0));
     }
 }

@@ -10,7 +10,10 @@
 //! For each candidate smoothing across slices ([`Z_SIGMAS_MM`]) the fit runs two steps over
 //! [`GRID`]. First it picks the hypoperfused threshold with the highest mean hypoperfused Dice,
 //! which the core threshold cannot change. Then it picks the core threshold with the highest mean
-//! of the core and penumbra Dice. The smoothing with the highest such mean wins.
+//! of the core and penumbra Dice. The smoothing with the highest such mean wins. Last, with that
+//! smoothing and those thresholds, it picks the smallest hypoperfused component to keep from
+//! [`MIN_HYPOPERFUSED_ML`] by the same mean: false lesions in noisy studies without a lesion are
+//! often a few mL.
 
 use std::sync::Arc;
 
@@ -49,6 +52,10 @@ pub const GRID: [f32; 99] = {
 /// 0.58 / 0.21 / 0.21.
 pub const Z_SIGMAS_MM: [f64; 5] = [0.0, 2.5, 3.5, 5.0, 7.5];
 
+/// Candidate smallest hypoperfused components, in mL. Values under the labelling's own minimum
+/// (0.5 mL by default) change nothing.
+pub const MIN_HYPOPERFUSED_ML: [f64; 6] = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0];
+
 /// One study's probabilities, truth and geometry, as the fit reads them.
 #[derive(Debug, Clone)]
 pub struct FitStudy {
@@ -77,7 +84,7 @@ pub struct Candidate {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rule {
     Argmax,
-    Thresholds { z_sigma_mm: f64, hypoperfused: f32, core: f32 },
+    Thresholds { z_sigma_mm: f64, hypoperfused: f32, core: f32, min_hypoperfused_ml: f64 },
 }
 
 /// The fitted thresholds and the scores of both rules on the fitted studies.
@@ -88,6 +95,7 @@ pub struct Fit {
     pub z_sigma_mm: f64,
     pub hypoperfused: f32,
     pub core: f32,
+    pub min_hypoperfused_ml: f64,
     pub argmax: FitScores,
     pub fitted: FitScores,
 }
@@ -123,13 +131,17 @@ pub fn fit_study(params: &PhantomParams, segmenter: &Arc<Segmenter>, batch: usiz
 pub fn labels(study: &FitStudy, rule: Rule) -> LabelVolume {
     let raw = match rule {
         Rule::Argmax => argmax_labels(&study.probabilities),
-        Rule::Thresholds { z_sigma_mm, hypoperfused, core } => {
+        Rule::Thresholds { z_sigma_mm, hypoperfused, core, .. } => {
             let smoothed = smooth_slices(&study.probabilities, z_sigma_mm, study.slice_spacing_mm)
                 .expect("fit studies have a positive slice spacing");
             threshold_labels(&smoothed, hypoperfused, core).expect("fit studies hold three class probabilities")
         }
     };
-    finish_labels(raw, &study.brain_mask, study.min_component_ml, study.voxel_ml)
+    let min_hypoperfused_ml = match rule {
+        Rule::Argmax => study.min_component_ml,
+        Rule::Thresholds { min_hypoperfused_ml, .. } => min_hypoperfused_ml.max(study.min_component_ml),
+    };
+    finish_labels(raw, &study.brain_mask, study.min_component_ml, min_hypoperfused_ml, study.voxel_ml)
 }
 
 /// Dice of one class, `None` when both masks are empty.
@@ -184,7 +196,7 @@ pub fn fit(studies: &[FitStudy]) -> Fit {
     let candidates: Vec<Candidate> = Z_SIGMAS_MM
         .iter()
         .map(|&z_sigma_mm| {
-            let rule = |hypoperfused, core| Rule::Thresholds { z_sigma_mm, hypoperfused, core };
+            let rule = |hypoperfused, core| Rule::Thresholds { z_sigma_mm, hypoperfused, core, min_hypoperfused_ml: 0.0 };
             let (hypoperfused, _) = best_of(&mut GRID.iter().map(|&t| (t, scores(studies, rule(t, 0.5)).hypoperfused)));
             let (core, objective) = best_of(&mut GRID.iter().map(|&t| {
                 let s = scores(studies, rule(hypoperfused, t));
@@ -197,11 +209,26 @@ pub fn fit(studies: &[FitStudy]) -> Fit {
         .iter()
         .fold(&candidates[0], |best, candidate| if candidate.objective > best.objective { candidate } else { best })
         .clone();
-    let rule = Rule::Thresholds { z_sigma_mm: best.z_sigma_mm, hypoperfused: best.hypoperfused, core: best.core };
+    let rule = |min_hypoperfused_ml| Rule::Thresholds {
+        z_sigma_mm: best.z_sigma_mm,
+        hypoperfused: best.hypoperfused,
+        core: best.core,
+        min_hypoperfused_ml,
+    };
+    let min_hypoperfused_ml = MIN_HYPOPERFUSED_ML
+        .iter()
+        .map(|&ml| {
+            let s = scores(studies, rule(ml));
+            (ml, (s.core + s.penumbra) / 2.0)
+        })
+        .fold((0.0, f64::NEG_INFINITY), |best, candidate| if candidate.1 > best.1 { candidate } else { best })
+        .0;
+    let rule = rule(min_hypoperfused_ml);
     Fit {
         z_sigma_mm: best.z_sigma_mm,
         hypoperfused: best.hypoperfused,
         core: best.core,
+        min_hypoperfused_ml,
         argmax: scores(studies, Rule::Argmax),
         fitted: scores(studies, rule),
         candidates,
@@ -271,6 +298,7 @@ mod tests {
         let fit = fit(&[study()]);
         // One slice: every sigma gives the same labels, so the first (none) is kept.
         assert_eq!(fit.z_sigma_mm, 0.0);
+        assert_eq!(fit.min_hypoperfused_ml, 0.0);
         // The lowest grid value above the ring's 0.575.
         assert_eq!(fit.hypoperfused, 0.58, "{fit:?}");
         // Core 0.8 against 0.285 in the penumbra: the lowest grid value above 0.285.
@@ -285,7 +313,7 @@ mod tests {
         empty.truth.fill(0);
         empty.probabilities.fill(0.0);
         empty.probabilities.index_axis_mut(ndarray::Axis(0), 0).fill(1.0);
-        let s = scores(&[study(), empty], Rule::Thresholds { z_sigma_mm: 0.0, hypoperfused: 0.58, core: 0.29 });
+        let s = scores(&[study(), empty], Rule::Thresholds { z_sigma_mm: 0.0, hypoperfused: 0.58, core: 0.29, min_hypoperfused_ml: 0.0 });
         assert_eq!(s, FitScores { core: 1.0, penumbra: 1.0, hypoperfused: 1.0 });
     }
 }

@@ -6,7 +6,8 @@
 //! and its noise differs from slice to slice while lesions span several 5 mm slices. A voxel is
 //! then hypoperfused when `P(penumbra) + P(core)` reaches [`DecisionThresholds::hypoperfused`],
 //! and a hypoperfused voxel is core when `P(core)` reaches [`DecisionThresholds::core`]; every
-//! other hypoperfused voxel is penumbra.
+//! other hypoperfused voxel is penumbra. The infer stage then removes hypoperfused components
+//! under [`DecisionThresholds::min_hypoperfused_ml`].
 //!
 //! A model trained with the Tversky loss (beta 0.7 on false negatives) is tuned to over- rather
 //! than under-segment, so argmax labels tend to be too large. `penumbra fit-thresholds` chooses
@@ -49,6 +50,9 @@ pub struct DecisionThresholds {
     pub hypoperfused: f32,
     /// Minimum `P(core)` of a core voxel, among the hypoperfused ones.
     pub core: f32,
+    /// Smallest hypoperfused component kept, in mL. Components under it are removed with the
+    /// core inside them, after the labelling's own minimum for core and hypoperfused components.
+    pub min_hypoperfused_ml: f64,
     /// Seed of the phantom set the thresholds were fitted on.
     pub fitted_seed: u64,
     /// Number of phantom studies in that set.
@@ -70,7 +74,7 @@ impl DecisionThresholds {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(ModelError::io("reading", path, error)),
         };
-        let invalid = |reason: String| ModelError::Card { path: path.clone(), reason };
+        let invalid = |reason: String| ModelError::Decision { path: path.clone(), reason };
         let thresholds: Self = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         thresholds.validate().map_err(invalid)?;
         Ok(Some(thresholds))
@@ -93,6 +97,12 @@ impl DecisionThresholds {
                 self.format_version
             ));
         }
+        if !(self.min_hypoperfused_ml >= 0.0 && self.min_hypoperfused_ml <= MAX_MIN_HYPOPERFUSED_ML) {
+            return Err(format!(
+                "min_hypoperfused_ml must lie between 0 and {MAX_MIN_HYPOPERFUSED_ML}, got {}",
+                self.min_hypoperfused_ml
+            ));
+        }
         if !(self.z_sigma_mm >= 0.0 && self.z_sigma_mm <= MAX_Z_SIGMA_MM) {
             return Err(format!("z_sigma_mm must lie between 0 and {MAX_Z_SIGMA_MM}, got {}", self.z_sigma_mm));
         }
@@ -112,6 +122,9 @@ impl DecisionThresholds {
     }
 }
 
+/// Largest accepted [`DecisionThresholds::min_hypoperfused_ml`].
+pub const MAX_MIN_HYPOPERFUSED_ML: f64 = 50.0;
+
 /// Largest accepted [`DecisionThresholds::z_sigma_mm`].
 pub const MAX_Z_SIGMA_MM: f64 = 20.0;
 
@@ -120,7 +133,8 @@ pub const MAX_Z_SIGMA_MM: f64 = 20.0;
 /// edge slice, so every output stays a weighted mean of inputs. A sigma of 0, or one shorter than
 /// a third of the spacing, returns the values unchanged.
 pub fn smooth_slices(values: &Array4<f32>, sigma_mm: f64, slice_spacing_mm: f64) -> Result<Array4<f32>, ModelError> {
-    if !(slice_spacing_mm > 0.0) || !(sigma_mm >= 0.0) {
+    let valid = slice_spacing_mm.is_finite() && slice_spacing_mm > 0.0 && sigma_mm.is_finite() && sigma_mm >= 0.0;
+    if !valid {
         return Err(ModelError::InvalidInput(format!(
             "cannot smooth across slices with sigma {sigma_mm} mm at a spacing of {slice_spacing_mm} mm"
         )));
@@ -182,6 +196,7 @@ mod tests {
         DecisionThresholds {
             format_version: DECISION_FORMAT_VERSION,
             z_sigma_mm: 0.0,
+            min_hypoperfused_ml: 0.0,
             hypoperfused,
             core,
             fitted_seed: 4001,
@@ -227,6 +242,9 @@ mod tests {
         let mut negative = thresholds(0.5, 0.5);
         negative.z_sigma_mm = -1.0;
         assert!(negative.validate().is_err());
+        let mut too_large = thresholds(0.5, 0.5);
+        too_large.min_hypoperfused_ml = 60.0;
+        assert!(too_large.validate().is_err());
     }
 
     #[test]

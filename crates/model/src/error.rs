@@ -25,6 +25,10 @@ pub enum ModelError {
     #[error("invalid model card {path}: {reason}")]
     Card { path: PathBuf, reason: String },
 
+    /// The decision thresholds file is invalid or cannot be parsed.
+    #[error("invalid decision thresholds {path}: {reason}; refit them with `penumbra fit-thresholds` or remove the file to label by argmax")]
+    Decision { path: PathBuf, reason: String },
+
     /// The weights file does not match the architecture described by the model card.
     #[error("weights {path} do not match the model card: {reason}; retrain or restore the matching card")]
     CardMismatch { path: PathBuf, reason: String },

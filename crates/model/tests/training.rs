@@ -369,6 +369,7 @@ fn decision_thresholds_in_the_folder_pick_the_labels() {
     let thresholds = DecisionThresholds {
         format_version: DECISION_FORMAT_VERSION,
         z_sigma_mm: 0.0,
+        min_hypoperfused_ml: 0.0,
         hypoperfused: 0.999_999,
         core: 0.5,
         fitted_seed: 4001,

@@ -360,13 +360,31 @@ pub fn drop_small_lesions(
     min_ml: f64,
     voxel_ml: f64,
 ) -> Lesions {
-    let min_voxels = if voxel_ml > 0.0 {
-        (min_ml / voxel_ml).ceil() as usize
-    } else {
-        0
+    drop_small_lesions_with(core, hypoperfused, min_ml, min_ml, voxel_ml)
+}
+
+/// Removes core components smaller than `core_min_ml` and hypoperfused components smaller than
+/// `hypoperfused_min_ml` (26-connected), then core outside the hypoperfused voxels kept, and
+/// labels what is left.
+pub fn drop_small_lesions_with(
+    core: &Array3<bool>,
+    hypoperfused: &Array3<bool>,
+    core_min_ml: f64,
+    hypoperfused_min_ml: f64,
+    voxel_ml: f64,
+) -> Lesions {
+    let min_voxels = |min_ml: f64| {
+        if voxel_ml > 0.0 {
+            (min_ml / voxel_ml).ceil() as usize
+        } else {
+            0
+        }
     };
-    let core = remove_small_components(core, min_voxels, Connectivity::TwentySix);
-    let hypoperfused = remove_small_components(hypoperfused, min_voxels, Connectivity::TwentySix);
+    let hypoperfused = remove_small_components(hypoperfused, min_voxels(hypoperfused_min_ml), Connectivity::TwentySix);
+    let mut core = remove_small_components(core, min_voxels(core_min_ml), Connectivity::TwentySix);
+    if hypoperfused_min_ml > core_min_ml {
+        Zip::from(&mut core).and(&hypoperfused).for_each(|c, &h| *c &= h);
+    }
 
     let labels = Zip::from(&core).and(&hypoperfused).map_collect(|&c, &h| {
         if c {

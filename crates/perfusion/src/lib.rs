@@ -31,7 +31,7 @@ mod quality;
 pub use aif::Curve;
 pub use error::PerfusionError;
 pub use labels::{
-    drop_small_lesions, label, CoreRule, EligibilityCheck, HypoperfusionRule, LabelParams,
+    drop_small_lesions, drop_small_lesions_with, label, CoreRule, EligibilityCheck, HypoperfusionRule, LabelParams,
     Lesions, ReferenceMethod, ReferenceTissue, ThresholdResult,
 };
 pub use maps::{compute_maps, maps_from_vendor, PerfusionMaps, PerfusionResult};
