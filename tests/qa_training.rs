@@ -7,6 +7,7 @@ mod qa_support;
 use std::path::Path;
 
 use ndarray::{s, Array3};
+use penumbra::pipeline::resample::{shift_slices, split_channel};
 use penumbra::qa::export::{export_labels, ExportMeta};
 use penumbra::qa::files::{self, MaskKind};
 use penumbra::qa::store::{QaStore, SqliteQaStore};
@@ -105,11 +106,22 @@ fn corrected_mask_reaches_dataset() {
     }
     assert_ne!(expected_grid.index_axis(ndarray::Axis(0), 1), unet_grid.index_axis(ndarray::Axis(0), 1));
 
-    // The inputs are the stored maps in the model's channel order on the same grid.
+    // The inputs are the stored maps in the model's channel order on the same grid, those of
+    // the neighbouring slices included.
     let maps = synthetic_maps();
     let mut stack = ndarray::Array4::<f32>::zeros((CHANNELS.len(), DEPTH, HEIGHT, WIDTH));
-    for (index, map) in [&maps.cbf, &maps.cbv, &maps.mtt, &maps.tmax, &maps.rcbf, &maps.tissue].into_iter().enumerate() {
-        stack.index_axis_mut(ndarray::Axis(0), index).assign(map);
+    for (index, name) in CHANNELS.iter().enumerate() {
+        let (map, offset) = split_channel(name).expect("shipped channel names parse");
+        let values = match map.as_str() {
+            "cbf" => &maps.cbf,
+            "cbv" => &maps.cbv,
+            "mtt" => &maps.mtt,
+            "tmax" => &maps.tmax,
+            "rcbf" => &maps.rcbf,
+            "tissue" => &maps.tissue,
+            other => panic!("unexpected map {other}"),
+        };
+        stack.index_axis_mut(ndarray::Axis(0), index).assign(&shift_slices(values, offset));
     }
     let (input_grid, _) = to_model_grid(&stack, spacing_yx).expect("maps resample");
     assert_eq!(dataset.samples()[2].input, input_grid.index_axis(ndarray::Axis(0), 2));
