@@ -1,0 +1,54 @@
+//! The decision-threshold commands keep fitted and held-out phantom seeds apart:
+//! `penumbra fit-thresholds` rejects the held-out and training seeds, and `penumbra eval` rejects
+//! the seed the shipped model's thresholds were fitted on unless `--argmax` is given.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+fn shipped_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/ctp-resunet-v1")
+}
+
+fn penumbra(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_penumbra")).args(args).output().expect("penumbra runs")
+}
+
+#[test]
+fn fit_rejects_held_out_and_training_seeds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in ["card.json", "model.safetensors"] {
+        std::fs::copy(shipped_model().join(name), dir.path().join(name)).expect("model file copies");
+    }
+    let model = dir.path().to_str().expect("utf-8 path");
+
+    let held_out = penumbra(&["fit-thresholds", "--model", model, "--seed", "1001", "--studies", "6"]);
+    assert!(!held_out.status.success());
+    let stderr = String::from_utf8_lossy(&held_out.stderr);
+    assert!(stderr.contains("held-out seed 1001"), "{stderr}");
+
+    // The shipped model was trained on seed 1.
+    let training = penumbra(&["fit-thresholds", "--model", model, "--seed", "1", "--studies", "6"]);
+    assert!(!training.status.success());
+    let stderr = String::from_utf8_lossy(&training.stderr);
+    assert!(stderr.contains("training"), "{stderr}");
+
+    let too_few = penumbra(&["fit-thresholds", "--model", model, "--studies", "2"]);
+    assert!(!too_few.status.success());
+    assert!(String::from_utf8_lossy(&too_few.stderr).contains("at least 6"));
+    assert!(!dir.path().join("decision-thresholds.json").exists());
+}
+
+#[test]
+fn eval_rejects_the_fitted_seed() {
+    let model = shipped_model();
+    let model = model.to_str().expect("utf-8 path");
+    let text = std::fs::read_to_string(shipped_model().join("decision-thresholds.json")).expect("shipped thresholds");
+    let fitted: serde_json::Value = serde_json::from_str(&text).expect("thresholds are JSON");
+    let seed = fitted["fitted_seed"].as_u64().expect("fitted seed").to_string();
+
+    let output = penumbra(&["eval", "--model", model, "--seed", &seed, "--studies", "1", "--matrix", "128"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("decision thresholds were fitted on"), "{stderr}");
+    assert!(stderr.contains("--argmax"), "{stderr}");
+}
