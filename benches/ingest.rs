@@ -229,7 +229,7 @@ fn start_penumbra(data_dir: &Path, mode: &str) -> (ScpHandle, PathBuf) {
     (scp, spool_root)
 }
 
-/// The journal ring of the `fsync` mode: the daemon's default unless
+/// Returns the journal ring of the `fsync` mode: the daemon's default unless
 /// `PENUMBRA_BENCH_JOURNAL_SEGMENTS` sets the number of 64 MiB segments.
 fn journal_settings() -> JournalSettings {
     let default = JournalSettings::default();

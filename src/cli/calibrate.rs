@@ -11,7 +11,7 @@ use crate::confidence::calibration::{CalibrationSample, ScoreCalibration, CALIBR
 use crate::evaluation::POOR_CORE_DICE;
 
 /// The documented held-out seed of `penumbra eval`, which a fit must never see.
-const HELD_OUT_SEED: u64 = 1001;
+pub(super) const HELD_OUT_SEED: u64 = 1001;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

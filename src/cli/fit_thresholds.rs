@@ -11,16 +11,14 @@ use penumbra_model::card::utc_now;
 use penumbra_model::decision::{DecisionThresholds, FitScores, DECISION_FORMAT_VERSION};
 use penumbra_phantom::Matrix;
 
+use super::calibrate::HELD_OUT_SEED;
 use super::eval_perfusion::parse_matrix;
 use crate::evaluation::{check_held_out, MAX_TRAINING_STUDIES};
 use crate::telemetry::{init_logging, LogFormat};
 use crate::training::thresholds::{fit, fit_study, GRID};
 use crate::training::TrainingMix;
 
-/// The documented held-out seed of `penumbra eval`, which a fit must never see.
-const HELD_OUT_SEED: u64 = 1001;
-
-/// Fewest studies a fit accepts.
+/// Minimum number of studies a fit accepts.
 const MIN_STUDIES: u64 = 6;
 
 #[derive(Debug, clap::Args)]

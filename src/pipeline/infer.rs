@@ -179,8 +179,8 @@ mod tests {
         }
         let brain = Array3::from_elem((1, 2, 4), true);
 
-        let kept = finish_labels(labels.clone(), &brain, 3.0, 6.0, 1.0);
-        assert_eq!(kept, labels);
+        let at_minimum = finish_labels(labels.clone(), &brain, 3.0, 6.0, 1.0);
+        assert_eq!(at_minimum, labels);
         let removed = finish_labels(labels, &brain, 3.0, 7.0, 1.0);
         assert!(removed.iter().all(|&label| label == 0));
     }
