@@ -36,12 +36,15 @@
 //!   too, and a failed record write stops the journal like a failed fdatasync.
 //! - A store links its spool file only after its record is on disk, so a spool file written
 //!   through the page cache always has a durable record until the next checkpoint.
-//! - Before a segment is reused, and in [`Journal::checkpoint`], every spool file whose record
-//!   is in the segment is made durable with `syncfs`, and only then is the segment's generation
-//!   raised. Replay therefore never restores a file that was removed after a checkpoint.
+//! - Before a segment is reused, every spool file whose record is in the segment is fsynced
+//!   with the folders above it, and only then is the segment's generation raised.
+//!   [`Journal::checkpoint`] does the same for every segment with one `syncfs`. Replay
+//!   therefore never restores a file that was removed after a checkpoint. Reuse syncs only the
+//!   segment's own files, not the whole file system. The spool files of the newest records thus
+//!   stay in the page cache and reach the disk once, by the kernel's writeback.
 //! - With three or more segments, moving into a segment starts that checkpoint for the segment
-//!   after it on a background thread, once every record there has its spool file. The `syncfs`
-//!   then runs while stores go on, so the next move rarely waits for it.
+//!   after it on a background thread, once every record there has its spool file. Its fsyncs
+//!   then run while stores go on, so the next move rarely waits for them.
 //! - At start-up, [`Journal::open`] restores each valid record whose spool file is missing or
 //!   differs, then checkpoints and voids every segment.
 
@@ -87,7 +90,7 @@ pub enum JournalError {
     Write { path: PathBuf, source: io::Error },
     #[error("the intake journal failed earlier ({0}); restart the daemon to replay the journal")]
     SyncFailed(String),
-    #[error("could not make the spool durable with syncfs on {path}: {source}")]
+    #[error("could not make the spool durable at {path} (fsync or syncfs failed): {source}")]
     Checkpoint { path: PathBuf, source: io::Error },
     #[error("could not restore spool file {path} from the journal: {source}; the journal is kept for the next start")]
     Restore { path: PathBuf, source: io::Error },
@@ -167,6 +170,9 @@ struct Segment {
     dirty: bool,
     /// Whether records were written since the last sync round took this segment.
     unsynced: bool,
+    /// Spool-relative paths of the records of the current generation, for the checkpoint
+    /// before reuse.
+    records: Vec<String>,
 }
 
 /// A record that has been written; [`Pending::wait`] returns once it is on disk. Dropping it,
@@ -236,7 +242,7 @@ impl Journal {
             .into_iter()
             .map(|(path, file, generation)| {
                 let direct = direct::open_direct(&path).map(Arc::new);
-                Segment { path, file: Arc::new(file), direct, generation, in_flight: 0, dirty: false, unsynced: false }
+                Segment { path, file: Arc::new(file), direct, generation, in_flight: 0, dirty: false, unsynced: false, records: Vec::new() }
             })
             .collect::<Vec<_>>();
         let direct_io = segments.iter().all(|segment| segment.direct.is_some());
@@ -305,6 +311,7 @@ impl Journal {
         let (file, direct, path) = (Arc::clone(&segment.file), segment.direct.clone(), segment.path.clone());
         segment.in_flight += 1;
         segment.dirty = true;
+        segment.records.push(relative_path.to_string());
         state.offset += len;
         state.next_sequence += 1;
         drop(state);
@@ -403,7 +410,7 @@ impl Shared {
         }
 
         if state.segments[next].dirty {
-            syncfs(&self.spool_root)?;
+            sync_spool_files(&self.spool_root, &state.segments[next].records)?;
             void_segment(&mut state, next)?;
             state.checkpoints += 1;
         }
@@ -419,11 +426,12 @@ impl Shared {
         Ok(state)
     }
 
-    /// Makes the spool durable with `syncfs` and voids segment `index`, which no store may
-    /// write into meanwhile: rotations wait while `checkpointing` is set. A failure is logged,
-    /// and the segment stays dirty for the rotation that reaches it.
+    /// Makes the spool files of segment `index` durable and voids the segment, which no store
+    /// may write into meanwhile: rotations wait while `checkpointing` is set. A failure is
+    /// logged, and the segment stays dirty for the rotation that reaches it.
     fn checkpoint_in_background(&self, index: usize) {
-        let synced = syncfs(&self.spool_root);
+        let records = self.lock().segments[index].records.clone();
+        let synced = sync_spool_files(&self.spool_root, &records);
 
         let mut state = self.lock();
         let voided = synced.and_then(|()| {
@@ -493,7 +501,45 @@ fn void_segment(state: &mut State, index: usize) -> Result<(), JournalError> {
         .map_err(|source| JournalError::Write { path: segment.path.clone(), source })?;
     segment.generation = generation;
     segment.dirty = false;
+    segment.records.clear();
     Ok(())
+}
+
+/// Makes the spool files of a segment's records durable: each file's data, then each folder
+/// between the files and the spool root, once, for the new entries. A file that is gone needs
+/// nothing: it left the spool after an explicit checkpoint or was removed by an operator.
+fn sync_spool_files(spool_root: &Path, relative_paths: &[String]) -> Result<(), JournalError> {
+    for relative in relative_paths {
+        sync_if_present(&spool_root.join(relative), false)?;
+    }
+
+    for folder in folders_to_sync(spool_root, relative_paths) {
+        sync_if_present(&folder, true)?;
+    }
+    Ok(())
+}
+
+/// Lists the folders from each file up to and including the spool root, each once and deepest
+/// first, so that a folder is synced after the entries inside it.
+fn folders_to_sync(spool_root: &Path, relative_paths: &[String]) -> Vec<PathBuf> {
+    let mut folders = BTreeSet::new();
+    for relative in relative_paths {
+        let path = spool_root.join(relative);
+        folders.extend(path.ancestors().skip(1).take_while(|folder| folder.starts_with(spool_root)).map(Path::to_path_buf));
+    }
+    folders.into_iter().rev().collect()
+}
+
+/// Fsyncs a file (data only) or a folder (entries and metadata). A missing one is skipped.
+fn sync_if_present(path: &Path, folder: bool) -> Result<(), JournalError> {
+    let error = |source| JournalError::Checkpoint { path: path.to_path_buf(), source };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(error(err)),
+    };
+    let synced = if folder { file.sync_all() } else { file.sync_data() };
+    synced.map_err(error)
 }
 
 /// Flushes every dirty page and pending metadata change of the file system that contains `path`.

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{JournalSettings, BLOCK, RECORD_HEADER_LEN};
+use super::{folders_to_sync, JournalSettings, BLOCK, RECORD_HEADER_LEN};
 use crate::config::Durability;
 use crate::ingest::spool::tests::ids;
 use crate::ingest::spool::{Source, Spool, StoreOutcome};
@@ -383,4 +383,33 @@ fn segment_ahead_is_checkpointed_in_background() {
     for sop in &sops[3..] {
         assert_eq!(fs::read(instance_path(dir.path(), sop)).unwrap(), payload(sop), "live record {sop}");
     }
+}
+
+#[test]
+fn reuse_skips_spool_files_that_left_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let sops: Vec<String> = (1..=7).map(|i| format!("1.{i}")).collect();
+    for sop in &sops[..6] {
+        store(&spool, sop, &payload(sop));
+    }
+    fs::remove_file(instance_path(dir.path(), "1.1")).unwrap();
+
+    store(&spool, &sops[6], &payload(&sops[6]));
+    drop(spool);
+    open(dir.path());
+
+    assert!(!instance_path(dir.path(), "1.1").exists(), "a file removed before the segment was reused came back");
+    assert_eq!(fs::read(instance_path(dir.path(), "1.2")).unwrap(), payload("1.2"));
+}
+
+#[test]
+fn reuse_syncs_each_folder_once_deepest_first() {
+    let root = Path::new("/data/spool");
+    let paths = ["1.2/1.2.3/1.1.dcm", "1.2/1.2.3/1.2.dcm", "1.2/1.2.4/1.3.dcm", "1.5/1.5.6/1.4.conflict-1.dcm"].map(String::from);
+
+    let folders = folders_to_sync(root, &paths);
+
+    let expected = ["1.5/1.5.6", "1.5", "1.2/1.2.4", "1.2/1.2.3", "1.2", ""].map(|folder| root.join(folder));
+    assert_eq!(folders, expected);
 }
