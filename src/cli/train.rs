@@ -6,13 +6,20 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::ValueEnum;
-use penumbra_model::{train, Dataset, LossKind, TrainConfig};
+use penumbra_model::{train, Dataset, LearningRateSchedule, LossKind, TrainConfig};
 use penumbra_phantom::Matrix;
 
 use super::eval_perfusion::parse_matrix;
 use crate::telemetry::{init_logging, LogFormat};
 use crate::training::qa_labels::{push_case, read_qa_labels, QaLabelCase};
 use crate::training::{add_phantom_studies, parse_channel, unet_architecture, TrainingMix, CHANNELS};
+
+/// Learning-rate schedules offered on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleChoice {
+    Constant,
+    Cosine,
+}
 
 /// Loss functions offered on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,8 +80,13 @@ pub struct Args {
     /// Patches per optimizer step.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Learning rate of the first epoch.
     #[arg(long, default_value_t = 2e-3)]
     pub learning_rate: f64,
+    /// Learning-rate schedule: constant, or cosine (down to 5 % of the first rate in the last of
+    /// `--epochs`).
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Constant)]
+    pub schedule: ScheduleChoice,
     #[arg(long, value_enum, default_value_t = LossChoice::Tversky)]
     pub loss: LossChoice,
     /// Plain convolution blocks instead of residual ones (for the ablation).
@@ -115,6 +127,10 @@ fn train_model(args: &Args) -> Result<(), String> {
         epochs: args.epochs,
         batch_size: args.batch,
         learning_rate: args.learning_rate,
+        schedule: match args.schedule {
+            ScheduleChoice::Constant => LearningRateSchedule::Constant,
+            ScheduleChoice::Cosine => LearningRateSchedule::Cosine,
+        },
         patience: args.patience,
         patch_size: args.patch,
         loss: loss_kind(args.loss),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::loss::LossKind;
+use crate::schedule::LearningRateSchedule;
 use crate::normalize::Normalization;
 use crate::unet::UNetConfig;
 
@@ -52,6 +53,12 @@ pub struct TrainingInfo {
     pub data: String,
     pub seed: u64,
     pub loss: LossKind,
+    /// Learning rate of the first epoch; absent in cards written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    /// Learning-rate schedule; cards written before it was recorded used a constant rate.
+    #[serde(default)]
+    pub schedule: LearningRateSchedule,
     pub epochs_run: usize,
     pub best_epoch: usize,
     pub training_studies: Vec<String>,

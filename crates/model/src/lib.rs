@@ -28,6 +28,7 @@ pub mod normalize;
 pub mod plot;
 pub mod random;
 pub mod resample;
+pub mod schedule;
 pub mod train;
 pub mod unet;
 
@@ -42,5 +43,6 @@ pub use resample::{
     labels_to_model_grid, labels_to_native, probabilities_to_native, to_model_grid, GridTransform,
     CLASSES, MODEL_SIZE,
 };
+pub use schedule::LearningRateSchedule;
 pub use train::{train, TrainConfig, TrainOutcome};
 pub use unet::{Kernels, Norm, UNet, UNetConfig};

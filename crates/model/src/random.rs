@@ -114,6 +114,8 @@ fn random_card(
             data: "none: random weights for benchmarks, never trained".into(),
             seed,
             loss: LossKind::default(),
+            learning_rate: None,
+            schedule: Default::default(),
             epochs_run: 0,
             best_epoch: 0,
             training_studies: Vec::new(),

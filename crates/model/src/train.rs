@@ -1,5 +1,6 @@
-//! The training loop: by-study split, lesion-only augmentation, patches, AdamW, early stopping
-//! on validation loss, per-epoch checkpoints with resume, and a loss-curve PNG.
+//! The training loop: by-study split, lesion-only augmentation, patches, AdamW with a
+//! learning-rate schedule, early stopping on validation loss, per-epoch checkpoints with
+//! resume, and a loss-curve PNG.
 //!
 //! Determinism: weights are initialized from `seed` (see [`crate::unet::init_weights`]) and
 //! every epoch's shuffling, augmentation and cropping draw from a generator seeded by `seed`
@@ -26,6 +27,7 @@ use crate::loss::LossKind;
 use crate::metrics::Confusion;
 use crate::normalize::Normalization;
 use crate::resample::{argmax_class, CLASSES};
+use crate::schedule::LearningRateSchedule;
 use crate::unet::{init_weights, UNet, UNetConfig};
 
 /// File in the checkpoint folder that records progress for resuming.
@@ -43,7 +45,10 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Slices (or patches) per optimizer step.
     pub batch_size: usize,
+    /// Learning rate of the first epoch.
     pub learning_rate: f64,
+    /// Rule for the learning rate of each epoch.
+    pub schedule: LearningRateSchedule,
     /// Decoupled AdamW weight decay.
     pub weight_decay: f64,
     /// Epochs without a validation-loss improvement of more than `min_delta` before stopping.
@@ -72,6 +77,7 @@ impl Default for TrainConfig {
             epochs: 100,
             batch_size: 8,
             learning_rate: 1e-3,
+            schedule: LearningRateSchedule::Constant,
             weight_decay: 1e-4,
             patience: 10,
             min_delta: 1e-4,
@@ -233,6 +239,8 @@ pub fn train(
     while state.history.len() < config.epochs && !state.stopped_early {
         let epoch = state.history.len() + 1;
         let started = Instant::now();
+        let learning_rate = config.schedule.rate(config.learning_rate, epoch, config.epochs);
+        optimizer.set_learning_rate(learning_rate);
         let training_loss = context.train_epoch(&split, &mut optimizer, epoch)?;
         let validation_loss = context.validation_loss(&split.validation)?;
         let record = EpochRecord {
@@ -244,6 +252,7 @@ pub fn train(
         tracing::info!(
             epoch,
             epochs = config.epochs,
+            learning_rate,
             training_loss,
             validation_loss,
             seconds = record.seconds,
@@ -544,6 +553,8 @@ fn build_card(
             data: config.data_description.clone(),
             seed: config.seed,
             loss: config.loss,
+            learning_rate: Some(config.learning_rate),
+            schedule: config.schedule,
             epochs_run: state.history.len(),
             best_epoch: state.best_epoch,
             training_studies: split.training_studies.clone(),
