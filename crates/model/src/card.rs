@@ -53,10 +53,11 @@ pub struct TrainingInfo {
     pub data: String,
     pub seed: u64,
     pub loss: LossKind,
-    /// Learning rate of the first epoch; absent in cards written before it was recorded.
+    /// Learning rate of the first epoch. Cards written before it was recorded have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f64>,
-    /// Learning-rate schedule; cards written before it was recorded used a constant rate.
+    /// Learning-rate schedule. Cards written before it was recorded read as constant, the only
+    /// schedule there was.
     #[serde(default)]
     pub schedule: LearningRateSchedule,
     pub epochs_run: usize,

@@ -3,8 +3,8 @@
 //! With a constant rate, AdamW keeps taking steps of the same size until early stopping, and the
 //! validation loss of the later epochs stays noisy. A cosine schedule lowers the rate from the
 //! configured value to [`COSINE_FLOOR`] times it over the planned epochs, so that the steps of
-//! the later epochs are small. The rate depends only on the epoch number, so a resumed run continues
-//! the same curve.
+//! the later epochs are small. The rate depends only on the epoch number, so a resumed run
+//! continues the same curve.
 
 use serde::{Deserialize, Serialize};
 

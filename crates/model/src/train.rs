@@ -141,6 +141,9 @@ impl TrainConfig {
 pub struct EpochRecord {
     /// 1-based epoch number.
     pub epoch: usize,
+    /// Learning rate of the epoch. Progress files written before it was recorded have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
     pub training_loss: f64,
     pub validation_loss: f64,
     pub seconds: f64,
@@ -245,6 +248,7 @@ pub fn train(
         let validation_loss = context.validation_loss(&split.validation)?;
         let record = EpochRecord {
             epoch,
+            learning_rate: Some(learning_rate),
             training_loss,
             validation_loss,
             seconds: started.elapsed().as_secs_f64(),

@@ -4,7 +4,8 @@ use ndarray::{Array2, Array3};
 use penumbra_model::card::{CARD_FILE, WEIGHTS_FILE};
 use penumbra_model::train::{LOSS_CURVE_FILE, STATE_FILE};
 use penumbra_model::{
-    load, train, Dataset, LossKind, ModelError, TrainConfig, TrainingSample, UNetConfig,
+    load, train, Dataset, LearningRateSchedule, LossKind, ModelError, TrainConfig, TrainingSample,
+    UNetConfig,
 };
 
 const SIZE: usize = 32;
@@ -99,6 +100,37 @@ fn training_lowers_the_loss() {
     );
 }
 
+/// Returns every weight of a trained model, in name order.
+fn flat_weights(outcome: &penumbra_model::TrainOutcome) -> Vec<f32> {
+    let data = outcome.varmap.data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .flat_map(|name| data[name].flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .collect()
+}
+
+#[test]
+fn cosine_schedule_sets_each_epoch_rate() {
+    let dataset = blob_dataset(4, 2);
+    let cosine = TrainConfig { schedule: LearningRateSchedule::Cosine, ..quick_config(3) };
+
+    let scheduled = train(&tiny_architecture(), &dataset, &cosine).unwrap();
+    let constant = train(&tiny_architecture(), &dataset, &quick_config(3)).unwrap();
+
+    // Epochs 1 to 3 of 3 at 1e-2: cos(0), cos(pi/2) and cos(pi) between 1e-2 and 5e-4.
+    let rates: Vec<f64> = scheduled.history.iter().map(|epoch| epoch.learning_rate.unwrap()).collect();
+    for (rate, expected) in rates.iter().zip([1e-2, 5.25e-3, 5e-4]) {
+        assert!((rate - expected).abs() < 1e-12, "rates {rates:?}");
+    }
+    assert_eq!(scheduled.card.training.schedule, LearningRateSchedule::Cosine);
+    assert_eq!(scheduled.card.training.learning_rate, Some(1e-2));
+    assert_eq!(constant.history[2].learning_rate, Some(1e-2));
+    assert_eq!(scheduled.history[0].training_loss, constant.history[0].training_loss);
+    assert_ne!(scheduled.history[1].training_loss, constant.history[1].training_loss, "the schedule did not change the steps");
+}
+
 #[test]
 fn same_seed_gives_same_weights() {
     let dataset = blob_dataset(4, 2);
@@ -108,14 +140,7 @@ fn same_seed_gives_same_weights() {
             patch_size: 16,
             ..quick_config(2)
         };
-        let outcome = train(&tiny_architecture(), &dataset, &config).unwrap();
-        let data = outcome.varmap.data().lock().unwrap();
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort();
-        names
-            .into_iter()
-            .flat_map(|name| data[name].flatten_all().unwrap().to_vec1::<f32>().unwrap())
-            .collect::<Vec<f32>>()
+        flat_weights(&train(&tiny_architecture(), &dataset, &config).unwrap())
     };
     let first = weights(3);
     assert_eq!(first, weights(3));

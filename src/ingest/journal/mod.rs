@@ -505,9 +505,9 @@ fn void_segment(state: &mut State, index: usize) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Makes the spool files of a segment's records durable: each file's data, then each folder
-/// between the files and the spool root, once, for the new entries. A file that is gone needs
-/// nothing: it left the spool after an explicit checkpoint or was removed by an operator.
+/// Makes the spool files of a segment's records durable: each file's data, then once each folder
+/// between the files and the spool root, for their new entries. A missing file is skipped,
+/// because something removed it on purpose and its record must not bring it back.
 fn sync_spool_files(spool_root: &Path, relative_paths: &[String]) -> Result<(), JournalError> {
     for relative in relative_paths {
         sync_if_present(&spool_root.join(relative), false)?;

@@ -386,7 +386,7 @@ fn segment_ahead_is_checkpointed_in_background() {
 }
 
 #[test]
-fn reuse_skips_spool_files_that_left_the_spool() {
+fn reuse_skips_removed_spool_files() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
     let sops: Vec<String> = (1..=7).map(|i| format!("1.{i}")).collect();
@@ -404,7 +404,7 @@ fn reuse_skips_spool_files_that_left_the_spool() {
 }
 
 #[test]
-fn reuse_syncs_each_folder_once_deepest_first() {
+fn folders_synced_once_deepest_first() {
     let root = Path::new("/data/spool");
     let paths = ["1.2/1.2.3/1.1.dcm", "1.2/1.2.3/1.2.dcm", "1.2/1.2.4/1.3.dcm", "1.5/1.5.6/1.4.conflict-1.dcm"].map(String::from);
 
