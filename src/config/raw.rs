@@ -201,6 +201,8 @@ pub struct RawPerfusion {
     pub tmax_offset_correction: bool,
     /// Divide the reference tissue's CBF by the fraction the deconvolution recovers at its MTT.
     pub cbf_recovery_correction: bool,
+    /// Register every frame to the first and resample the moved ones before the maps.
+    pub motion_correction: bool,
 }
 
 impl Default for RawPerfusion {
@@ -214,6 +216,7 @@ impl Default for RawPerfusion {
             use_vendor_maps: true,
             tmax_offset_correction: true,
             cbf_recovery_correction: true,
+            motion_correction: true,
         }
     }
 }

@@ -92,6 +92,7 @@ pub struct PerfusionSettings {
     pub use_vendor_maps: bool,
     pub tmax_offset_correction: bool,
     pub cbf_recovery_correction: bool,
+    pub motion_correction: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -375,6 +376,7 @@ impl Checker<'_> {
             use_vendor_maps: p.use_vendor_maps,
             tmax_offset_correction: p.tmax_offset_correction,
             cbf_recovery_correction: p.cbf_recovery_correction,
+            motion_correction: p.motion_correction,
         }
     }
 

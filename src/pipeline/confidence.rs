@@ -80,7 +80,7 @@ fn input_quality(measured: Option<&PerfusionQuality>) -> (InputQuality, Vec<Stri
                 aif_peak_hu: (q.aif_peak_hu > 0.0).then_some(q.aif_peak_hu),
                 aif_time_to_peak_s: Some(q.aif_time_to_peak_s),
                 noise_sd_hu: q.noise_sd_hu.unwrap_or(0.0),
-                motion_mm: q.motion_mm,
+                motion_mm: q.residual_motion_mm.unwrap_or(q.motion_mm),
                 baseline_frames: q.baseline_frames,
             },
             Vec::new(),

@@ -136,6 +136,7 @@ pub fn perfusion_params(settings: &PerfusionSettings) -> PerfusionParams {
         brain_density_g_per_ml: settings.density_g_per_ml,
         tmax_offset_correction: settings.tmax_offset_correction,
         cbf_recovery_correction: settings.cbf_recovery_correction,
+        motion_correction: settings.motion_correction,
         ..PerfusionParams::default()
     }
 }

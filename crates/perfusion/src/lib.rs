@@ -1,7 +1,8 @@
 //! CT perfusion maps (CBF, CBV, MTT, Tmax) by SVD deconvolution, and threshold labelling of
 //! ischemic core and penumbra.
 //!
-//! The pipeline in [`compute_maps`] runs, in order: time-grid check, baseline detection
+//! The pipeline in [`compute_maps`] runs, in order: time-grid check, in-plane motion
+//! measurement and correction ([`motion`]), baseline detection
 //! ([`baseline`]), brain and vessel masks ([`masks`]), HU to concentration ([`concentration`]),
 //! arterial and venous input functions ([`aif`]), spatial and temporal denoising ([`denoise`]),
 //! block-circulant deconvolution ([`deconvolution`]) and the maps themselves ([`maps`]).

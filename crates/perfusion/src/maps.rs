@@ -107,6 +107,8 @@ pub fn compute_maps(
     }
 
     lap("series");
+    let motion = correct_motion(&mut series, ctp.geometry.spacing_mm, params.motion_correction);
+    lap("motion");
     let finite = finite_mask(&series);
     let mean_hu = temporal_mean(&series, &finite);
     let window = find_baseline(&series, &mean_hu, params)?;
@@ -130,13 +132,18 @@ pub fn compute_maps(
     lap("masks");
     let intracranial_flat = flat(&intracranial);
     let noise_sd_hu = concentration::baseline_noise_sd(&series, &window, &brain_flat);
-    let motion_mm = motion::estimate_motion_mm(&series, ctp.geometry.spacing_mm);
-    lap("motion");
     concentration::subtract_baseline(&mut series, &baseline);
     sanitize(&mut series, &finite);
     lap("concentration");
 
-    let inputs = select_input_curves(&series, &intracranial_flat, &params.aif)?;
+    let input_region = flat(&masks::away_from_bone(
+        &intracranial,
+        &baseline,
+        params.masks.bone_min_hu,
+        params.aif.bone_margin_mm,
+        [ctp.geometry.spacing_mm[1], ctp.geometry.spacing_mm[2]],
+    ));
+    let inputs = select_input_curves(&series, &input_region, &params.aif)?;
     let (aif, scale, scale_applied) =
         scale_for_partial_volume(inputs.aif, inputs.vof.as_ref(), params, &mut warnings);
     let tissue_truncation_curve = series.mean_curve(&brain_flat);
@@ -199,7 +206,7 @@ pub fn compute_maps(
         aif: &aif,
         window: &window,
         noise_sd_hu,
-        motion_mm,
+        motion,
         dt_s,
         tmax_offset_s,
         resampled,
@@ -464,11 +471,44 @@ fn vessel_mask(maps: &PerfusionMaps, early_vessels: &[bool], cbv_limit: f32) -> 
         .map_collect(|&cbv, &brain, &vessel| brain && (vessel || cbv > cbv_limit))
 }
 
+/// Head motion as found, and what is left of it after correction.
+struct MotionFigures {
+    detected_mm: f64,
+    max_yaw_deg: f64,
+    corrected_frames: usize,
+    /// Equal to `detected_mm` when nothing was corrected.
+    residual_mm: f64,
+}
+
+/// Measures in-plane head motion and, when `enabled`, resamples the moved frames onto the first
+/// frame's grid and measures again what is left.
+fn correct_motion(series: &mut Series, spacing_mm: [f64; 3], enabled: bool) -> MotionFigures {
+    let estimate = motion::estimate(series, spacing_mm);
+    let detected_mm = estimate.max_displacement_mm();
+    let corrected_frames = if enabled {
+        motion::correct(series, &estimate, spacing_mm)
+    } else {
+        0
+    };
+    let residual_mm = if corrected_frames > 0 {
+        motion::estimate_motion_mm(series, spacing_mm)
+    } else {
+        detected_mm
+    };
+    debug!(detected_mm, corrected_frames, residual_mm, "head motion");
+    MotionFigures {
+        detected_mm,
+        max_yaw_deg: estimate.max_yaw_deg(),
+        corrected_frames,
+        residual_mm,
+    }
+}
+
 struct QualityInputs<'a> {
     aif: &'a Curve,
     window: &'a BaselineWindow,
     noise_sd_hu: Option<f64>,
-    motion_mm: f64,
+    motion: MotionFigures,
     dt_s: f64,
     tmax_offset_s: f64,
     resampled: bool,
@@ -510,10 +550,20 @@ fn assess_quality(inputs: QualityInputs) -> InputQuality {
             quality::NOISE_WARNING_HU
         ));
     }
-    if inputs.motion_mm > quality::MOTION_WARNING_MM {
+    let motion = &inputs.motion;
+    if motion.corrected_frames > 0 && motion.detected_mm > quality::MOTION_WARNING_MM {
+        warnings.push(format!(
+            "head moved up to {:.1} mm between frames (yaw up to {:.1} degrees); {} frames were registered to the first in-plane, {:.1} mm remains",
+            motion.detected_mm,
+            motion.max_yaw_deg,
+            motion.corrected_frames,
+            motion.residual_mm
+        ));
+    }
+    if motion.residual_mm > quality::MOTION_WARNING_MM {
         warnings.push(format!(
             "head moved {:.1} mm between frames, above {:.0} mm; maps may be blurred",
-            inputs.motion_mm,
+            motion.residual_mm,
             quality::MOTION_WARNING_MM
         ));
     }
@@ -528,7 +578,9 @@ fn assess_quality(inputs: QualityInputs) -> InputQuality {
         aif_width_s: inputs.aif.fwhm_s,
         baseline_frames: inputs.window.len(),
         noise_sd_hu: inputs.noise_sd_hu,
-        motion_mm: inputs.motion_mm,
+        motion_mm: motion.detected_mm,
+        motion_corrected_frames: motion.corrected_frames,
+        residual_motion_mm: (motion.corrected_frames > 0).then_some(motion.residual_mm),
         frame_interval_s: inputs.dt_s,
         tmax_offset_s: inputs.tmax_offset_s,
         resampled: inputs.resampled,

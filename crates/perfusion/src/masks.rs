@@ -171,6 +171,41 @@ pub fn intracranial_mask(baseline: &Array3<f32>, params: &MaskParams) -> Array3<
     fill_holes_2d(&largest_component(&inside))
 }
 
+/// Returns `region` without the voxels within `margin_mm` in-plane (a square neighbourhood of
+/// that half-width, rounded to whole voxels) of bone: baseline HU above `bone_min_hu`.
+///
+/// Input functions are searched here. After head motion, even when it is corrected, the
+/// skull's edge lands partly in the voxels near it in the moved frames, and its hundreds of HU
+/// look like a strong, wide bolus there.
+pub fn away_from_bone(
+    region: &Array3<bool>,
+    baseline: &Array3<f32>,
+    bone_min_hu: f32,
+    margin_mm: f64,
+    spacing_mm: [f64; 2],
+) -> Array3<bool> {
+    let (nz, ny, nx) = baseline.dim();
+    let reach = |spacing: f64| (margin_mm / spacing).round().max(0.0) as usize;
+    let (ry, rx) = (reach(spacing_mm[0]), reach(spacing_mm[1]));
+    let mut away = region.clone();
+
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                if !(baseline[[z, y, x]] > bone_min_hu) {
+                    continue;
+                }
+                for yy in y.saturating_sub(ry)..(y + ry + 1).min(ny) {
+                    for xx in x.saturating_sub(rx)..(x + rx + 1).min(nx) {
+                        away[[z, yy, xx]] = false;
+                    }
+                }
+            }
+        }
+    }
+    away
+}
+
 /// Returns the brain parenchyma: intracranial voxels whose baseline is above the CSF limit and
 /// which hold finite values in every frame (`finite`).
 pub fn brain_mask(

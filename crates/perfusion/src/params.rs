@@ -37,6 +37,9 @@ pub struct PerfusionParams {
     /// the reference CBF by its recovery. Truncated SVD recovers about 65 % of normal grey
     /// matter's CBF (MTT 4 s) but 90 % or more of the long-MTT core's.
     pub cbf_recovery_correction: bool,
+    /// Whether frames that moved in-plane are registered to the first frame and resampled
+    /// before anything else ([`crate::motion`]). Off, motion is only measured.
+    pub motion_correction: bool,
     pub denoise: DenoiseParams,
     pub baseline: BaselineParams,
     pub masks: MaskParams,
@@ -53,6 +56,7 @@ impl Default for PerfusionParams {
             brain_density_g_per_ml: 1.04,
             tmax_offset_correction: true,
             cbf_recovery_correction: true,
+            motion_correction: true,
             denoise: DenoiseParams::default(),
             baseline: BaselineParams::default(),
             masks: MaskParams::default(),
@@ -154,6 +158,8 @@ pub struct AifParams {
     pub partial_volume_correction: bool,
     /// Scale factors above this are not applied and add a warning.
     pub max_partial_volume_scale: f64,
+    /// Candidates keep this in-plane distance (mm) from bone ([`crate::masks::away_from_bone`]).
+    pub bone_margin_mm: f64,
 }
 
 impl Default for AifParams {
@@ -164,6 +170,7 @@ impl Default for AifParams {
             min_peak_hu: 50.0,
             partial_volume_correction: true,
             max_partial_volume_scale: 3.0,
+            bone_margin_mm: 3.0,
         }
     }
 }
@@ -186,6 +193,7 @@ impl PerfusionParams {
             "aif.max_partial_volume_scale",
             self.aif.max_partial_volume_scale,
         )?;
+        non_negative("aif.bone_margin_mm", self.aif.bone_margin_mm)?;
         if self.aif.voxel_count == 0 {
             return Err(invalid("aif.voxel_count", "0", "at least 1"));
         }

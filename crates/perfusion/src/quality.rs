@@ -26,9 +26,16 @@ pub struct InputQuality {
     /// Median over brain voxels of the temporal standard deviation across baseline frames,
     /// before denoising; `None` with fewer than two baseline frames.
     pub noise_sd_hu: Option<f64>,
-    /// Largest in-plane translation of any frame from the first frame, in mm, found by
-    /// registering slice-averaged head images ([`crate::motion`]).
+    /// Largest in-plane distance any point of the head moved from the first frame, in mm,
+    /// found by registering slice-averaged head images ([`crate::motion`]) before any
+    /// correction.
     pub motion_mm: f64,
+    /// Frames resampled onto the first frame's grid by motion correction.
+    #[serde(default)]
+    pub motion_corrected_frames: usize,
+    /// The motion measured again after correction, in mm; `None` when no frame was corrected.
+    #[serde(default)]
+    pub residual_motion_mm: Option<f64>,
     /// Delay in seconds that the deconvolution adds to the residue maximum by itself, as
     /// subtracted from every Tmax; 0 when the correction is off.
     #[serde(default)]
