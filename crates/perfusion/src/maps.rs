@@ -156,12 +156,8 @@ pub fn compute_maps(
         .map(|(&b, &v)| b && !v)
         .collect();
     let spacing = ctp.geometry.spacing_mm;
-    denoise::smooth_in_plane(
-        &mut series,
-        &weights,
-        params.denoise.spatial_sigma_mm,
-        [spacing[1], spacing[2]],
-    );
+    let smoothing_sigma_mm = params.denoise.spatial_sigma_for(noise_sd_hu);
+    denoise::smooth_in_plane(&mut series, &weights, smoothing_sigma_mm, [spacing[1], spacing[2]]);
 
     lap("spatial smoothing");
     let temporal = denoise::temporal_matrix(series.frames, params.denoise.temporal_sigma_frames);
@@ -207,6 +203,7 @@ pub fn compute_maps(
         window: &window,
         noise_sd_hu,
         motion,
+        smoothing_sigma_mm,
         dt_s,
         tmax_offset_s,
         resampled,
@@ -509,6 +506,7 @@ struct QualityInputs<'a> {
     window: &'a BaselineWindow,
     noise_sd_hu: Option<f64>,
     motion: MotionFigures,
+    smoothing_sigma_mm: f64,
     dt_s: f64,
     tmax_offset_s: f64,
     resampled: bool,
@@ -578,6 +576,7 @@ fn assess_quality(inputs: QualityInputs) -> InputQuality {
         aif_width_s: inputs.aif.fwhm_s,
         baseline_frames: inputs.window.len(),
         noise_sd_hu: inputs.noise_sd_hu,
+        smoothing_sigma_mm: inputs.smoothing_sigma_mm,
         motion_mm: motion.detected_mm,
         motion_corrected_frames: motion.corrected_frames,
         residual_motion_mm: (motion.corrected_frames > 0).then_some(motion.residual_mm),

@@ -74,6 +74,12 @@ pub struct DenoiseParams {
     /// perfusion: CT noise is spatially correlated, so 2 mm left enough noise at 150 mAs for
     /// the per-voxel residue maximum to push oligemic Tmax past 6 s in about half the voxels.
     pub spatial_sigma_mm: f64,
+    /// Baseline noise (HU) up to which `spatial_sigma_mm` applies as it is. A noisier study gets
+    /// the sigma scaled by its noise over this, up to `max_spatial_sigma_mm`, so that about the
+    /// same noise is left in its maps.
+    pub noise_reference_hu: f64,
+    /// Largest adapted sigma in mm; equal to `spatial_sigma_mm`, it turns adaptation off.
+    pub max_spatial_sigma_mm: f64,
     /// Temporal Gaussian sigma in frames, applied identically to tissue curves and the AIF; 0
     /// disables it.
     pub temporal_sigma_frames: f64,
@@ -83,8 +89,24 @@ impl Default for DenoiseParams {
     fn default() -> Self {
         Self {
             spatial_sigma_mm: 3.0,
+            noise_reference_hu: 10.0,
+            max_spatial_sigma_mm: 6.0,
             temporal_sigma_frames: 0.5,
         }
+    }
+}
+
+impl DenoiseParams {
+    /// Returns the in-plane sigma (mm) for a study whose baseline noise is `noise_sd_hu`;
+    /// unknown noise keeps `spatial_sigma_mm`.
+    pub fn spatial_sigma_for(&self, noise_sd_hu: Option<f64>) -> f64 {
+        let ratio = match noise_sd_hu {
+            Some(noise) if noise > self.noise_reference_hu && self.noise_reference_hu > 0.0 => {
+                noise / self.noise_reference_hu
+            }
+            _ => 1.0,
+        };
+        (self.spatial_sigma_mm * ratio).min(self.max_spatial_sigma_mm.max(self.spatial_sigma_mm))
     }
 }
 
@@ -249,5 +271,28 @@ fn fraction(name: &'static str, value: f64) -> Result<(), PerfusionError> {
             &value.to_string(),
             "a value between 0 and 1, exclusive",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spatial_sigma_scales_with_noise() {
+        let denoise = DenoiseParams::default();
+        assert_eq!(denoise.spatial_sigma_for(None), 3.0);
+        assert_eq!(denoise.spatial_sigma_for(Some(8.4)), 3.0);
+        assert!((denoise.spatial_sigma_for(Some(14.6)) - 4.38).abs() < 1e-9);
+        assert_eq!(denoise.spatial_sigma_for(Some(23.0)), 6.0);
+    }
+
+    #[test]
+    fn spatial_sigma_fixed_without_adaptation() {
+        let denoise = DenoiseParams {
+            max_spatial_sigma_mm: 3.0,
+            ..DenoiseParams::default()
+        };
+        assert_eq!(denoise.spatial_sigma_for(Some(23.0)), 3.0);
     }
 }

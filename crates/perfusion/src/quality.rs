@@ -30,6 +30,10 @@ pub struct InputQuality {
     /// found by registering slice-averaged head images ([`crate::motion`]) before any
     /// correction.
     pub motion_mm: f64,
+    /// In-plane smoothing sigma applied to the tissue curves, in mm: the configured one, or
+    /// more for a noisy study ([`crate::DenoiseParams::spatial_sigma_for`]).
+    #[serde(default)]
+    pub smoothing_sigma_mm: f64,
     /// Frames resampled onto the first frame's grid by motion correction.
     #[serde(default)]
     pub motion_corrected_frames: usize,
