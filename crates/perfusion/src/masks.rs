@@ -239,6 +239,23 @@ mod tests {
     }
 
     #[test]
+    fn input_region_keeps_margin_from_bone() {
+        // One slice of 1 x 12 pixels of 1.5 mm: bone at x = 0, tissue after it.
+        let mut baseline = Array3::from_elem((1, 1, 12), 35.0f32);
+        baseline[(0, 0, 0)] = 1200.0;
+        let region = Array3::from_elem((1, 1, 12), true);
+
+        // 3 mm is two pixels of 1.5 mm, so pixels 0 to 2 leave the region.
+        let away = away_from_bone(&region, &baseline, 300.0, 3.0, [1.5, 1.5]);
+        let kept: Vec<bool> = away.iter().copied().collect();
+        assert_eq!(&kept[..4], &[false, false, false, true]);
+        assert!(kept[4..].iter().all(|&k| k));
+
+        let unchanged = away_from_bone(&region, &baseline, 300.0, 0.0, [1.5, 1.5]);
+        assert_eq!(unchanged.iter().filter(|&&k| !k).count(), 1);
+    }
+
+    #[test]
     fn small_components_removed() {
         // A 2x2x2 cube (8 voxels) and a lone voxel far away.
         let mut mask = Array3::from_elem((4, 4, 8), false);
