@@ -130,7 +130,6 @@ pub fn compute_maps(
     }
 
     lap("masks");
-    let intracranial_flat = flat(&intracranial);
     let noise_sd_hu = concentration::baseline_noise_sd(&series, &window, &brain_flat);
     concentration::subtract_baseline(&mut series, &baseline);
     sanitize(&mut series, &finite);
