@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::identify::InstanceIds as SpoolIds;
+use super::journal::RecordData;
 use super::scp::{Completion, InstanceIds as ReceivedIds, InstanceSink, SinkError, StoreOutcome};
 use super::spool::{Source, Spool, SpoolError, StoreOutcome as SpoolOutcome};
 use crate::telemetry::metrics::metrics;
@@ -33,11 +34,12 @@ impl InstanceSink for SpoolSink {
 
     /// With the intake journal, returns once the instance's record is on disk and leaves the
     /// spool file to the completion, so that the sender prepares its next instance meanwhile.
-    fn store_durable(&self, received: &ReceivedIds, bytes: &[u8]) -> Result<(StoreOutcome, Option<Completion<'_>>), SinkError> {
+    fn store_durable(&self, received: &ReceivedIds, buffer: &[u8], len: usize) -> Result<(StoreOutcome, Option<Completion<'_>>), SinkError> {
         let ids = spool_ids(received)?;
         let source = Source::Scp { calling_ae: received.calling_ae_title.clone() };
 
-        let (outcome, placement) = self.spool.store_durable(&ids, bytes, source).map_err(sink_error)?;
+        let data = RecordData::padded(buffer, len);
+        let (outcome, placement) = self.spool.store_durable(&ids, data, source).map_err(sink_error)?;
         let completion = placement.map(|placement| Box::new(move |bytes: &[u8]| placement.finish(bytes)) as Completion<'_>);
         Ok((count(outcome), completion))
     }
@@ -120,5 +122,33 @@ mod tests {
         let error = sink.store(&received(Some("1.2.3"), Some("../etc")), b"bytes").unwrap_err();
 
         assert!(matches!(error, SinkError::Invalid(_)), "{error}");
+    }
+
+    #[test]
+    fn aligned_buffer_stored_and_replayed_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open_with(dir.path(), Durability::Fsync).unwrap());
+        let sink = SpoolSink::new(Arc::clone(&spool));
+        // A file of 10000 bytes at a 4 KiB boundary, followed by padding to 12288 bytes.
+        let mut storage = vec![0u8; 5 * 4096];
+        let start = storage.as_ptr().align_offset(4096);
+        let buffer = &mut storage[start..start + 3 * 4096];
+        for (i, byte) in buffer[..10_000].iter_mut().enumerate() {
+            *byte = (i % 251) as u8;
+        }
+        buffer[10_000..].fill(0xEE);
+        let file = buffer[..10_000].to_vec();
+
+        let (outcome, completion) = sink.store_durable(&received(Some("1.2.3"), Some("1.2.3.4")), buffer, 10_000).unwrap();
+        assert_eq!(outcome, StoreOutcome::Stored);
+        completion.expect("the journal leaves the spool file to the completion")(&file);
+        let path = dir.path().join("spool/1.2.3/1.2.3.4/1.2.3.4.dcm");
+        assert_eq!(std::fs::read(&path).unwrap(), file);
+        drop(sink);
+        drop(spool);
+
+        std::fs::remove_file(&path).unwrap();
+        Spool::open_with(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), file, "the record replays the file without its padding");
     }
 }

@@ -9,19 +9,24 @@
 //!
 //! Layout under `<data_dir>/journal/`: `segment-<index>.wal`, each [`JournalSettings::segment_bytes`]
 //! long and filled with zeros when created. Block 0 of a segment is its header (magic, generation,
-//! CRC). Records follow, each starting on a 4 KiB boundary:
+//! CRC). Records follow, each starting on a 4 KiB boundary with a head block:
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 0..4 | magic `PNJR` |
-//! | 4..8 | format version (1) |
+//! | 4..8 | record format version (2) |
 //! | 8..16 | generation of the segment when the record was written |
 //! | 16..24 | sequence number, increasing across segments |
 //! | 24..28 | length of the spool-relative path |
 //! | 28..32 | zero |
 //! | 32..40 | length of the instance bytes |
 //! | 40..44 | CRC-32 of bytes 0..40, the path and the instance bytes |
-//! | 48.. | the path (UTF-8), then the instance bytes |
+//! | 48.. | the path (UTF-8), then zeros to the end of the block |
+//!
+//! The instance bytes start at the next block, so a receive buffer that lies on a block
+//! boundary in memory is written without a copy ([`RecordData`]). Version 1 records put the
+//! instance bytes right after the path. Scans still read them, so a journal left by an older
+//! build replays.
 //!
 //! A store reserves its record's place and sequence number under the journal's lock and writes
 //! the record after releasing it, with `O_DIRECT` where the file system allows ([`direct`]), so
@@ -58,7 +63,7 @@ use thiserror::Error;
 
 use format::{record_head, record_len, write_segment_header, BLOCK, MAX_PATH_LEN};
 #[cfg(test)]
-use format::RECORD_HEADER_LEN;
+use format::legacy_record;
 
 mod direct;
 mod format;
@@ -98,6 +103,46 @@ pub enum JournalError {
     TooLarge { path: String, bytes: usize },
     #[error("journal settings are invalid: {0}")]
     Settings(String),
+}
+
+/// The instance bytes of a record, with the room after them that a direct write may send too.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordData<'a> {
+    /// The instance bytes, then bytes whose values do not matter.
+    buffer: &'a [u8],
+    len: usize,
+}
+
+impl<'a> RecordData<'a> {
+    /// Wraps instance bytes that are to be copied into an aligned buffer for a direct write.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { buffer: bytes, len: bytes.len() }
+    }
+
+    /// Wraps the first `len` bytes of `buffer` as the instance bytes. When `buffer` starts on a
+    /// 4 KiB boundary and reaches the next one after them, a direct write sends it as it is,
+    /// padding included.
+    ///
+    /// # Panics
+    ///
+    /// `len` is larger than `buffer`.
+    pub fn padded(buffer: &'a [u8], len: usize) -> Self {
+        assert!(len <= buffer.len(), "record data of {len} bytes in a buffer of {}", buffer.len());
+        Self { buffer, len }
+    }
+
+    /// Returns the instance bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        &self.buffer[..self.len]
+    }
+
+    /// Returns the instance bytes and their padding up to a multiple of `block`, when they start
+    /// at an address aligned to `block` and the buffer reaches that far.
+    fn aligned(&self, block: usize) -> Option<&'a [u8]> {
+        let padded_len = self.len.div_ceil(block) * block;
+        let aligned = (self.buffer.as_ptr() as usize) % block == 0 && self.buffer.len() >= padded_len;
+        aligned.then(|| &self.buffer[..padded_len])
+    }
 }
 
 /// Counts of what [`Journal::open`] found.
@@ -277,8 +322,9 @@ impl Journal {
     ///
     /// The record does not fit into a segment (see [`Journal::fits`]), the write failed, the
     /// checkpoint before reusing a segment failed, or an earlier fdatasync failed.
-    pub fn append(&self, relative_path: &str, bytes: &[u8]) -> Result<Pending<'_>, JournalError> {
+    pub fn append(&self, relative_path: &str, data: RecordData<'_>) -> Result<Pending<'_>, JournalError> {
         let shared = &*self.shared;
+        let bytes = data.bytes();
         if !self.fits(bytes.len()) || relative_path.len() > MAX_PATH_LEN {
             return Err(JournalError::TooLarge { path: relative_path.to_string(), bytes: bytes.len() });
         }
@@ -317,7 +363,7 @@ impl Journal {
         drop(state);
         let pending = Pending { shared, segment: current, sequence };
 
-        let written = direct::write_record(&file, direct.as_deref(), offset, &head, bytes, len);
+        let written = direct::write_record(&file, direct.as_deref(), offset, &head, data, len);
 
         let mut state = shared.lock();
         match &written {

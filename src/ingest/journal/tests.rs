@@ -4,13 +4,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{folders_to_sync, JournalSettings, BLOCK, RECORD_HEADER_LEN};
+use super::{folders_to_sync, legacy_record, JournalSettings, BLOCK};
 use crate::config::Durability;
 use crate::ingest::spool::tests::ids;
 use crate::ingest::spool::{Source, Spool, StoreOutcome};
 
-/// Three records of up to `BLOCK - 48 - path` bytes fit into one segment.
-const SMALL: JournalSettings = JournalSettings { segment_bytes: 4 * BLOCK, segments: 2 };
+/// Three records of up to one block of instance bytes (a head block and a data block each) fit
+/// into one segment after its header block.
+const SMALL: JournalSettings = JournalSettings { segment_bytes: 7 * BLOCK, segments: 2 };
 
 fn open(dir: &Path) -> Spool {
     Spool::open_with_journal(dir, Durability::Fsync, SMALL).unwrap()
@@ -52,10 +53,10 @@ fn damage(dir: &Path, segment: u32, offset: u64, byte: u8) {
     file.write_all_at(&[byte], offset).unwrap();
 }
 
-/// Offset of the instance bytes of the `index`-th record of a segment holding one-block records.
-fn data_offset(index: u64, sop: &str) -> u64 {
-    let path_len = format!("1.2.3/1.2.3.4/{sop}.dcm").len() as u64;
-    BLOCK * (1 + index) + RECORD_HEADER_LEN as u64 + path_len
+/// Offset of the instance bytes of the `index`-th record of a segment holding records of one
+/// data block: after the segment header, `index` records of two blocks and the record's head.
+fn data_offset(index: u64) -> u64 {
+    BLOCK * (1 + 2 * index) + BLOCK
 }
 
 #[test]
@@ -98,7 +99,7 @@ fn corrupt_record_stops_its_segment() {
     let spool = open(dir.path());
     store_three(&spool);
     drop(spool);
-    damage(dir.path(), 0, data_offset(1, "1.2") + 5, b'#');
+    damage(dir.path(), 0, data_offset(1) + 5, b'#');
     lose_spool_files(dir.path());
 
     open(dir.path());
@@ -116,7 +117,7 @@ fn torn_tail_record_is_ignored() {
     drop(spool);
     // A write that stopped part-way leaves the segment's earlier zeros in the record's tail.
     for offset in 100..payload("1.3").len() as u64 {
-        damage(dir.path(), 0, data_offset(2, "1.3") + offset, 0);
+        damage(dir.path(), 0, data_offset(2) + offset, 0);
     }
     lose_spool_files(dir.path());
 
@@ -224,7 +225,7 @@ fn duplicate_writes_no_record() {
 fn instance_larger_than_segment_is_fsynced_directly() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
-    let large = vec![7u8; 5 * BLOCK as usize];
+    let large = vec![7u8; 6 * BLOCK as usize];
 
     let path = store(&spool, "1.1", &large);
     drop(spool);
@@ -309,7 +310,7 @@ fn concurrent_stores_all_replay() {
 #[test]
 fn concurrent_stores_rotate_the_ring() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = JournalSettings { segment_bytes: 4 * BLOCK, segments: 3 };
+    let settings = JournalSettings { segment_bytes: 7 * BLOCK, segments: 3 };
     let spool = Spool::open_with_journal(dir.path(), Durability::Fsync, settings).unwrap();
     let sops: Vec<String> = (0..4).flat_map(|thread| (0..15).map(move |i| format!("1.{thread}.{i}"))).collect();
     std::thread::scope(|scope| {
@@ -358,7 +359,7 @@ fn out_of_order_write_waits_for_gap() {
 #[test]
 fn segment_ahead_is_checkpointed_in_background() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = JournalSettings { segment_bytes: 4 * BLOCK, segments: 3 };
+    let settings = JournalSettings { segment_bytes: 7 * BLOCK, segments: 3 };
     let spool = Spool::open_with_journal(dir.path(), Durability::Fsync, settings).unwrap();
     let sops: Vec<String> = (1..=7).map(|i| format!("1.{i}")).collect();
 
@@ -412,4 +413,31 @@ fn folders_synced_once_deepest_first() {
 
     let expected = ["1.5/1.5.6", "1.5", "1.2/1.2.4", "1.2/1.2.3", "1.2", ""].map(|folder| root.join(folder));
     assert_eq!(folders, expected);
+}
+
+#[test]
+fn legacy_record_still_replays() {
+    use std::os::unix::fs::FileExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    store(&spool, "1.1", &payload("1.1"));
+    drop(spool);
+    lose_spool_files(dir.path());
+    // A version 1 record of the segment's generation replaces the first record, as a journal
+    // written before the upgrade would hold it.
+    let segment = dir.path().join("journal/segment-000.wal");
+    let file = fs::OpenOptions::new().read(true).write(true).open(&segment).unwrap();
+    let mut header = [0u8; 16];
+    file.read_exact_at(&mut header, BLOCK).unwrap();
+    let generation = u64::from_le_bytes(header[8..16].try_into().unwrap());
+    let record = legacy_record(generation, 0, "1.2.3/1.2.3.4/1.9.dcm", &payload("1.9"));
+    file.write_all_at(&record, BLOCK).unwrap();
+    file.write_all_at(&vec![0u8; BLOCK as usize], BLOCK + record.len() as u64).unwrap();
+    drop(file);
+
+    open(dir.path());
+
+    assert_eq!(fs::read(instance_path(dir.path(), "1.9")).unwrap(), payload("1.9"));
+    assert!(!instance_path(dir.path(), "1.1").exists(), "the overwritten record came back");
 }

@@ -216,9 +216,12 @@ struct Transfer {
     command: Command,
     /// Transfer syntax accepted for the presentation context, without padding.
     transfer_syntax: String,
-    /// The Part 10 file being built: preamble and File Meta (`file[..data_start]`), then the
-    /// data set fragments as they arrive.
+    /// The Part 10 file being built, from `file[lead..]`: preamble and File Meta (up to
+    /// `data_start`), then the data set fragments as they arrive.
     file: Vec<u8>,
+    /// Filler before the file, so that the file starts on a 4 KiB boundary in memory and the
+    /// intake journal can write it without copying it.
+    lead: usize,
     /// Offset of the data set in `file`; 0 when the File Meta could not be built from the
     /// command, so that it is built after the data set has been checked.
     data_start: usize,
@@ -233,6 +236,13 @@ const MAX_COMMAND_LEN: usize = 64 << 10;
 /// Largest buffer capacity an association keeps for its next instance, in bytes. A larger one
 /// (a big multi-frame instance) is freed once the instance is stored.
 const MAX_KEPT_BUFFER: usize = 16 << 20;
+
+/// Capacity a new instance buffer starts with, in bytes: a 512x512 CT image with its File
+/// Meta fits, so that the buffer rarely moves (and loses its alignment) while data arrives.
+const INITIAL_BUFFER: usize = 1 << 20;
+
+/// Memory alignment of the file in an instance buffer, the block size of direct writes.
+const FILE_ALIGNMENT: usize = 4096;
 
 /// Reassembles command and data fragments (PS3.8 annex E) into DIMSE messages.
 struct Receiver {
@@ -339,18 +349,26 @@ impl Receiver {
         let mut file = std::mem::take(&mut self.spare_buffer);
         file.clear();
         let transfer_syntax = transfer_syntax.unwrap_or_default();
+        let mut lead = 0;
         if rejection.is_some() {
             file = Vec::new();
-        } else if write_part10_header(&mut file, &command, &transfer_syntax, &self.calling_ae_title).is_err() {
-            // The error is reported after the data set is checked, because a UID mismatch
-            // (0xA900) is reported first.
-            file.clear();
+        } else {
+            file.reserve(INITIAL_BUFFER);
+            lead = file.as_ptr().align_offset(FILE_ALIGNMENT);
+            file.resize(lead, 0);
+            if write_part10_header(&mut file, &command, &transfer_syntax, &self.calling_ae_title).is_err() {
+                // The error is reported after the data set is checked, because a UID mismatch
+                // (0xA900) is reported first.
+                file.clear();
+                lead = 0;
+            }
         }
         Transfer {
             presentation_context_id: pc_id,
             command,
             transfer_syntax,
             data_start: file.len(),
+            lead,
             file,
             rejection,
         }
@@ -384,12 +402,18 @@ impl Receiver {
             return Ok(());
         }
 
-        let Some(transfer) = self.transfer.take() else {
+        let Some(mut transfer) = self.transfer.take() else {
             return Err("data set state lost".to_string());
         };
+        let file_len = transfer.file.len() - transfer.lead;
+        if transfer.data_start > 0 {
+            // Zeros up to the next block boundary let the journal write the file as it lies.
+            let padded = file_len.div_ceil(FILE_ALIGNMENT) * FILE_ALIGNMENT;
+            transfer.file.resize(transfer.lead + padded, 0);
+        }
         let (code, comment, completion) = match &transfer.rejection {
             Some((code, comment)) => (*code, comment.clone(), None),
-            None => store_instance(&transfer, &self.calling_ae_title, context),
+            None => store_instance(&transfer, file_len, &self.calling_ae_title, context),
         };
 
         if status::is_stored(code) {
@@ -414,7 +438,7 @@ impl Receiver {
         );
         // The instance is durable already, so it is placed even when the response failed.
         if let Some(complete) = completion {
-            complete(&transfer.file);
+            complete(&transfer.file[transfer.lead..transfer.lead + file_len]);
         }
 
         if transfer.file.capacity() <= MAX_KEPT_BUFFER {
@@ -483,15 +507,17 @@ fn respond(
         .map_err(|err| format!("failed to send the response: {err}"))
 }
 
-/// Checks a complete data set, builds its Part 10 file and hands it to the sink. Returns the
-/// C-STORE status, a reason for the log and Error Comment, and the sink's completion, which
-/// must run with `transfer.file` after the response.
+/// Checks a complete data set, builds its Part 10 file and hands it to the sink. `file_len` is
+/// the length of the file in `transfer.file` after the lead. Returns the C-STORE status, a
+/// reason for the log and Error Comment, and the sink's completion, which must run with the
+/// file after the response.
 fn store_instance<'a>(
     transfer: &Transfer,
+    file_len: usize,
     calling_ae: &str,
     context: &'a AssociationContext,
 ) -> (u16, String, Option<Completion<'a>>) {
-    let data = &transfer.file[transfer.data_start..];
+    let data = &transfer.file[transfer.data_start..transfer.lead + file_len];
     let ids = match identify(&transfer.command, data, &transfer.transfer_syntax, calling_ae) {
         Ok(ids) => ids,
         Err((code, comment)) => return (code, comment, None),
@@ -500,7 +526,7 @@ fn store_instance<'a>(
     // The usual case: the buffer starts with the File Meta built from the command, so the sink
     // may finish the store from it after the response.
     let stored = if transfer.data_start > 0 {
-        context.sink.store_durable(&ids, &transfer.file)
+        context.sink.store_durable(&ids, &transfer.file[transfer.lead..], file_len)
     } else {
         let mut file = Vec::with_capacity(data.len() + 512);
         if let Err(err) = write_part10_header(&mut file, &transfer.command, &ids.transfer_syntax_uid, calling_ae) {

@@ -114,15 +114,17 @@ pub trait InstanceSink: Send + Sync {
     /// Stores `bytes`, a complete Part 10 file, and returns only once it is on disk (fsynced).
     fn store(&self, ids: &InstanceIds, bytes: &[u8]) -> Result<StoreOutcome, SinkError>;
 
-    /// Stores `bytes` and returns once they are durable, possibly before the instance is in its
-    /// final place. The SCP sends the response, then runs the returned completion with the same
-    /// bytes. The default stores completely and returns no completion.
+    /// Stores the Part 10 file `buffer[..len]` and returns once it is durable, possibly before
+    /// the instance is in its final place. The bytes after `len` are room that the sink may
+    /// write along with the file to save a copy (their values do not matter). The SCP sends the
+    /// response, then runs the returned completion with the file's bytes. The default stores
+    /// completely and returns no completion.
     ///
     /// # Errors
     ///
     /// As for [`InstanceSink::store`].
-    fn store_durable(&self, ids: &InstanceIds, bytes: &[u8]) -> Result<(StoreOutcome, Option<Completion<'_>>), SinkError> {
-        self.store(ids, bytes).map(|outcome| (outcome, None))
+    fn store_durable(&self, ids: &InstanceIds, buffer: &[u8], len: usize) -> Result<(StoreOutcome, Option<Completion<'_>>), SinkError> {
+        self.store(ids, &buffer[..len]).map(|outcome| (outcome, None))
     }
 
     /// Returns the free space, in bytes, where instances are stored, or `None` when unknown

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use super::{check_ids, choose_name, Claim, InstanceIds, Source, Spool, SpoolError, StoreOutcome};
 use crate::config::Durability;
-use crate::ingest::journal::{Journal, Pending};
+use crate::ingest::journal::{Journal, Pending, RecordData};
 
 /// The rest of a journaled store: writing, linking and reporting the spool file.
 #[must_use = "the instance is placed and reported only by `finish`"]
@@ -41,7 +41,8 @@ impl Spool {
     /// # Errors
     ///
     /// As for [`Spool::store`]. Nothing was acknowledged durable on error.
-    pub fn store_durable(&self, ids: &InstanceIds, bytes: &[u8], source: Source) -> Result<(StoreOutcome, Option<Placement<'_>>), SpoolError> {
+    pub fn store_durable(&self, ids: &InstanceIds, data: RecordData<'_>, source: Source) -> Result<(StoreOutcome, Option<Placement<'_>>), SpoolError> {
+        let bytes = data.bytes();
         let fsync = self.durability == Durability::Fsync;
         let journal = match &self.journal {
             Some(journal) if fsync && journal.fits(bytes.len()) => journal,
@@ -63,7 +64,7 @@ impl Spool {
             StoreOutcome::Stored { path } | StoreOutcome::Conflict { path, .. } => path.clone(),
         };
         let relative = target.strip_prefix(&self.root).unwrap_or(&target).to_string_lossy().into_owned();
-        let pending = journal.append(&relative, bytes)?;
+        let pending = journal.append(&relative, data)?;
         // NOTE: when the wait fails, the record may still reach the disk, and the next start
         // then restores an instance whose store returned an error. A sender that retries it
         // gets a duplicate of the same content.
@@ -113,7 +114,7 @@ mod tests {
         let (listener, events) = crossbeam_channel::unbounded();
         spool.set_listener(listener);
 
-        let (outcome, placement) = spool.store_durable(&ids("1.2.3.1"), b"instance 1", Source::Recovered).unwrap();
+        let (outcome, placement) = spool.store_durable(&ids("1.2.3.1"), RecordData::new(b"instance 1"), Source::Recovered).unwrap();
         let StoreOutcome::Stored { path } = outcome else { panic!("expected a new instance, got {outcome:?}") };
         let placement = placement.expect("a journaled store leaves the placement to the caller");
         let file_before = path.exists();
@@ -131,13 +132,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = {
             let spool = Spool::open(dir.path()).unwrap();
-            let (outcome, placement) = spool.store_durable(&ids("1.2.3.2"), b"instance 2", Source::Recovered).unwrap();
+            let (outcome, placement) = spool.store_durable(&ids("1.2.3.2"), RecordData::new(b"instance 2"), Source::Recovered).unwrap();
             let StoreOutcome::Stored { path } = outcome else { panic!("expected a new instance, got {outcome:?}") };
             // The series folder disappears between the acknowledgement and the placement.
             fs::remove_dir_all(path.parent().unwrap()).unwrap();
             placement.unwrap().finish(b"instance 2");
 
-            let next = spool.store_durable(&ids("1.2.3.3"), b"instance 3", Source::Recovered);
+            let next = spool.store_durable(&ids("1.2.3.3"), RecordData::new(b"instance 3"), Source::Recovered);
             assert!(matches!(next, Err(SpoolError::Journal(_))), "{:?}", next.map(|(outcome, _)| outcome));
             assert!(spool.checkpoint().is_err(), "a checkpoint voided the record of the unplaced instance");
             path
@@ -154,7 +155,7 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         spool.store(&ids("1.2.3.4"), b"instance 4", Source::Recovered).unwrap();
 
-        let (outcome, placement) = spool.store_durable(&ids("1.2.3.4"), b"instance 4", Source::Recovered).unwrap();
+        let (outcome, placement) = spool.store_durable(&ids("1.2.3.4"), RecordData::new(b"instance 4"), Source::Recovered).unwrap();
 
         assert!(matches!(outcome, StoreOutcome::Duplicate { .. }), "{outcome:?}");
         assert!(placement.is_none());

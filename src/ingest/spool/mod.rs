@@ -31,7 +31,7 @@ pub use super::identify::InstanceIds;
 pub use deferred::Placement;
 
 mod deferred;
-use super::journal::{Journal, JournalError, JournalSettings};
+use super::journal::{Journal, JournalError, JournalSettings, RecordData};
 use crate::config::Durability;
 
 /// Origin of an instance.
@@ -251,7 +251,7 @@ impl Spool {
         if !journal.fits(bytes.len()) {
             return self.store_with(ids, bytes, source, true);
         }
-        let (outcome, placement) = self.store_durable(ids, bytes, source)?;
+        let (outcome, placement) = self.store_durable(ids, RecordData::new(bytes), source)?;
         if let Some(placement) = placement {
             placement.finish(bytes);
         }
