@@ -549,12 +549,14 @@ fn assess_quality(inputs: QualityInputs) -> InputQuality {
     }
     let motion = &inputs.motion;
     if motion.corrected_frames > 0 && motion.detected_mm > quality::MOTION_WARNING_MM {
+        let left = if motion.residual_mm > 0.0 {
+            format!("{:.1} mm of motion remains", motion.residual_mm)
+        } else {
+            "no motion is measurable afterwards".to_string()
+        };
         warnings.push(format!(
-            "head moved up to {:.1} mm between frames (yaw up to {:.1} degrees); {} frames were registered to the first in-plane, {:.1} mm remains",
-            motion.detected_mm,
-            motion.max_yaw_deg,
-            motion.corrected_frames,
-            motion.residual_mm
+            "head moved up to {:.1} mm between frames (yaw up to {:.1} degrees); {} frames were registered to the first in-plane, and {left}",
+            motion.detected_mm, motion.max_yaw_deg, motion.corrected_frames
         ));
     }
     if motion.residual_mm > quality::MOTION_WARNING_MM {
