@@ -93,6 +93,7 @@ fn params(method: DeconvolutionMethod) -> PerfusionParams {
         denoise: DenoiseParams {
             spatial_sigma_mm: 0.0,
             temporal_sigma_frames: 0.0,
+            ..DenoiseParams::default()
         },
         ..PerfusionParams::default()
     }

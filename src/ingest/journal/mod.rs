@@ -140,7 +140,7 @@ impl<'a> RecordData<'a> {
     /// at an address aligned to `block` and the buffer reaches that far.
     fn aligned(&self, block: usize) -> Option<&'a [u8]> {
         let padded_len = self.len.div_ceil(block) * block;
-        let aligned = (self.buffer.as_ptr() as usize) % block == 0 && self.buffer.len() >= padded_len;
+        let aligned = (self.buffer.as_ptr() as usize).is_multiple_of(block) && self.buffer.len() >= padded_len;
         aligned.then(|| &self.buffer[..padded_len])
     }
 }
