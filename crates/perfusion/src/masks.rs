@@ -185,8 +185,9 @@ pub fn away_from_bone(
     spacing_mm: [f64; 2],
 ) -> Array3<bool> {
     let (nz, ny, nx) = baseline.dim();
-    let reach = |spacing: f64| (margin_mm / spacing).round().max(0.0) as usize;
-    let (ry, rx) = (reach(spacing_mm[0]), reach(spacing_mm[1]));
+    // The cast saturates, and the reach is capped by the plane, so extreme spacings stay safe.
+    let reach = |spacing: f64, n: usize| ((margin_mm / spacing).round().max(0.0) as usize).min(n);
+    let (ry, rx) = (reach(spacing_mm[0], ny), reach(spacing_mm[1], nx));
     let mut away = region.clone();
 
     for z in 0..nz {
@@ -195,8 +196,8 @@ pub fn away_from_bone(
                 if !(baseline[[z, y, x]] > bone_min_hu) {
                     continue;
                 }
-                for yy in y.saturating_sub(ry)..(y + ry + 1).min(ny) {
-                    for xx in x.saturating_sub(rx)..(x + rx + 1).min(nx) {
+                for yy in y.saturating_sub(ry)..y.saturating_add(ry + 1).min(ny) {
+                    for xx in x.saturating_sub(rx)..x.saturating_add(rx + 1).min(nx) {
                         away[[z, yy, xx]] = false;
                     }
                 }
@@ -247,9 +248,9 @@ mod tests {
 
         // 3 mm is two pixels of 1.5 mm, so pixels 0 to 2 leave the region.
         let away = away_from_bone(&region, &baseline, 300.0, 3.0, [1.5, 1.5]);
-        let kept: Vec<bool> = away.iter().copied().collect();
-        assert_eq!(&kept[..4], &[false, false, false, true]);
-        assert!(kept[4..].iter().all(|&k| k));
+        let in_region: Vec<bool> = away.iter().copied().collect();
+        assert_eq!(&in_region[..4], &[false, false, false, true]);
+        assert!(in_region[4..].iter().all(|&k| k));
 
         let unchanged = away_from_bone(&region, &baseline, 300.0, 0.0, [1.5, 1.5]);
         assert_eq!(unchanged.iter().filter(|&&k| !k).count(), 1);

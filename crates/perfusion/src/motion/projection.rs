@@ -108,32 +108,8 @@ impl Projection {
     /// edge values repeated beyond the border.
     pub fn smoothed(&self, sigma: f64) -> Self {
         let kernel = gaussian_kernel(sigma);
-        let radius = (kernel.len() / 2) as isize;
-        let (ny, nx) = (self.ny as isize, self.nx as isize);
-        let at = |values: &[f32], y: isize, x: isize| {
-            values[(y.clamp(0, ny - 1) * nx + x.clamp(0, nx - 1)) as usize]
-        };
-
-        let mut rows = vec![0.0f32; self.values.len()];
-        for y in 0..ny {
-            for x in 0..nx {
-                rows[(y * nx + x) as usize] = kernel
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &w)| w * at(&self.values, y, x + i as isize - radius))
-                    .sum();
-            }
-        }
-        let mut values = vec![0.0f32; self.values.len()];
-        for y in 0..ny {
-            for x in 0..nx {
-                values[(y * nx + x) as usize] = kernel
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &w)| w * at(&rows, y + i as isize - radius, x))
-                    .sum();
-            }
-        }
+        let along_x = convolve_axis(&self.values, self.ny, self.nx, &kernel, [0, 1]);
+        let values = convolve_axis(&along_x, self.ny, self.nx, &kernel, [1, 0]);
         Self {
             values,
             ny: self.ny,
@@ -179,9 +155,34 @@ impl Projection {
     }
 }
 
+/// Convolves the row-major `ny x nx` plane with `kernel` along the axis `step` `(y, x)` points
+/// at, repeating edge values beyond the border.
+fn convolve_axis(plane: &[f32], ny: usize, nx: usize, kernel: &[f32], step: [isize; 2]) -> Vec<f32> {
+    let radius = (kernel.len() / 2) as isize;
+    let (ny, nx) = (ny as isize, nx as isize);
+    let mut out = vec![0.0f32; plane.len()];
+
+    for y in 0..ny {
+        for x in 0..nx {
+            let mut sum = 0.0f32;
+            for (i, &weight) in kernel.iter().enumerate() {
+                let offset = i as isize - radius;
+                let sy = (y + offset * step[0]).clamp(0, ny - 1);
+                let sx = (x + offset * step[1]).clamp(0, nx - 1);
+                sum += weight * plane[(sy * nx + sx) as usize];
+            }
+            out[(y * nx + x) as usize] = sum;
+        }
+    }
+    out
+}
+
 /// Samples the row-major `ny x nx` plane bilinearly at pixel coordinates `(y, x)` (pixel
 /// centres at integers), or returns `None` outside `[0, n - 1]` along either axis.
 pub(super) fn sample_bilinear(plane: &[f32], ny: usize, nx: usize, y: f64, x: f64) -> Option<f32> {
+    if ny == 0 || nx == 0 {
+        return None;
+    }
     let (limit_y, limit_x) = ((ny - 1) as f64, (nx - 1) as f64);
     if !(0.0..=limit_y).contains(&y) || !(0.0..=limit_x).contains(&x) {
         return None;
@@ -209,6 +210,36 @@ mod tests {
         assert_eq!(sample_bilinear(&plane, 2, 3, 0.5, 1.5), Some(6.5));
         assert_eq!(sample_bilinear(&plane, 2, 3, -0.1, 1.0), None);
         assert_eq!(sample_bilinear(&plane, 2, 3, 0.0, 2.01), None);
+    }
+
+    #[test]
+    fn smoothing_keeps_flat_images_and_spreads_a_spike() {
+        let flat = Projection {
+            values: vec![40.0; 25],
+            ny: 5,
+            nx: 5,
+            pixel_mm: [2.0, 2.0],
+        };
+        assert!(flat.smoothed(1.0).values.iter().all(|&v| (v - 40.0).abs() < 1e-4));
+
+        // A spike of 1 in the centre. Sigma 0.5 gives the taps 0.0003, 0.1065, 0.7866, 0.1065,
+        // 0.0003, so the centre keeps 0.7866 squared and the image still sums to 1.
+        let mut values = vec![0.0; 25];
+        values[12] = 1.0;
+        let spike = Projection {
+            values,
+            ny: 5,
+            nx: 5,
+            pixel_mm: [2.0, 2.0],
+        };
+        let smoothed = spike.smoothed(0.5);
+        assert!((smoothed.values[12] - 0.6187).abs() < 1e-4);
+        assert!((smoothed.values.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn empty_plane_has_no_sample() {
+        assert_eq!(sample_bilinear(&[], 0, 0, 0.0, 0.0), None);
     }
 
     #[test]
