@@ -20,6 +20,7 @@ use dicom_ul::{Pdu, ServerAssociationOptions};
 
 use super::dimse::{self, status, Command};
 use super::pdu_stream::{read_fragment_into, skip_fragment, Fragment, Incoming, PduStream};
+use super::placement::Placer;
 use super::{sop, Completion, InstanceIds, InstanceSink, ScpConfig, SinkError, StoreOutcome};
 
 /// Implementation Class UID written into the File Meta of every file the SCP builds.
@@ -131,7 +132,14 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &AssociationCo
     }
 
     let mut receiver = Receiver::new(association.peer_ae_title().to_string());
-    let ending = receive_loop(&mut association, &mut receiver, context);
+    let ending = std::thread::scope(|scope| {
+        let mut placer = Placer::start(scope);
+        let ending = receive_loop(&mut association, &mut receiver, context, &placer);
+
+        // Every acknowledged instance is in the spool before the association ends.
+        placer.finish();
+        ending
+    });
     match ending {
         Ending::Released => {
             let _ = association.send(&Pdu::ReleaseRP);
@@ -184,10 +192,11 @@ enum Ending {
     Failed(String),
 }
 
-fn receive_loop(
+fn receive_loop<'c>(
     association: &mut ServerAssociation<TcpStream>,
     receiver: &mut Receiver,
-    context: &AssociationContext,
+    context: &'c AssociationContext,
+    placer: &Placer<'_, 'c>,
 ) -> Ending {
     let mut pdus = PduStream::new(context.config.max_pdu_length);
     loop {
@@ -197,7 +206,7 @@ fn receive_loop(
         };
         match incoming {
             Incoming::Fragment(fragment) => {
-                if let Err(reason) = receiver.on_fragment(fragment, association, context) {
+                if let Err(reason) = receiver.on_fragment(fragment, association, context, placer) {
                     return Ending::Failed(reason);
                 }
             }
@@ -267,16 +276,17 @@ impl Receiver {
 
     /// Reads one PDV from the association's stream and acts on it. Returns a reason only for
     /// protocol violations and connection failures, which end the association.
-    fn on_fragment(
+    fn on_fragment<'c>(
         &mut self,
         fragment: Fragment,
         association: &mut ServerAssociation<TcpStream>,
-        context: &AssociationContext,
+        context: &'c AssociationContext,
+        placer: &Placer<'_, 'c>,
     ) -> Result<(), String> {
         if fragment.is_command {
-            self.on_command_fragment(fragment, association, context)
+            self.on_command_fragment(fragment, association, context, placer)
         } else {
-            self.on_data_fragment(fragment, association, context)
+            self.on_data_fragment(fragment, association, context, placer)
         }
     }
 
@@ -285,6 +295,7 @@ impl Receiver {
         fragment: Fragment,
         association: &mut ServerAssociation<TcpStream>,
         context: &AssociationContext,
+        placer: &Placer<'_, '_>,
     ) -> Result<(), String> {
         if self.transfer.is_some() {
             return Err(
@@ -305,6 +316,9 @@ impl Receiver {
         let pc_id = fragment.presentation_context_id;
 
         if command.has_data_set {
+            if self.spare_buffer.capacity() == 0 {
+                self.spare_buffer = placer.returned_buffer().unwrap_or_default();
+            }
             self.transfer = Some(self.start_transfer(command, pc_id, association, context));
             return Ok(());
         }
@@ -374,11 +388,12 @@ impl Receiver {
         }
     }
 
-    fn on_data_fragment(
+    fn on_data_fragment<'c>(
         &mut self,
         fragment: Fragment,
         association: &mut ServerAssociation<TcpStream>,
-        context: &AssociationContext,
+        context: &'c AssociationContext,
+        placer: &Placer<'_, 'c>,
     ) -> Result<(), String> {
         let Some(transfer) = self.transfer.as_mut() else {
             return Err("data fragment received without a preceding command".to_string());
@@ -437,12 +452,15 @@ impl Receiver {
             comment.as_deref(),
         );
         // The instance is durable already, so it is placed even when the response failed.
-        if let Some(complete) = completion {
-            complete(&transfer.file[transfer.lead..transfer.lead + file_len]);
-        }
-
-        if transfer.file.capacity() <= MAX_KEPT_BUFFER {
-            self.spare_buffer = transfer.file;
+        let file = transfer.lead..transfer.lead + file_len;
+        let reusable = match completion {
+            Some(complete) => placer.place(complete, transfer.file, file),
+            None => Some(transfer.file),
+        };
+        if let Some(buffer) = reusable.or_else(|| placer.returned_buffer()) {
+            if buffer.capacity() <= MAX_KEPT_BUFFER {
+                self.spare_buffer = buffer;
+            }
         }
         sent
     }

@@ -22,6 +22,7 @@ mod association;
 pub use association::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 pub mod dimse;
 pub mod pdu_stream;
+mod placement;
 pub mod sop;
 
 /// Settings of the C-STORE SCP.
@@ -106,8 +107,9 @@ pub enum SinkError {
     Other(String),
 }
 
-/// Work that a sink leaves for after the C-STORE response, run with the same bytes.
-pub type Completion<'a> = Box<dyn FnOnce(&[u8]) + 'a>;
+/// Work that a sink leaves for after the C-STORE response, run with the same bytes, possibly on
+/// another thread.
+pub type Completion<'a> = Box<dyn FnOnce(&[u8]) + Send + 'a>;
 
 /// Durable destination of received instances (the spool at integration).
 pub trait InstanceSink: Send + Sync {
@@ -117,7 +119,8 @@ pub trait InstanceSink: Send + Sync {
     /// Stores the Part 10 file `buffer[..len]` and returns once it is durable, possibly before
     /// the instance is in its final place. The bytes after `len` are room that the sink may
     /// write along with the file to save a copy (their values do not matter). The SCP sends the
-    /// response, then runs the returned completion with the file's bytes. The default stores
+    /// response, then runs the returned completion with the file's bytes on the association's
+    /// placement thread, and reads the next instance meanwhile. The default stores
     /// completely and returns no completion.
     ///
     /// # Errors
