@@ -8,7 +8,7 @@
 //!
 //! At most [`QUEUE_DEPTH`] instances wait in the queue, so a slow disk slows the sender instead of
 //! filling memory. [`Placer::finish`] waits for every instance handed over; the association
-//! calls it before it answers a release request or closes, so that the sender sees every
+//! calls it before it replies to a release request or closes, so that the sender sees every
 //! acknowledged instance in the spool once the association has ended.
 
 use std::ops::Range;
@@ -42,7 +42,10 @@ impl<'scope, 'env> Placer<'scope, 'env> {
     pub(super) fn start(scope: &'scope Scope<'scope, 'env>) -> Self {
         let (jobs, queue) = bounded::<Job<'env>>(QUEUE_DEPTH);
         let (give_back, returned) = bounded(QUEUE_DEPTH + 1);
+        // The association's span (peer address and AE title) stays on the placement's log lines.
+        let span = tracing::Span::current();
         let worker = thread::Builder::new().name("scp-placement".into()).spawn_scoped(scope, move || {
+            let _entered = span.enter();
             for job in queue {
                 (job.completion)(&job.buffer[job.file.clone()]);
                 // A full queue of returned buffers means the receiver has enough; this one is freed.
