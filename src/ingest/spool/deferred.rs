@@ -7,8 +7,9 @@
 //!
 //! Until `finish` returns, the record stays in flight, so no checkpoint voids it, and the claim
 //! on the final path stays held, so a second store of the same SOP Instance UID waits. When the
-//! file cannot be placed, the journal is marked failed: no further instance is acknowledged and
-//! no checkpoint voids a record until a restart, whose replay writes the file.
+//! file cannot be placed, or the placement is dropped before `finish` ends, the journal is marked
+//! failed: no further instance is acknowledged and no checkpoint voids a record until a restart,
+//! whose replay writes the file.
 
 use std::fs;
 use std::path::PathBuf;
@@ -23,13 +24,16 @@ pub struct Placement<'a> {
     spool: &'a Spool,
     journal: &'a Journal,
     _claim: Claim<'a>,
-    pending: Pending<'a>,
+    /// The record's in-flight mark: no checkpoint voids the record until the placement is dropped.
+    _pending: Pending<'a>,
     folder: PathBuf,
     /// Final name of the file: the SOP Instance UID, or a conflict name beside it.
     target: PathBuf,
     ids: InstanceIds,
     outcome: StoreOutcome,
     source: Source,
+    /// Whether `finish` ran to its end.
+    finished: bool,
 }
 
 impl Spool {
@@ -70,7 +74,7 @@ impl Spool {
         // gets a duplicate of the same content.
         pending.wait()?;
 
-        let placement = Placement { spool: self, journal, _claim: claim, pending, folder, target, ids: ids.clone(), outcome: outcome.clone(), source };
+        let placement = Placement { spool: self, journal, _claim: claim, _pending: pending, folder, target, ids: ids.clone(), outcome: outcome.clone(), source, finished: false };
         Ok((outcome, Some(placement)))
     }
 }
@@ -81,7 +85,7 @@ impl Placement<'_> {
     ///
     /// A failure is logged and marks the journal failed (see the module documentation). It is
     /// not returned, because the instance has been acknowledged and its record keeps it.
-    pub fn finish(self, bytes: &[u8]) {
+    pub fn finish(mut self, bytes: &[u8]) {
         let target = &self.target;
         let placed = self.spool.write_temp(&self.folder, &self.ids.sop_instance_uid, bytes, false).and_then(|temp| {
             let linked = fs::hard_link(&temp, target).map_err(|source| SpoolError::Write { path: target.clone(), source });
@@ -98,7 +102,21 @@ impl Placement<'_> {
                 self.journal.fail(format!("spool file {} could not be written: {err}", target.display()));
             }
         }
-        drop(self.pending);
+        self.finished = true;
+    }
+}
+
+impl Drop for Placement<'_> {
+    /// Marks the journal failed when `finish` did not end, for example after a panic, so that no
+    /// checkpoint voids the record and the next start restores the file.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        tracing::error!(study_uid = %self.ids.study_instance_uid, series_uid = %self.ids.series_instance_uid,
+            sop_uid = %self.ids.sop_instance_uid,
+            "Spool file of an acknowledged instance was never written; its journal record keeps it, and no further instance is accepted until a restart replays the journal");
+        self.journal.fail(format!("spool file {} was never written", self.target.display()));
     }
 }
 
@@ -147,6 +165,27 @@ mod tests {
         let _reopened = Spool::open(dir.path()).unwrap();
 
         assert_eq!(fs::read(&path).unwrap(), b"instance 2");
+    }
+
+    #[test]
+    fn unfinished_placement_is_restored_at_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = {
+            let spool = Spool::open(dir.path()).unwrap();
+            let (outcome, placement) = spool.store_durable(&ids("1.2.3.5"), RecordData::new(b"instance 5"), Source::Recovered).unwrap();
+            let StoreOutcome::Stored { path } = outcome else { panic!("expected a new instance, got {outcome:?}") };
+            drop(placement);
+
+            let next = spool.store_durable(&ids("1.2.3.6"), RecordData::new(b"instance 6"), Source::Recovered);
+            assert!(matches!(next, Err(SpoolError::Journal(_))), "{:?}", next.map(|(outcome, _)| outcome));
+            assert!(spool.checkpoint().is_err(), "a checkpoint voided the record of the unplaced instance");
+            assert!(!path.exists());
+            path
+        };
+
+        let _reopened = Spool::open(dir.path()).unwrap();
+
+        assert_eq!(fs::read(&path).unwrap(), b"instance 5");
     }
 
     #[test]
