@@ -16,13 +16,9 @@ const MIN_FILES: usize = 60;
 /// Fewer compared files than this would let the value check pass without checking much.
 const MIN_COMPARED: usize = 10;
 
+/// Returns the Python of the repository's `.venv`, which `scripts/test` creates.
 fn python() -> PathBuf {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from("/work/main/.venv/bin/python")
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
 }
 
 /// Lists the packages' DICOM files, and for each the minimum and maximum of its pixels after the
@@ -62,7 +58,7 @@ fn pydicom_references() -> Vec<Reference> {
     let output = Command::new(python())
         .args(["-c", PYDICOM_RANGES])
         .output()
-        .expect("the venv's python runs; scripts/test installs it");
+        .expect("the Python of .venv runs; run scripts/test to create it");
     assert!(output.status.success(), "pydicom script failed: {}", String::from_utf8_lossy(&output.stderr));
     let entries: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
 

@@ -7,9 +7,9 @@
 //! the instance's buffer and reads on, and the thread sends the buffer back for reuse.
 //!
 //! At most [`QUEUE_DEPTH`] instances wait in the queue, so a slow disk slows the sender instead of
-//! filling memory. [`Placer::finish`] waits for every instance handed over; the association
-//! calls it before it replies to a release request or closes, so that the sender sees every
-//! acknowledged instance in the spool once the association has ended.
+//! filling memory. [`Placer::finish`] waits for every instance handed over. The association calls
+//! it before it replies to a release request or closes, so every acknowledged instance is in the
+//! spool once the association has ended.
 
 use std::ops::Range;
 use std::thread::{self, Scope, ScopedJoinHandle};
@@ -48,7 +48,7 @@ impl<'scope, 'env> Placer<'scope, 'env> {
             let _entered = span.enter();
             for job in queue {
                 (job.completion)(&job.buffer[job.file.clone()]);
-                // A full queue of returned buffers means the receiver has enough; this one is freed.
+                // When the receiver already has enough buffers waiting, this one is freed.
                 let _ = give_back.try_send(job.buffer);
             }
         });
@@ -69,8 +69,10 @@ impl<'scope, 'env> Placer<'scope, 'env> {
         let job = match &self.jobs {
             Some(jobs) => match jobs.send(job) {
                 Ok(()) => return None,
-                // The thread has ended (it panicked): place here.
-                Err(SendError(job)) => job,
+                Err(SendError(job)) => {
+                    tracing::warn!("the placement thread has ended; the instance is placed on the association's thread");
+                    job
+                }
             },
             None => job,
         };
