@@ -11,7 +11,6 @@
 //! failed: no further instance is acknowledged and no checkpoint voids a record until a restart,
 //! whose replay writes the file.
 
-use std::fs;
 use std::path::PathBuf;
 
 use super::{check_ids, choose_name, Claim, InstanceIds, Source, Spool, SpoolError, StoreOutcome};
@@ -88,9 +87,7 @@ impl Placement<'_> {
     pub fn finish(mut self, bytes: &[u8]) {
         let target = &self.target;
         let placed = self.spool.write_temp(&self.folder, &self.ids.sop_instance_uid, bytes, false).and_then(|temp| {
-            let linked = fs::hard_link(&temp, target).map_err(|source| SpoolError::Write { path: target.clone(), source });
-            let _ = fs::remove_file(&temp);
-            linked
+            temp.link(target).map_err(|source| SpoolError::Write { path: target.clone(), source })
         });
 
         match placed {
@@ -122,6 +119,8 @@ impl Drop for Placement<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::ingest::spool::tests::ids;
 
