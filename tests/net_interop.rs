@@ -569,10 +569,20 @@ fn low_disk_answers_a700() {
 
 #[test]
 fn abort_mid_transfer_leaves_no_file() {
+    let scp = start_scp(|_| {});
+    abort_after_one_fragment(&scp.addr());
+
+    // The SCP must still serve new associations, and nothing may have been stored.
+    assert_eq!(scu::echo(&target(&scp.addr(), SCP_AE)).unwrap(), 0x0000);
+    assert_eq!(scp.sink.count(), 0);
+    assert_eq!(fs::read_dir(&scp.sink.dir).unwrap().count(), 0);
+}
+
+/// Sends a C-STORE command and the first 512 bytes of its data set, then aborts.
+fn abort_after_one_fragment(addr: &str) {
     use dicom_ul::pdu::{PDataValue, PDataValueType};
     use dicom_ul::{ClientAssociationOptions, Pdu};
 
-    let scp = start_scp(|_| {});
     let mut association = ClientAssociationOptions::new()
         .calling_ae_title("TESTSCU")
         .called_ae_title(SCP_AE)
@@ -580,7 +590,7 @@ fn abort_mid_transfer_leaves_no_file() {
             uids::CT_IMAGE_STORAGE,
             vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
         )
-        .establish(scp.addr())
+        .establish(addr)
         .unwrap();
     let pc_id = association.presentation_contexts()[0].id;
     let command =
@@ -604,11 +614,65 @@ fn abort_mid_transfer_leaves_no_file() {
         })
         .unwrap();
     association.abort().unwrap();
+}
 
-    // The SCP must still serve new associations, and nothing may have been stored.
-    assert_eq!(scu::echo(&target(&scp.addr(), SCP_AE)).unwrap(), 0x0000);
-    assert_eq!(scp.sink.count(), 0);
-    assert_eq!(fs::read_dir(&scp.sink.dir).unwrap().count(), 0);
+/// Lists the files under `dir` and its subfolders.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The daemon's own sink, the spool in page-cache mode: the stored files must hold what storescu
+/// sent, a repeat must be a duplicate, and an aborted transfer must leave nothing.
+#[test]
+fn page_cache_spool_stores_storescu_files() {
+    use penumbra::config::Durability;
+    use penumbra::ingest::scp_sink::SpoolSink;
+    use penumbra::ingest::spool::Spool;
+
+    let data = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open_with(data.path(), Durability::PageCache).unwrap());
+    let config = ScpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), min_free_disk_bytes: 0, ..ScpConfig::default() };
+    let handle = scp::spawn_scp(config, Arc::new(SpoolSink::new(spool.clone())), Arc::new(AtomicBool::new(false))).unwrap();
+    let addr = handle.local_addr().to_string();
+    let send = |files: &[PathBuf]| {
+        let output = run(Command::new("storescu")
+            .env("TCP_NODELAY", "1")
+            .args(["-aet", "DCMTKSCU", "-aec", SCP_AE, "127.0.0.1", &handle.local_addr().port().to_string()])
+            .args(files));
+        assert!(output.status.success(), "{}", text(&output));
+    };
+
+    // 256x256 images take several PDUs each.
+    let work = tempfile::tempdir().unwrap();
+    let sent: Vec<PathBuf> = (0..3).map(|i| work.path().join(format!("im{i}.dcm"))).collect();
+    let sop_uids: Vec<String> = sent.iter().map(|path| write_ct(path, uids::CT_IMAGE_STORAGE, "2.25.77", 256, 256)).collect();
+    send(&sent);
+    send(&sent);
+    abort_after_one_fragment(&addr);
+    assert_eq!(scu::echo(&target(&addr, SCP_AE)).unwrap(), 0x0000);
+
+    let stored = files_under(spool.root());
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    for (path, uid) in sent.iter().zip(&sop_uids) {
+        let stored_path = spool.root().join("2.25.1111/2.25.77").join(format!("{uid}.dcm"));
+        let original = dicom_object::open_file(path).unwrap();
+        let copy = dicom_object::open_file(&stored_path).unwrap();
+        assert_eq!(copy.meta().media_storage_sop_instance_uid(), uid.as_str());
+        for tag in [tags::SOP_INSTANCE_UID, tags::ROWS, tags::PIXEL_DATA] {
+            let expected = original.element(tag).unwrap().to_bytes().unwrap();
+            assert_eq!(copy.element(tag).unwrap().to_bytes().unwrap(), expected, "{tag} of {uid}");
+        }
+    }
+    handle.shutdown(Duration::from_secs(2));
 }
 
 #[test]
