@@ -1,9 +1,9 @@
 //! The durable spool: every accepted instance as `<data_dir>/spool/<study>/<series>/<sop>.dcm`.
 //!
 //! A file is written without a name, or under a temporary one, in its final folder and linked to
-//! its final name, so a reader never sees part of an instance ([`temp`]). Linking (not renaming) never replaces an existing file:
-//! a second instance with the same SOP Instance UID and other bytes is kept beside it as
-//! `<sop>.conflict-<n>.dcm`. Stores of one SOP Instance UID run one at a time.
+//! its final name, so a reader never sees part of an instance ([`temp`]). Linking (not renaming)
+//! never replaces an existing file: a second instance with the same SOP Instance UID and other
+//! bytes is kept beside it as `<sop>.conflict-<n>.dcm`. Stores of one SOP Instance UID run one at a time.
 //!
 //! Durability, for [`Spool::store`] with [`Durability::Fsync`]: the instance is first appended to
 //! the intake [`Journal`] and fdatasynced, then written through the page cache.
@@ -385,8 +385,12 @@ impl Spool {
     }
 
     /// Writes `bytes` into a new file in `folder` that has no final name yet.
+    ///
+    /// With `fsync` the file gets a temporary name. An unnamed file synced before its link would
+    /// still be an orphan with no links in its synced inode, which only the next sync of the
+    /// file itself corrects. A named file's synced inode already has its one remaining link.
     fn write_temp(&self, folder: &Path, sop: &str, bytes: &[u8], fsync: bool) -> Result<TempFile, SpoolError> {
-        let temp = TempFile::create(folder, sop, self.unnamed_temp)
+        let temp = TempFile::create(folder, sop, self.unnamed_temp && !fsync)
             .map_err(|source| SpoolError::Write { path: folder.join(format!("{sop}.dcm")), source })?;
 
         let write = || -> io::Result<()> {

@@ -8,10 +8,12 @@
 //! the build machine, unnamed files were 1.2 to 1.5 times as fast from one thread and 1.2 to 2.4
 //! times from four.
 //!
-//! Where `O_TMPFILE` or `/proc` is missing, the spool falls back to a named temporary file,
-//! `.<sop>.<pid>-<counter>.tmp` beside the final name. A crash can leave such a file behind, and
-//! the spool removes it at its next open. An unnamed file that a crash leaves unlinked is freed
-//! by the kernel.
+//! Stores that fsync the file before linking it (the folder watcher, instances too large for the
+//! intake journal) keep a named temporary file, whose synced inode already counts the link that
+//! remains. Where `O_TMPFILE` or `/proc` is missing, the spool also falls back to a named
+//! temporary file, `.<sop>.<pid>-<counter>.tmp` beside the final name. A crash can leave such a
+//! file behind, and the spool removes it at its next open. An unnamed file that a crash leaves
+//! unlinked is freed by the kernel.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
