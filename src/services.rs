@@ -208,9 +208,22 @@ pub fn spawn_gauges(
             update_spool(&spool, &readiness);
             update_outbox(&outbox, &mut last_retries, &mut last_dead);
             update_qa(qa.as_ref());
-            std::thread::sleep(GAUGE_INTERVAL);
+            pause_unless_stopped(GAUGE_INTERVAL, &stop);
         }
     })
+}
+
+/// Sleeps for `interval`, or less once `stop` is set, so that a shutdown does not wait for
+/// the rest of the interval.
+fn pause_unless_stopped(interval: Duration, stop: &AtomicBool) {
+    const STEP: Duration = Duration::from_millis(100);
+
+    let mut slept = Duration::ZERO;
+    while slept < interval && !stop.load(Ordering::Relaxed) {
+        let step = STEP.min(interval - slept);
+        std::thread::sleep(step);
+        slept += step;
+    }
 }
 
 fn update_spool(spool: &Spool, readiness: &Readiness) {
@@ -281,4 +294,37 @@ fn folder_bytes(root: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_ends_soon_after_stop() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let setter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+
+        let started = std::time::Instant::now();
+        pause_unless_stopped(Duration::from_secs(30), &stop);
+        setter.join().unwrap();
+
+        assert!(started.elapsed() < Duration::from_secs(10), "paused {:?} after the stop", started.elapsed());
+    }
+
+    #[test]
+    fn pause_lasts_its_interval() {
+        let stop = AtomicBool::new(false);
+
+        let started = std::time::Instant::now();
+        pause_unless_stopped(Duration::from_millis(250), &stop);
+
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    }
 }
