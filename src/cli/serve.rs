@@ -179,6 +179,7 @@ fn serve(settings: &Settings, deadline: Duration) -> Result<(), String> {
     http.stop();
     let _ = sender.join();
     let _ = gauges.join();
+    tracing::info!("Daemon stopped");
     Ok(())
 }
 
