@@ -489,8 +489,9 @@ pub fn summarize_perfusion(noise_mas: Option<f64>, studies: &[PerfusionStudyEval
 }
 
 /// Kinds of held-out study in the model evaluation, cycled by study index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Case {
     /// The training recipe unchanged.
     Standard,
@@ -526,8 +527,22 @@ impl Case {
 /// Returns held-out study `index` of `seed`: [`evaluation_params`] changed into the case
 /// `CASES[index % 6]`.
 pub fn held_out_params(seed: u64, index: u64, matrix: Matrix) -> (Case, PhantomParams) {
-    let case = CASES[(index % CASES.len() as u64) as usize];
-    let mut params = evaluation_params(seed, index, matrix, None);
+    held_out_params_of(seed, index, matrix, &CASES, None)
+}
+
+/// Returns held-out study `index` of `seed` for a set that cycles through `cases` only. It is
+/// [`evaluation_params`] with the tube current `noise_mas` (when set), changed into the case
+/// `cases[index % cases.len()]`. The high-noise case keeps its 20 mAs. Panics when `cases` is
+/// empty.
+pub fn held_out_params_of(
+    seed: u64,
+    index: u64,
+    matrix: Matrix,
+    cases: &[Case],
+    noise_mas: Option<f64>,
+) -> (Case, PhantomParams) {
+    let case = cases[(index % cases.len() as u64) as usize];
+    let mut params = evaluation_params(seed, index, matrix, noise_mas);
     match case {
         Case::Standard => {}
         Case::HighNoise => params.noise = Noise::MilliAmpSeconds(20.0),
@@ -760,6 +775,31 @@ mod tests {
         assert!(!params.lesion);
         let (_, params) = held_out_params(1001, 7 * 6 + 4, Matrix::M128);
         assert!(params.lesion, "the small-lesion case keeps its lesion on a no-lesion index");
+    }
+
+    #[test]
+    fn held_out_subset_keeps_phantoms() {
+        for index in 0..16 {
+            let (case, params) = held_out_params_of(1001, index, Matrix::M128, &[Case::Standard], Some(150.0));
+            assert_eq!(case, Case::Standard);
+            assert_eq!(params.noise, Noise::MilliAmpSeconds(150.0));
+            assert_eq!(params.lesion, index % 8 != 7, "study {index}");
+            let full = evaluation_params(1001, index, Matrix::M128, None);
+            assert_eq!(params.seed, full.seed);
+            assert_eq!(params.lesion_size, full.lesion_size);
+            assert!(params.motion.is_none());
+            assert!(!params.bolus_truncated);
+        }
+
+        let cases = [Case::Motion, Case::HighNoise];
+        let (case, params) = held_out_params_of(1001, 2, Matrix::M128, &cases, Some(150.0));
+        assert_eq!(case, Case::Motion);
+        assert!(params.motion.is_some());
+        assert_eq!(params.noise, Noise::MilliAmpSeconds(150.0));
+        let (case, params) = held_out_params_of(1001, 3, Matrix::M128, &cases, Some(150.0));
+        assert_eq!(case, Case::HighNoise);
+        assert_eq!(params.noise, Noise::MilliAmpSeconds(20.0));
+        assert_eq!(held_out_params_of(1001, 4, Matrix::M128, &CASES, None), held_out_params(1001, 4, Matrix::M128));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The decision-threshold commands keep fitted and held-out phantom seeds apart:
 //! `penumbra fit-thresholds` rejects the held-out and training seeds, and `penumbra eval` rejects
-//! the seed the shipped model's thresholds were fitted on unless `--argmax` is given.
+//! the seed the shipped model's thresholds were fitted on unless `--argmax` is given. Both reject
+//! a tube current that is not positive, and `penumbra eval` an unknown kind of study.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -51,4 +52,26 @@ fn eval_rejects_the_fitted_seed() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("decision thresholds were fitted on"), "{stderr}");
     assert!(stderr.contains("--argmax"), "{stderr}");
+}
+
+#[test]
+fn eval_and_fit_reject_bad_study_sets() {
+    let model = shipped_model();
+    let model = model.to_str().expect("utf-8 path");
+
+    let no_current = penumbra(&["eval", "--model", model, "--studies", "1", "--noise-mas", "0"]);
+    assert!(!no_current.status.success());
+    let stderr = String::from_utf8_lossy(&no_current.stderr);
+    assert!(stderr.contains("invalid --noise-mas 0"), "{stderr}");
+
+    let unknown_case = penumbra(&["eval", "--model", model, "--studies", "1", "--cases", "standard,noisy"]);
+    assert!(!unknown_case.status.success());
+    let stderr = String::from_utf8_lossy(&unknown_case.stderr);
+    assert!(stderr.contains("noisy"), "{stderr}");
+    assert!(stderr.contains("high_noise"), "the error lists the kinds: {stderr}");
+
+    let fit_current = penumbra(&["fit-thresholds", "--model", model, "--studies", "6", "--noise-mas=-5", "--dry-run"]);
+    assert!(!fit_current.status.success());
+    let stderr = String::from_utf8_lossy(&fit_current.stderr);
+    assert!(stderr.contains("invalid --noise-mas -5"), "{stderr}");
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::eval_perfusion::{fmt, parse_matrix, write_json};
 use crate::confidence::calibration::{ScoreCalibration, CALIBRATION_FILE};
 use crate::evaluation::{
-    calibration, check_held_out, evaluate_model_study_with, held_out_params, run_phantom, summarize_classes, Calibration,
-    ClassSummary, FailedStudy, ModelStudyEval, DEFAULT_REVIEW_BELOW, MAX_TRAINING_STUDIES, POOR_CORE_DICE, TVERSKY_ALPHA,
+    calibration, check_held_out, evaluate_model_study_with, held_out_params_of, run_phantom, summarize_classes, Calibration,
+    Case, ClassSummary, FailedStudy, ModelStudyEval, DEFAULT_REVIEW_BELOW, MAX_TRAINING_STUDIES, POOR_CORE_DICE, TVERSKY_ALPHA,
     TVERSKY_BETA,
 };
 use crate::pipeline::confidence::ConfidenceStage;
@@ -25,10 +25,17 @@ pub struct Args {
     /// Model folder with `model.safetensors` and `card.json`.
     #[arg(long)]
     pub model: PathBuf,
-    /// Held-out phantom studies; their kinds cycle through standard, 20 mAs, truncated bolus,
-    /// motion, small lesion and no lesion.
+    /// Held-out phantom studies; their kinds cycle through `--cases`.
     #[arg(long, default_value_t = 12)]
     pub studies: u64,
+    /// Kinds of held-out study, comma-separated, cycled in this order: standard, high_noise
+    /// (20 mAs), truncated_bolus, motion, small_lesion, no_lesion.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "standard,high_noise,truncated_bolus,motion,small_lesion,no_lesion")]
+    pub cases: Vec<Case>,
+    /// Tube current-time product of every study, in mAs (the high_noise case keeps 20). Without
+    /// it the studies cycle through 190, 150, 100 and 50 mAs as in training.
+    #[arg(long)]
+    pub noise_mas: Option<f64>,
     /// Seed of the held-out phantoms; it must differ from the training seed in the model card.
     #[arg(long, default_value_t = 1001)]
     pub seed: u64,
@@ -59,6 +66,10 @@ struct Report {
     model: PathBuf,
     seed: u64,
     matrix: usize,
+    /// Kinds of study the set cycled through.
+    cases: Vec<Case>,
+    /// Tube current-time product of every study but the high-noise ones, when it was fixed.
+    noise_mas: Option<f64>,
     tversky_alpha: f64,
     tversky_beta: f64,
     /// `fixed weights`, or the path of the fitted calibration the scores came from.
@@ -86,12 +97,15 @@ fn evaluate(args: &Args) -> Result<(), String> {
     let (confidence_stage, combination) = confidence_stage(args)?;
     eprintln!("U-Net labels: {labels}");
     eprintln!("confidence combination: {combination}");
+    let names: Vec<&str> = args.cases.iter().map(|c| c.name()).collect();
+    let noise = args.noise_mas.map_or("190, 150, 100 and 50 mAs in turn".to_owned(), |mas| format!("{mas} mAs"));
+    eprintln!("held-out studies: {} ({noise})", names.join(", "));
     let started = Instant::now();
 
     let mut studies = Vec::new();
     let mut failed = Vec::new();
     for index in 0..args.studies {
-        let (case, params) = held_out_params(args.seed, index, matrix);
+        let (case, params) = held_out_params_of(args.seed, index, matrix, &args.cases, args.noise_mas);
         let outcome = run_phantom(&params)
             .and_then(|run| evaluate_model_study_with(case, run, &segmenter, args.batch, &confidence_stage));
         let study = match outcome {
@@ -119,6 +133,8 @@ fn evaluate(args: &Args) -> Result<(), String> {
         model: args.model.clone(),
         seed: args.seed,
         matrix: args.matrix,
+        cases: args.cases.clone(),
+        noise_mas: args.noise_mas,
         tversky_alpha: TVERSKY_ALPHA,
         tversky_beta: TVERSKY_BETA,
         confidence_combination: combination,
@@ -145,6 +161,14 @@ fn check_args(args: &Args) -> Result<(), String> {
     }
     if args.batch == 0 {
         return Err("--batch must be at least 1".to_string());
+    }
+    if args.cases.is_empty() {
+        return Err("--cases needs at least one kind of study".to_string());
+    }
+    if let Some(mas) = args.noise_mas {
+        if !(mas.is_finite() && mas > 0.0) {
+            return Err(format!("invalid --noise-mas {mas}: expected a positive number"));
+        }
     }
     if !(0.0..=1.0).contains(&args.review_below) {
         return Err(format!("invalid --review-below {}: expected a number from 0 to 1", args.review_below));

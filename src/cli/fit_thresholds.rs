@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use penumbra_model::card::utc_now;
 use penumbra_model::decision::{DecisionThresholds, FitScores, DECISION_FORMAT_VERSION};
-use penumbra_phantom::Matrix;
+use penumbra_phantom::{Matrix, Noise};
 
 use super::calibrate::HELD_OUT_SEED;
 use super::eval_perfusion::parse_matrix;
@@ -26,9 +26,15 @@ pub struct Args {
     /// Model folder with `model.safetensors` and `card.json`; the thresholds are written into it.
     #[arg(long)]
     pub model: PathBuf,
-    /// Phantom studies to fit on, drawn like the training set (`--mix varied`).
+    /// Phantom studies to fit on, drawn like the training set.
     #[arg(long, default_value_t = 12)]
     pub studies: u64,
+    /// Acquisitions of the fitting studies, as in `penumbra train`.
+    #[arg(long, value_enum, default_value_t = TrainingMix::Varied)]
+    pub mix: TrainingMix,
+    /// Tube current-time product of every fitting study, in mAs, in place of the mix's own.
+    #[arg(long)]
+    pub noise_mas: Option<f64>,
     /// Seed of the fitting phantoms; it must share no study with the training set or with the
     /// held-out evaluation seed.
     #[arg(long, default_value_t = 4001)]
@@ -59,6 +65,11 @@ fn fit_thresholds(args: &Args) -> Result<(), String> {
     if args.batch == 0 {
         return Err("--batch must be at least 1".to_string());
     }
+    if let Some(mas) = args.noise_mas {
+        if !(mas.is_finite() && mas > 0.0) {
+            return Err(format!("invalid --noise-mas {mas}: expected a positive number"));
+        }
+    }
     let matrix = Matrix::from_size(args.matrix).ok_or_else(|| format!("invalid matrix {}", args.matrix))?;
     let mut segmenter = penumbra_model::load(&args.model)
         .map_err(|e| format!("cannot load the model from {}: {e}", args.model.display()))?;
@@ -76,8 +87,11 @@ fn fit_thresholds(args: &Args) -> Result<(), String> {
 
     let mut studies = Vec::new();
     for index in 0..args.studies {
-        let mut params = TrainingMix::Varied.params(args.seed, index);
+        let mut params = args.mix.params(args.seed, index);
         params.matrix = matrix;
+        if let Some(mas) = args.noise_mas {
+            params.noise = Noise::MilliAmpSeconds(mas);
+        }
         let study = fit_study(&params, &segmenter, args.batch).map_err(|e| format!("study {}: {e}", index + 1))?;
         eprintln!("study {}/{}: phantom seed {}", index + 1, args.studies, params.seed);
         studies.push(study);
