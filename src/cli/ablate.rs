@@ -113,6 +113,7 @@ struct Report {
 
 pub fn run(args: Args) -> ExitCode {
     init_logging(LogFormat::Text);
+    crate::cpu_tuning::keep_freed_memory_for_training();
     super::exit_code("ablate", ablate(&args))
 }
 

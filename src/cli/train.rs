@@ -99,6 +99,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> ExitCode {
     init_logging(LogFormat::Text);
+    crate::cpu_tuning::keep_freed_memory_for_training();
     super::exit_code("train", train_model(&args))
 }
 
