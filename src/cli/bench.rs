@@ -274,6 +274,8 @@ fn median_and_min(values: &[f64]) -> (f64, f64) {
 }
 
 fn bench_train_step(args: &TrainStepArgs) -> Result<(), String> {
+    // The step runs with the allocator setting of `penumbra train`.
+    crate::cpu_tuning::keep_freed_memory_for_training();
     if args.batch == 0 || args.reps == 0 || args.threads == 0 {
         return Err(format!(
             "--batch, --reps and --threads must be at least 1, got {}, {} and {}",
