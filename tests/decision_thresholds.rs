@@ -1,7 +1,8 @@
 //! The decision-threshold commands keep fitted and held-out phantom seeds apart:
 //! `penumbra fit-thresholds` rejects the held-out and training seeds, and `penumbra eval` rejects
 //! the seed the shipped model's thresholds were fitted on unless `--argmax` is given. Both reject
-//! a tube current that is not positive, and `penumbra eval` an unknown kind of study.
+//! a tube current that is not positive, `penumbra eval` an unknown kind of study, and
+//! `fit-thresholds` a fit on one kind of study that would be written to the model folder.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -70,8 +71,20 @@ fn eval_and_fit_reject_bad_study_sets() {
     assert!(stderr.contains("noisy"), "{stderr}");
     assert!(stderr.contains("high_noise"), "the error lists the kinds: {stderr}");
 
+    // A copy, so that a fit that wrongly runs cannot write into the shipped model folder.
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in ["card.json", "model.safetensors"] {
+        std::fs::copy(shipped_model().join(name), dir.path().join(name)).expect("model file copies");
+    }
+    let model = dir.path().to_str().expect("utf-8 path");
+
     let fit_current = penumbra(&["fit-thresholds", "--model", model, "--studies", "6", "--noise-mas=-5", "--dry-run"]);
     assert!(!fit_current.status.success());
     let stderr = String::from_utf8_lossy(&fit_current.stderr);
     assert!(stderr.contains("invalid --noise-mas -5"), "{stderr}");
+
+    let written_subset = penumbra(&["fit-thresholds", "--model", model, "--studies", "6", "--mix", "standard"]);
+    assert!(!written_subset.status.success());
+    let stderr = String::from_utf8_lossy(&written_subset.stderr);
+    assert!(stderr.contains("need --dry-run"), "{stderr}");
 }

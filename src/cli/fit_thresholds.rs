@@ -29,10 +29,11 @@ pub struct Args {
     /// Phantom studies to fit on, drawn like the training set.
     #[arg(long, default_value_t = 12)]
     pub studies: u64,
-    /// Acquisitions of the fitting studies, as in `penumbra train`.
+    /// Acquisitions of the fitting studies, as in `penumbra train`. `standard` needs `--dry-run`.
     #[arg(long, value_enum, default_value_t = TrainingMix::Varied)]
     pub mix: TrainingMix,
-    /// Tube current-time product of every fitting study, in mAs, in place of the mix's own.
+    /// Tube current-time product of every fitting study, in mAs, in place of the mix's own. It needs
+    /// `--dry-run`.
     #[arg(long)]
     pub noise_mas: Option<f64>,
     /// Seed of the fitting phantoms; it must share no study with the training set or with the
@@ -69,6 +70,9 @@ fn fit_thresholds(args: &Args) -> Result<(), String> {
         if !(mas.is_finite() && mas > 0.0) {
             return Err(format!("invalid --noise-mas {mas}: expected a positive number"));
         }
+    }
+    if (args.mix != TrainingMix::Varied || args.noise_mas.is_some()) && !args.dry_run {
+        return Err("--mix standard and --noise-mas need --dry-run: decision-thresholds.json does not record them".to_string());
     }
     let matrix = Matrix::from_size(args.matrix).ok_or_else(|| format!("invalid matrix {}", args.matrix))?;
     let mut segmenter = penumbra_model::load(&args.model)
