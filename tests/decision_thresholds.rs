@@ -11,16 +11,22 @@ fn shipped_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/ctp-resunet-v1")
 }
 
+/// Copies the shipped weights and card, without fitted thresholds, into a temporary folder.
+fn model_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in ["card.json", "model.safetensors"] {
+        std::fs::copy(shipped_model().join(name), dir.path().join(name)).expect("model file copies");
+    }
+    dir
+}
+
 fn penumbra(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_penumbra")).args(args).output().expect("penumbra runs")
 }
 
 #[test]
 fn fit_rejects_held_out_and_training_seeds() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for name in ["card.json", "model.safetensors"] {
-        std::fs::copy(shipped_model().join(name), dir.path().join(name)).expect("model file copies");
-    }
+    let dir = model_copy();
     let model = dir.path().to_str().expect("utf-8 path");
 
     let held_out = penumbra(&["fit-thresholds", "--model", model, "--seed", "1001", "--studies", "6"]);
@@ -72,10 +78,7 @@ fn eval_and_fit_reject_bad_study_sets() {
     assert!(stderr.contains("high_noise"), "the error lists the kinds: {stderr}");
 
     // A copy, so that a fit that wrongly runs cannot write into the shipped model folder.
-    let dir = tempfile::tempdir().expect("temp dir");
-    for name in ["card.json", "model.safetensors"] {
-        std::fs::copy(shipped_model().join(name), dir.path().join(name)).expect("model file copies");
-    }
+    let dir = model_copy();
     let model = dir.path().to_str().expect("utf-8 path");
 
     let fit_current = penumbra(&["fit-thresholds", "--model", model, "--studies", "6", "--noise-mas=-5", "--dry-run"]);
